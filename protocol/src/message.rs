@@ -1,0 +1,561 @@
+//! Typed requests and replies, and their JSON field names.
+//!
+//! Requests are parsed leniently where LAVA's peers are (unknown fields are ignored,
+//! informational fields are not checked) and strictly where a wrong value would change the
+//! outcome: every such problem is a [`RequestError`] that the coordinator answers with `nack`.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::json::to_ascii_string;
+
+/// Client name -> role, in the order the coordinator reports it.
+pub type Roles = IndexMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub group_name: String,
+    pub client_name: String,
+    /// The sender's own role; needed when the request registers the client.
+    pub role: Option<String>,
+    pub hostname: Option<String>,
+    /// Needed by the request that creates the group.
+    pub group_size: Option<u32>,
+    /// Extension: hold the connection up to this many seconds instead of answering `wait`.
+    pub block: Option<f64>,
+    pub kind: RequestKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestKind {
+    GroupData,
+    Send { id: String, message: Value },
+    Wait { id: String },
+    WaitAll { id: String, role: Option<String> },
+    Sync { id: String, message: Value },
+    ClearGroup,
+    Complete,
+    Aggregate,
+    /// Extension: declare every member (client -> role) before they register.
+    DeclareRoster { roster: Roles },
+    /// Extension: the roster, at once when declared, else once the group is complete.
+    Roster,
+    /// Extension: open the VM start gate (`lava_send lava_vm_start host_ip=...`).
+    VmStart { host_ip: String },
+    /// Extension: wait for the VM start gate (`lava_wait lava_vm_start`).
+    VmWaitStart,
+    /// Extension: this node is done (`lava_send lava_vm_stop status=... reason=...`).
+    VmStop { status: VmStatus, reason: Option<String> },
+    /// Extension: wait until every member sent `lava_vm_stop` (`lava_wait_all lava_vm_stop`).
+    VmWaitAll,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmStatus {
+    Ok,
+    Failed,
+}
+
+impl VmStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmStatus::Ok => "ok",
+            VmStatus::Failed => "failed",
+        }
+    }
+}
+
+impl RequestKind {
+    /// The `request` field's value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RequestKind::GroupData => "group_data",
+            RequestKind::Send { .. } => "lava_send",
+            RequestKind::Wait { .. } => "lava_wait",
+            RequestKind::WaitAll { .. } => "lava_wait_all",
+            RequestKind::Sync { .. } => "lava_sync",
+            RequestKind::ClearGroup => "clear_group",
+            RequestKind::Complete => "complete",
+            RequestKind::Aggregate => "aggregate",
+            RequestKind::DeclareRoster { .. } => "declare_roster",
+            RequestKind::Roster => "roster",
+            RequestKind::VmStart { .. } => "vm_start",
+            RequestKind::VmWaitStart => "vm_wait_start",
+            RequestKind::VmStop { .. } => "vm_stop",
+            RequestKind::VmWaitAll => "vm_wait_all",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RequestError {
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("body is not a JSON object")]
+    NotObject,
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("field `{field}` must be {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("unknown request {0:?}")]
+    Unknown(String),
+    #[error("field `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn string(obj: &Map<String, Value>, field: &'static str) -> Result<Option<String>, RequestError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(RequestError::WrongType {
+            field,
+            expected: "a string",
+        }),
+    }
+}
+
+fn required(obj: &Map<String, Value>, field: &'static str) -> Result<String, RequestError> {
+    string(obj, field)?.ok_or(RequestError::Missing(field))
+}
+
+/// `group_size` as LAVA's coordinator reads it (`int(x)`): a number or a numeric string.
+/// Zero means "not given", as in LAVA.
+fn group_size(obj: &Map<String, Value>) -> Result<Option<u32>, RequestError> {
+    let wrong = || RequestError::WrongType {
+        field: "group_size",
+        expected: "a whole number from 0 to 4294967295",
+    };
+    let n = match obj.get("group_size") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(wrong)?,
+        Some(Value::String(s)) => s.trim().parse::<u64>().map_err(|_| wrong())?,
+        Some(_) => return Err(wrong()),
+    };
+    let n = u32::try_from(n).map_err(|_| wrong())?;
+    Ok((n > 0).then_some(n))
+}
+
+fn block(obj: &Map<String, Value>) -> Result<Option<f64>, RequestError> {
+    match obj.get("block") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(s)),
+            _ => Err(RequestError::WrongType {
+                field: "block",
+                expected: "a number of seconds, 0 or more",
+            }),
+        },
+        Some(_) => Err(RequestError::WrongType {
+            field: "block",
+            expected: "a number of seconds, 0 or more",
+        }),
+    }
+}
+
+fn roster(obj: &Map<String, Value>) -> Result<Roles, RequestError> {
+    let wrong = RequestError::WrongType {
+        field: "roster",
+        expected: "an object of client name -> role strings",
+    };
+    let Some(Value::Object(map)) = obj.get("roster") else {
+        return Err(match obj.get("roster") {
+            None | Some(Value::Null) => RequestError::Missing("roster"),
+            Some(_) => wrong,
+        });
+    };
+    map.iter()
+        .map(|(client, role)| match role {
+            Value::String(r) => Ok((client.clone(), r.clone())),
+            _ => Err(wrong.clone()),
+        })
+        .collect()
+}
+
+impl Request {
+    /// A request of `kind` from `client_name` (role `role`) in `group_name`.
+    pub fn new(group_name: &str, client_name: &str, role: &str, kind: RequestKind) -> Self {
+        Request {
+            group_name: group_name.to_owned(),
+            client_name: client_name.to_owned(),
+            role: Some(role.to_owned()),
+            hostname: None,
+            group_size: None,
+            block: None,
+            kind,
+        }
+    }
+
+    /// Parses a request body.
+    pub fn parse(body: &str) -> Result<Self, RequestError> {
+        let value: Value =
+            serde_json::from_str(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
+        Self::from_value(&value)
+    }
+
+    pub fn from_value(value: &Value) -> Result<Self, RequestError> {
+        let obj = value.as_object().ok_or(RequestError::NotObject)?;
+        let request = required(obj, "request")?;
+        let id = || required(obj, "messageID");
+        // LAVA stores a missing or null message as an empty object.
+        let message = || match obj.get("message") {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(v) => v.clone(),
+        };
+        let kind = match request.as_str() {
+            "group_data" => RequestKind::GroupData,
+            "lava_send" => RequestKind::Send {
+                id: id()?,
+                message: message(),
+            },
+            "lava_wait" => RequestKind::Wait { id: id()? },
+            "lava_wait_all" => RequestKind::WaitAll {
+                id: id()?,
+                role: string(obj, "waitrole")?,
+            },
+            "lava_sync" => RequestKind::Sync {
+                id: id()?,
+                message: message(),
+            },
+            "clear_group" => RequestKind::ClearGroup,
+            "complete" => RequestKind::Complete,
+            "aggregate" => RequestKind::Aggregate,
+            "declare_roster" => RequestKind::DeclareRoster {
+                roster: roster(obj)?,
+            },
+            "roster" => RequestKind::Roster,
+            "vm_start" => RequestKind::VmStart {
+                host_ip: required(obj, "host_ip")?,
+            },
+            "vm_wait_start" => RequestKind::VmWaitStart,
+            "vm_stop" => RequestKind::VmStop {
+                status: match string(obj, "status")?.as_deref() {
+                    None | Some("ok") => VmStatus::Ok,
+                    Some("failed") => VmStatus::Failed,
+                    Some(other) => {
+                        return Err(RequestError::Invalid {
+                            field: "status",
+                            reason: format!("{other:?} is neither \"ok\" nor \"failed\""),
+                        })
+                    }
+                },
+                reason: string(obj, "reason")?,
+            },
+            "vm_wait_all" => RequestKind::VmWaitAll,
+            other => return Err(RequestError::Unknown(other.to_owned())),
+        };
+        Ok(Request {
+            group_name: required(obj, "group_name")?,
+            client_name: required(obj, "client_name")?,
+            role: string(obj, "role")?,
+            hostname: string(obj, "hostname")?,
+            group_size: group_size(obj)?,
+            block: block(obj)?,
+            kind,
+        })
+    }
+
+    /// The request as a JSON object with LAVA's field names.
+    pub fn to_value(&self) -> Value {
+        let mut obj = Map::new();
+        obj.insert("request".into(), self.kind.name().into());
+        obj.insert("group_name".into(), self.group_name.clone().into());
+        obj.insert("client_name".into(), self.client_name.clone().into());
+        if let Some(role) = &self.role {
+            obj.insert("role".into(), role.clone().into());
+        }
+        if let Some(hostname) = &self.hostname {
+            obj.insert("hostname".into(), hostname.clone().into());
+        }
+        if let Some(size) = self.group_size {
+            obj.insert("group_size".into(), size.into());
+        }
+        if let Some(block) = self.block {
+            obj.insert("block".into(), block.into());
+        }
+        match &self.kind {
+            RequestKind::Send { id, message } | RequestKind::Sync { id, message } => {
+                obj.insert("messageID".into(), id.clone().into());
+                obj.insert("message".into(), message.clone());
+            }
+            RequestKind::Wait { id } => {
+                obj.insert("messageID".into(), id.clone().into());
+            }
+            RequestKind::WaitAll { id, role } => {
+                obj.insert("messageID".into(), id.clone().into());
+                if let Some(role) = role {
+                    obj.insert("waitrole".into(), role.clone().into());
+                }
+            }
+            RequestKind::DeclareRoster { roster } => {
+                let map = roster
+                    .iter()
+                    .map(|(c, r)| (c.clone(), Value::from(r.clone())))
+                    .collect();
+                obj.insert("roster".into(), Value::Object(map));
+            }
+            RequestKind::VmStart { host_ip } => {
+                obj.insert("host_ip".into(), host_ip.clone().into());
+            }
+            RequestKind::VmStop { status, reason } => {
+                obj.insert("status".into(), status.as_str().into());
+                if let Some(reason) = reason {
+                    obj.insert("reason".into(), reason.clone().into());
+                }
+            }
+            RequestKind::GroupData
+            | RequestKind::ClearGroup
+            | RequestKind::Complete
+            | RequestKind::Aggregate
+            | RequestKind::Roster
+            | RequestKind::VmWaitStart
+            | RequestKind::VmWaitAll => {}
+        }
+        Value::Object(obj)
+    }
+
+    /// The request as JSON text (ASCII, as LAVA's dispatcher sends it).
+    pub fn to_json(&self) -> String {
+        to_ascii_string(&self.to_value())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Wait,
+    Ack,
+    Nack,
+    GroupData,
+    Roster,
+}
+
+/// A coordinator reply. Fields appear on the wire in this order and only when set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub response: Response,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Roles>,
+    /// Extension on `roster`: whether the roster was declared (else the group is complete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<bool>,
+    /// Extension on `vm_wait_start`: the host's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+    /// Extension on `vm_wait_all`: members that reported `status=failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<Vec<String>>,
+    /// Extension on `nack`: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Reply {
+    fn bare(response: Response) -> Self {
+        Reply {
+            response,
+            message: None,
+            roles: None,
+            declared: None,
+            host_ip: None,
+            failed: None,
+            error: None,
+        }
+    }
+
+    pub fn wait() -> Self {
+        Self::bare(Response::Wait)
+    }
+
+    pub fn ack() -> Self {
+        Self::bare(Response::Ack)
+    }
+
+    pub fn ack_message(message: Value) -> Self {
+        Reply {
+            message: Some(message),
+            ..Self::bare(Response::Ack)
+        }
+    }
+
+    pub fn nack(error: impl Into<String>) -> Self {
+        Reply {
+            error: Some(error.into()),
+            ..Self::bare(Response::Nack)
+        }
+    }
+
+    pub fn group_data(roles: Roles) -> Self {
+        Reply {
+            roles: Some(roles),
+            ..Self::bare(Response::GroupData)
+        }
+    }
+
+    pub fn roster(roles: Roles, declared: bool) -> Self {
+        Reply {
+            roles: Some(roles),
+            declared: Some(declared),
+            ..Self::bare(Response::Roster)
+        }
+    }
+
+    pub fn is_wait(&self) -> bool {
+        self.response == Response::Wait
+    }
+
+    /// The reply as JSON text (ASCII, Python layout).
+    pub fn to_json(&self) -> String {
+        to_ascii_string(self)
+    }
+
+    pub fn parse(body: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<Request, RequestError> {
+        Request::parse(&v.to_string())
+    }
+
+    #[test]
+    fn parses_a_dispatcher_request() {
+        let req = parse(json!({
+            "request": "lava_send", "group_name": "g", "client_name": "10", "role": "server",
+            "hostname": "h", "port": 3079, "blocksize": 4096, "poll_delay": 3, "host": "x",
+            "messageID": "ready", "message": {"ip": "1.2.3.4"}
+        }))
+        .unwrap();
+        assert_eq!(req.client_name, "10");
+        assert_eq!(
+            req.kind,
+            RequestKind::Send {
+                id: "ready".into(),
+                message: json!({"ip": "1.2.3.4"})
+            }
+        );
+    }
+
+    #[test]
+    fn null_or_missing_message_is_an_empty_object() {
+        for body in [
+            json!({"request": "lava_send", "group_name": "g", "client_name": "c", "messageID": "m"}),
+            json!({"request": "lava_send", "group_name": "g", "client_name": "c", "messageID": "m", "message": null}),
+        ] {
+            let RequestKind::Send { message, .. } = parse(body).unwrap().kind else {
+                panic!("not a send")
+            };
+            assert_eq!(message, json!({}));
+        }
+    }
+
+    #[test]
+    fn group_size_is_read_like_python_int() {
+        let base = json!({"request": "group_data", "group_name": "g", "client_name": "c"});
+        let with = |size: Value| {
+            let mut v = base.clone();
+            v["group_size"] = size;
+            parse(v)
+        };
+        assert_eq!(with(json!(3)).unwrap().group_size, Some(3));
+        assert_eq!(with(json!("4")).unwrap().group_size, Some(4));
+        assert_eq!(with(json!(0)).unwrap().group_size, None);
+        assert!(with(json!(-1)).is_err());
+        assert!(with(json!(2.5)).is_err());
+        assert!(with(json!("two")).is_err());
+        assert!(with(json!([2])).is_err());
+        assert!(with(json!(1u64 << 40)).is_err());
+    }
+
+    #[test]
+    fn malformed_requests_are_errors() {
+        assert!(matches!(Request::parse("{"), Err(RequestError::NotJson(_))));
+        assert!(matches!(Request::parse("42"), Err(RequestError::NotObject)));
+        assert!(matches!(
+            parse(json!({"group_name": "g", "client_name": "c"})),
+            Err(RequestError::Missing("request"))
+        ));
+        assert!(matches!(
+            parse(json!({"request": "lava_wait", "group_name": "g", "client_name": "c"})),
+            Err(RequestError::Missing("messageID"))
+        ));
+        assert!(matches!(
+            parse(json!({"request": "group_data", "client_name": "c"})),
+            Err(RequestError::Missing("group_name"))
+        ));
+        assert!(matches!(
+            parse(json!({"request": "group_data", "group_name": 1, "client_name": "c"})),
+            Err(RequestError::WrongType { field: "group_name", .. })
+        ));
+        assert!(matches!(
+            parse(json!({"request": "fly", "group_name": "g", "client_name": "c"})),
+            Err(RequestError::Unknown(_))
+        ));
+        assert!(matches!(
+            parse(json!({"request": "lava_wait", "group_name": "g", "client_name": "c", "messageID": "m", "block": -1})),
+            Err(RequestError::WrongType { field: "block", .. })
+        ));
+        assert!(matches!(
+            parse(json!({"request": "vm_stop", "group_name": "g", "client_name": "c", "status": "meh"})),
+            Err(RequestError::Invalid { field: "status", .. })
+        ));
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let mut roster = Roles::new();
+        roster.insert("host".into(), "host".into());
+        roster.insert("vm1".into(), "server".into());
+        let kinds = [
+            RequestKind::GroupData,
+            RequestKind::Send { id: "m".into(), message: json!({"k": "v é"}) },
+            RequestKind::Wait { id: "m".into() },
+            RequestKind::WaitAll { id: "m".into(), role: Some("r".into()) },
+            RequestKind::WaitAll { id: "m".into(), role: None },
+            RequestKind::Sync { id: "s".into(), message: json!({}) },
+            RequestKind::ClearGroup,
+            RequestKind::Complete,
+            RequestKind::Aggregate,
+            RequestKind::DeclareRoster { roster },
+            RequestKind::Roster,
+            RequestKind::VmStart { host_ip: "10.0.2.2".into() },
+            RequestKind::VmWaitStart,
+            RequestKind::VmStop { status: VmStatus::Failed, reason: Some("boom".into()) },
+            RequestKind::VmWaitAll,
+        ];
+        for kind in kinds {
+            let mut req = Request::new("g", "c", "r", kind);
+            req.group_size = Some(3);
+            req.block = Some(2.5);
+            assert_eq!(Request::parse(&req.to_json()).unwrap(), req);
+        }
+    }
+
+    #[test]
+    fn replies_serialise_like_lava() {
+        assert_eq!(Reply::wait().to_json(), r#"{"response": "wait"}"#);
+        assert_eq!(
+            Reply::ack_message(json!("sync-id")).to_json(),
+            r#"{"response": "ack", "message": "sync-id"}"#
+        );
+        let mut roles = Roles::new();
+        roles.insert("b".into(), "server".into());
+        roles.insert("a".into(), "client".into());
+        let text = Reply::group_data(roles).to_json();
+        assert_eq!(
+            text,
+            r#"{"response": "group_data", "roles": {"b": "server", "a": "client"}}"#
+        );
+        assert_eq!(Reply::parse(&text).unwrap().response, Response::GroupData);
+    }
+}

@@ -1,0 +1,1 @@
+//! Helpers shared by the process-level and interop tests.
