@@ -1,1 +1,239 @@
-//! Helpers shared by the process-level and interop tests.
+//! Helpers shared by the process-level and interop tests: locate the workspace's binaries,
+//! start our coordinator or Debian's reference on a free loopback port, and stop them.
+//!
+//! `cargo test --workspace` builds every binary of the workspace before it runs any test, so
+//! the binaries are found next to the test executable's `deps/` folder.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The Cargo workspace's root folder.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `target/<profile>`: the folder that holds the workspace's binaries.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    // target/<profile>/deps/<test-binary>
+    let deps = exe.parent().expect("deps folder");
+    deps.parent().expect("profile folder").to_path_buf()
+}
+
+/// Path of a workspace binary (`lava-coordinator`, `lava-multinode`).
+pub fn bin(name: &str) -> PathBuf {
+    let path = profile_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
+        path.display()
+    );
+    path
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on loopback")
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub fn wait_for_port(addr: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A server process that is killed when dropped.
+pub struct Server {
+    pub child: Child,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    pub port: u16,
+    pub log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Server {
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().expect("wait for killed server");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A protocol client for this server.
+    pub fn client(&self) -> lava_protocol::Client {
+        lava_protocol::Client::new(self.addr.clone())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts our `lava-coordinator` on a free loopback port with `extra` arguments.
+pub fn start_coordinator(extra: &[&str]) -> Server {
+    let dir = TempDir::new("coordinator");
+    let log = dir.path().join("coordinator.log");
+    for _ in 0..5 {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(bin("lava-coordinator"))
+            .args(["--listen", &addr, "--loglevel", "DEBUG", "--logfile"])
+            .arg(&log)
+            .args(["--config", "/nonexistent/lava-coordinator.conf"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn lava-coordinator");
+        let mut server = Server {
+            child,
+            addr: addr.clone(),
+            port,
+            log: log.clone(),
+            _dir: TempDir::new("unused"),
+        };
+        if wait_for_port(&addr, Duration::from_secs(10)) && server.is_running() {
+            server._dir = dir;
+            return server;
+        }
+        // Port taken in the meantime: try another one.
+    }
+    panic!("lava-coordinator did not start");
+}
+
+/// Debian's reference coordinator, when the `lava-coordinator` package is installed.
+pub const REFERENCE_BIN: &str = "/usr/bin/lava-coordinator";
+
+pub fn reference_available() -> bool {
+    Path::new(REFERENCE_BIN).exists()
+        && Path::new("/usr/lib/python3/dist-packages/lava/coordinator/__init__.py").exists()
+}
+
+/// Starts Debian's reference coordinator on a free port (it binds 0.0.0.0; we talk to it
+/// over 127.0.0.1 only).
+pub fn start_reference() -> Server {
+    assert!(
+        reference_available(),
+        "Debian's lava-coordinator is not installed: `apt-get install lava-coordinator` (.ci/run does)"
+    );
+    let dir = TempDir::new("reference");
+    let log = dir.path().join("reference.log");
+    for _ in 0..5 {
+        let port = free_port();
+        let conf = dir.path().join("lava-coordinator.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"{{"port": {port}, "blocksize": 4096, "poll_delay": 1, "coordinator_hostname": "127.0.0.1"}}"#
+            ),
+        )
+        .expect("write reference config");
+        let child = Command::new("/usr/bin/python3")
+            .arg(REFERENCE_BIN)
+            .arg("--config")
+            .arg(&conf)
+            .arg("--logfile")
+            .arg(&log)
+            .args(["--loglevel", "DEBUG"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn reference lava-coordinator");
+        let addr = format!("127.0.0.1:{port}");
+        let mut server = Server {
+            child,
+            addr: addr.clone(),
+            port,
+            log: log.clone(),
+            _dir: TempDir::new("unused"),
+        };
+        if wait_for_port(&addr, Duration::from_secs(10)) && server.is_running() {
+            server._dir = dir;
+            return server;
+        }
+    }
+    panic!("reference lava-coordinator did not start");
+}
+
+/// A scratch folder removed on drop (std only).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "lava-mn-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Sends raw bytes on one connection, half-closes, and returns whatever came back
+/// (used by the bad-input tests, which send what no well-behaved client would).
+pub fn raw_exchange(addr: &str, bytes: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(bytes)?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out)?;
+    Ok(out)
+}
