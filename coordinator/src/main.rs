@@ -1,1 +1,97 @@
-fn main() {}
+use std::fs::OpenOptions;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use clap::Parser;
+use lava_coordinator::config::{Cli, LogLevel, Settings};
+use lava_coordinator::server::{self, Shared};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+fn init_logging(cli: &Cli) {
+    let level = match cli.loglevel {
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Error => tracing::Level::ERROR,
+    };
+    let builder = tracing_subscriber::fmt().with_max_level(level).with_target(false).with_ansi(false);
+    if cli.logfile == "-" {
+        builder.with_writer(std::io::stdout).init();
+        return;
+    }
+    match OpenOptions::new().create(true).append(true).open(&cli.logfile) {
+        Ok(file) => builder.with_writer(Mutex::new(file)).init(),
+        Err(e) => {
+            builder.with_writer(std::io::stderr).init();
+            warn!("cannot open log file {}: {e}; logging to standard error", cli.logfile);
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot watch SIGTERM: {e}");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let settings = match Settings::load(&cli.config) {
+        Ok(Some(settings)) => {
+            info!("configuration loaded from {}", cli.config.display());
+            settings
+        }
+        Ok(None) => {
+            info!("no configuration file at {}: using defaults", cli.config.display());
+            Settings::default()
+        }
+        Err(e) => {
+            error!("{e}");
+            eprintln!("lava-coordinator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lava-coordinator: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let addr = settings.listen_addr(cli.listen);
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!("cannot listen on {addr}: {e}");
+                eprintln!("lava-coordinator: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        info!(
+            "lava-coordinator {} listening on {addr} (block_max {}s, hold_lava_requests {}s, max_connections {})",
+            env!("CARGO_PKG_VERSION"),
+            settings.block_max,
+            settings.hold_lava_requests,
+            settings.max_connections
+        );
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(server::run(listener, Shared::new(settings), shutdown.clone()));
+        shutdown_signal().await;
+        shutdown.cancel();
+        let _ = server.await;
+        info!("stopped");
+        ExitCode::SUCCESS
+    })
+}

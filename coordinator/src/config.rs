@@ -1,0 +1,226 @@
+//! Command line and configuration file.
+//!
+//! The file is LAVA's `/etc/lava-coordinator/lava-coordinator.conf` (JSON: `port`,
+//! `blocksize`, `poll_delay`, `coordinator_hostname`) with our optional keys added. A missing
+//! file means defaults, so the coordinator runs with no configuration at all.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG: &str = "/etc/lava-coordinator/lava-coordinator.conf";
+pub const DEFAULT_LOGFILE: &str = "/var/log/lava-coordinator.log";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// LAVA MultiNode coordinator: an event-driven, drop-in replacement for lava-coordinator.
+#[derive(Debug, Parser)]
+#[command(name = "lava-coordinator", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (LAVA's JSON format); a missing file means defaults.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Log file, or `-` for standard output.
+    #[arg(long, value_name = "FILE|-", default_value = DEFAULT_LOGFILE)]
+    pub logfile: String,
+    /// Log level.
+    #[arg(long, short = 'l', value_enum, default_value = "INFO", ignore_case = true)]
+    pub loglevel: LogLevel,
+    /// Address to listen on [default: 0.0.0.0:<port from the config file, 3079>].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// The configuration file's keys. Unknown keys are ignored, as LAVA does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// LAVA: the TCP port (used when `listen` is not set).
+    pub port: u16,
+    /// LAVA: the dispatchers' read size; accepted and ignored (we write whole frames).
+    pub blocksize: u64,
+    /// LAVA: the dispatchers' polling interval; accepted and ignored by the server.
+    pub poll_delay: Option<f64>,
+    /// LAVA: accepted and ignored, as LAVA does (use `listen`).
+    pub coordinator_hostname: Option<String>,
+    /// Address to listen on, e.g. "127.0.0.1:3079".
+    pub listen: Option<SocketAddr>,
+    /// Longest time a request's `block` may hold its connection, seconds.
+    pub block_max: f64,
+    /// Hold plain LAVA requests (without `block`) up to this many seconds; 0 = off.
+    pub hold_lava_requests: f64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Largest request body accepted, bytes.
+    pub max_request_bytes: usize,
+    /// Time a client has to send its whole request, seconds.
+    pub read_timeout: f64,
+    /// A group with no request for this long is forgotten, seconds.
+    pub group_expiry: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            port: lava_protocol::DEFAULT_PORT,
+            blocksize: 4096,
+            poll_delay: None,
+            coordinator_hostname: None,
+            listen: None,
+            block_max: 30.0,
+            hold_lava_requests: 0.0,
+            max_connections: 4096,
+            max_request_bytes: 1 << 20,
+            read_timeout: 30.0,
+            group_expiry: 24.0 * 3600.0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid configuration: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{path}: `{key}` {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        reason: &'static str,
+    },
+}
+
+impl Settings {
+    /// Reads `path`; `Ok(None)` when it does not exist.
+    pub fn load(path: &Path) -> Result<Option<Settings>, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        let settings: Settings = serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        settings.validate(path)?;
+        Ok(Some(settings))
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, reason| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            reason,
+        };
+        let seconds = |v: f64| v.is_finite() && (0.0..=1e9).contains(&v);
+        if !seconds(self.block_max) {
+            return Err(invalid("block_max", "must be a number of seconds"));
+        }
+        if !seconds(self.hold_lava_requests) {
+            return Err(invalid("hold_lava_requests", "must be a number of seconds"));
+        }
+        if !seconds(self.read_timeout) || self.read_timeout == 0.0 {
+            return Err(invalid("read_timeout", "must be a positive number of seconds"));
+        }
+        if !seconds(self.group_expiry) || self.group_expiry == 0.0 {
+            return Err(invalid("group_expiry", "must be a positive number of seconds"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        if self.max_request_bytes < 64 {
+            return Err(invalid("max_request_bytes", "must be at least 64"));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self, cli: Option<SocketAddr>) -> SocketAddr {
+        cli.or(self.listen)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], self.port)))
+    }
+
+    pub fn block_max(&self) -> Duration {
+        Duration::from_secs_f64(self.block_max)
+    }
+
+    pub fn hold_lava_requests(&self) -> Duration {
+        Duration::from_secs_f64(self.hold_lava_requests)
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.read_timeout)
+    }
+
+    pub fn group_expiry(&self) -> Duration {
+        Duration::from_secs_f64(self.group_expiry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Option<Settings>, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("lc-config-{}-{}", std::process::id(), text.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.conf");
+        std::fs::write(&path, text).unwrap();
+        let out = Settings::load(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        out
+    }
+
+    #[test]
+    fn reads_lavas_shipped_config() {
+        let s = load(r#"{"port": 3080, "blocksize": 4096, "poll_delay": 3, "coordinator_hostname": "localhost"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.port, 3080);
+        assert_eq!(s.listen_addr(None).to_string(), "0.0.0.0:3080");
+        assert_eq!(s.block_max, 30.0);
+    }
+
+    #[test]
+    fn missing_file_is_none_and_bad_values_are_errors() {
+        assert!(Settings::load(Path::new("/nonexistent/x.conf")).unwrap().is_none());
+        assert!(matches!(load("{"), Err(ConfigError::Parse { .. })));
+        assert!(matches!(load(r#"{"port": "x"}"#), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            load(r#"{"block_max": -1}"#),
+            Err(ConfigError::Invalid { key: "block_max", .. })
+        ));
+        assert!(matches!(
+            load(r#"{"max_connections": 0}"#),
+            Err(ConfigError::Invalid { key: "max_connections", .. })
+        ));
+    }
+
+    #[test]
+    fn cli_listen_wins() {
+        let s = Settings::default();
+        let cli: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(s.listen_addr(Some(cli)), cli);
+    }
+}

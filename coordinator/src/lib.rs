@@ -1,0 +1,6 @@
+//! LAVA MultiNode coordinator: the coordination rules ([`state`], a pure state machine), the
+//! configuration ([`config`]) and the thin tokio server around them ([`server`]).
+
+pub mod config;
+pub mod server;
+pub mod state;

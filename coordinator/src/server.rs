@@ -1,0 +1,293 @@
+//! The network server around the state machine: one task per connection, a semaphore
+//! bounding connections, a std `Mutex` around the state that is never held across `.await`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lava_protocol::frame::{self, FrameError, HEADER_LEN};
+use lava_protocol::{Reply, Request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::Settings;
+use crate::state::{Coordinator, Event, WaiterId, Wakeup};
+
+/// How long a reply write may take before the client is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Inner {
+    machine: Coordinator,
+    /// Where each parked request's reply goes.
+    waiters: HashMap<WaiterId, oneshot::Sender<Reply>>,
+    next_waiter: WaiterId,
+}
+
+impl Inner {
+    fn deliver(&mut self, wakeups: Vec<Wakeup>) {
+        for Wakeup { waiter, reply } in wakeups {
+            if let Some(tx) = self.waiters.remove(&waiter) {
+                // The receiver may have timed out at this very moment; it then finds the
+                // reply with `try_recv` after `cancel` returned false.
+                let _ = tx.send(reply);
+            }
+        }
+        for event in self.machine.take_events() {
+            match event {
+                Event::Created { group, size } => info!("group {group:?} created for {size} nodes"),
+                Event::Complete { group } => info!("group {group:?} is complete"),
+                Event::Cleared { group } => info!("group {group:?} cleared by all its members, deleted"),
+                Event::Expired { group, idle } => {
+                    info!("group {group:?} expired after {}s without a request", idle.as_secs())
+                }
+            }
+        }
+    }
+}
+
+/// The state shared by all connections.
+pub struct Shared {
+    inner: Mutex<Inner>,
+    settings: Settings,
+    /// Parked requests beyond this are answered `wait` at once, so that held connections can
+    /// never use up every connection slot.
+    max_parked: usize,
+}
+
+impl Shared {
+    pub fn new(settings: Settings) -> Arc<Self> {
+        let max_parked = (settings.max_connections * 3 / 4).max(1);
+        Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                machine: Coordinator::new(settings.group_expiry()),
+                waiters: HashMap::new(),
+                next_waiter: 0,
+            }),
+            settings,
+            max_parked,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock is a bug; the state is still consistent enough to
+        // keep serving the other groups.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long `request` may be held instead of answering `wait`.
+    fn hold_for(&self, request: &Request) -> Duration {
+        match request.block {
+            Some(block) => Duration::from_secs_f64(block).min(self.settings.block_max()),
+            None => self.settings.hold_lava_requests(),
+        }
+    }
+
+    /// Answers one request, holding it while its answer is `wait` and it may block.
+    pub async fn call(&self, request: &Request, shutdown: &CancellationToken) -> Reply {
+        let hold = self.hold_for(request);
+        let (waiter, mut rx) = {
+            let mut inner = self.lock();
+            let park = (!hold.is_zero() && inner.machine.parked_count() < self.max_parked).then(|| {
+                inner.next_waiter += 1;
+                inner.next_waiter
+            });
+            let out = inner.machine.handle(request, Instant::now(), park);
+            inner.deliver(out.wakeups);
+            match (out.reply, park) {
+                (Some(reply), _) => return reply,
+                (None, None) => return Reply::wait(),
+                (None, Some(waiter)) => {
+                    let (tx, rx) = oneshot::channel();
+                    inner.waiters.insert(waiter, tx);
+                    (waiter, rx)
+                }
+            }
+        };
+        tokio::select! {
+            reply = &mut rx => {
+                if let Ok(reply) = reply {
+                    return reply;
+                }
+            }
+            _ = tokio::time::sleep(hold) => {}
+            _ = shutdown.cancelled() => {}
+        }
+        let mut inner = self.lock();
+        if inner.machine.cancel(waiter) {
+            inner.waiters.remove(&waiter);
+            Reply::wait()
+        } else {
+            rx.try_recv().unwrap_or_else(|_| Reply::wait())
+        }
+    }
+
+    /// Forgets idle groups.
+    pub fn expire(&self) {
+        let mut inner = self.lock();
+        let wakeups = inner.machine.expire(Instant::now());
+        inner.deliver(wakeups);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("no complete request within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Reads one request frame. `Ok(None)`: the peer closed without sending anything.
+async fn read_body(stream: &mut TcpStream, max: usize) -> Result<Option<String>, FrameError> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match stream.read(&mut header[got..]).await? {
+            0 if got == 0 => return Ok(None),
+            0 => {
+                return Err(FrameError::Truncated {
+                    expected: HEADER_LEN,
+                    got,
+                })
+            }
+            n => got += n,
+        }
+    }
+    let len = frame::parse_header(&header)?;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    let mut body = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match stream.read(&mut body[got..]).await? {
+            0 => return Err(FrameError::Truncated { expected: len, got }),
+            n => got += n,
+        }
+    }
+    String::from_utf8(body).map(Some).map_err(|_| FrameError::NotUtf8)
+}
+
+async fn write_reply(stream: &mut TcpStream, reply: &Reply) {
+    // Header and body in one write: LAVA's readers count blocks, not bytes.
+    let bytes = frame::encode(&reply.to_json());
+    let write = async {
+        stream.write_all(&bytes).await?;
+        stream.shutdown().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!("reply not delivered: {e}"),
+        Err(_) => debug!("reply not delivered within {WRITE_TIMEOUT:?}"),
+    }
+}
+
+/// Serves one connection: one request, one reply.
+async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
+    let _ = stream.set_nodelay(true);
+    let settings = &shared.settings;
+    let read = tokio::time::timeout(settings.read_timeout(), read_body(&mut stream, settings.max_request_bytes));
+    let body = match read.await.map_err(|_| ReadError::Timeout(settings.read_timeout())) {
+        Ok(Ok(Some(body))) => body,
+        Ok(Ok(None)) => return debug!("{peer}: closed without a request"),
+        Ok(Err(FrameError::Io(e))) => return debug!("{peer}: {e}"),
+        Ok(Err(e)) => {
+            let e = ReadError::from(e);
+            warn!("{peer}: bad request frame: {e}");
+            return write_reply(&mut stream, &Reply::nack(format!("bad request frame: {e}"))).await;
+        }
+        Err(e) => {
+            warn!("{peer}: {e}");
+            return write_reply(&mut stream, &Reply::nack(e.to_string())).await;
+        }
+    };
+    let request = match Request::parse(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            warn!("{peer}: bad request: {e}: {:.200}", body);
+            return write_reply(&mut stream, &Reply::nack(format!("bad request: {e}"))).await;
+        }
+    };
+    let started = Instant::now();
+    let reply = shared.call(&request, &shutdown).await;
+    debug!(
+        "{peer}: {} {:?} from {:?} in {:?} -> {:?} after {:?}",
+        request.kind.name(),
+        request_id(&request),
+        request.client_name,
+        request.group_name,
+        reply.response,
+        started.elapsed()
+    );
+    if let Some(error) = &reply.error {
+        info!("{peer}: nack {} from {:?} in {:?}: {error}", request.kind.name(), request.client_name, request.group_name);
+    }
+    write_reply(&mut stream, &reply).await;
+}
+
+fn request_id(request: &Request) -> &str {
+    use lava_protocol::RequestKind::*;
+    match &request.kind {
+        Send { id, .. } | Wait { id } | WaitAll { id, .. } | Sync { id, .. } => id,
+        _ => "",
+    }
+}
+
+/// Accepts and serves connections until `shutdown` is cancelled, then lets the connections
+/// in progress finish (held requests are answered `wait`).
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let limit = shared.settings.max_connections;
+    let slots = Arc::new(Semaphore::new(limit));
+    let expiry = {
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        let every = (shared.settings.group_expiry() / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => shared.expire(),
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        })
+    };
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            serve(shared, stream, peer, shutdown).await;
+            drop(permit);
+        });
+    }
+    info!("shutting down: no new connections");
+    let _ = expiry.await;
+    // Wait (bounded) for the connections in progress to finish.
+    let drain = slots.acquire_many(limit as u32);
+    if tokio::time::timeout(Duration::from_secs(5) + WRITE_TIMEOUT, drain).await.is_err() {
+        warn!("some connections did not finish in time");
+    }
+}

@@ -1,0 +1,342 @@
+//! One MultiNode group: its members, the data sent under each message id, the syncs in
+//! progress, and the requests parked until their condition holds.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use indexmap::IndexMap;
+use lava_protocol::message::Roles;
+use lava_protocol::Reply;
+use serde_json::Value;
+
+use super::WaiterId;
+
+/// What a parked (or polling) request waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// `group_data`: every member registered.
+    GroupComplete,
+    /// `roster`: the roster is known (declared, or the group complete).
+    Roster,
+    /// `lava_wait`: somebody sent the id. `vm` adds the `host_ip` of the start gate.
+    Sent { id: String, vm_start: bool },
+    /// `lava_wait_all`: every expected member (of `role`) sent the id. `vm` adds `failed`.
+    AllSent {
+        id: String,
+        role: Option<String>,
+        vm_stop: bool,
+    },
+    /// `lava_sync`: `group_size` members arrived at the sync.
+    Synced { id: String },
+}
+
+/// What changed in a group, so that only the parked requests it concerns are looked at.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Registered,
+    RosterDeclared,
+    Sent(String),
+    SyncArrived(String),
+    Cleared,
+}
+
+impl Condition {
+    fn affected_by(&self, change: &Change) -> bool {
+        match (self, change) {
+            (Condition::GroupComplete, Change::Registered) => true,
+            (Condition::Roster, Change::Registered | Change::RosterDeclared) => true,
+            (Condition::AllSent { .. }, Change::Registered | Change::RosterDeclared) => true,
+            (Condition::AllSent { id, .. }, Change::Sent(sent)) => id == sent,
+            (Condition::Sent { id, .. }, Change::Sent(sent)) => id == sent,
+            (Condition::Synced { id }, Change::SyncArrived(arrived)) => id == arrived,
+            _ => false,
+        }
+    }
+}
+
+/// A member's arrival at a sync.
+#[derive(Debug, Clone)]
+struct SyncArrival {
+    picked_up: bool,
+    /// What the member's reply carries: its own sync message, or the sync id.
+    reply: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Parked {
+    pub waiter: WaiterId,
+    pub client: String,
+    pub condition: Condition,
+}
+
+#[derive(Debug)]
+pub struct Group {
+    pub name: String,
+    pub size: usize,
+    /// client -> role, in registration order.
+    pub members: IndexMap<String, String>,
+    /// client -> role, as declared by the group's creator.
+    pub roster: Option<Roles>,
+    /// message id -> sender -> data, senders in the order they first sent.
+    pub messages: HashMap<String, IndexMap<String, Value>>,
+    syncs: HashMap<String, IndexMap<String, SyncArrival>>,
+    pub cleared: HashSet<String>,
+    pub last_active: Instant,
+    pub parked: Vec<Parked>,
+}
+
+/// Python's truthiness of a JSON value: LAVA replies to a sync with the sync id when the
+/// sync's own message is "empty".
+fn is_falsy(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
+/// Groups `client -> role` pairs by role in order of each role's first appearance, as LAVA's
+/// `group_data` reply lists them.
+fn by_role<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)> + Clone) -> Roles {
+    let mut roles: IndexMap<&String, Vec<&String>> = IndexMap::new();
+    for (client, role) in pairs {
+        roles.entry(role).or_default().push(client);
+    }
+    roles
+        .into_iter()
+        .flat_map(|(role, clients)| clients.into_iter().map(move |c| (c.clone(), role.clone())))
+        .collect()
+}
+
+impl Group {
+    pub fn new(name: &str, size: usize, now: Instant) -> Self {
+        Group {
+            name: name.to_owned(),
+            size,
+            members: IndexMap::new(),
+            roster: None,
+            messages: HashMap::new(),
+            syncs: HashMap::new(),
+            cleared: HashSet::new(),
+            last_active: now,
+            parked: Vec::new(),
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.members.len() >= self.size
+    }
+
+    /// Every member, client -> role, once it is known: declared, or all registered.
+    fn known_roster(&self) -> Option<&Roles> {
+        match &self.roster {
+            Some(roster) => Some(roster),
+            None if self.is_complete() => Some(&self.members),
+            None => None,
+        }
+    }
+
+    /// Registers `client` (a no-op for a member). Returns whether it is new.
+    pub fn register(&mut self, client: &str, role: Option<&str>) -> Result<bool, String> {
+        if self.members.contains_key(client) {
+            return Ok(false);
+        }
+        let declared = self.roster.as_ref().map(|r| r.get(client));
+        let role = match (declared, role) {
+            (Some(None), _) => {
+                return Err(format!(
+                    "client {client:?} is not in the roster declared for group {:?}",
+                    self.name
+                ))
+            }
+            (Some(Some(declared)), Some(role)) if declared != role => {
+                return Err(format!(
+                    "client {client:?} registers as role {role:?} but the roster declares {declared:?}"
+                ))
+            }
+            (Some(Some(declared)), _) => declared.clone(),
+            (None, Some(role)) => role.to_owned(),
+            (None, None) => return Err("missing field `role` to register a new client".into()),
+        };
+        if self.is_complete() {
+            return Err(format!(
+                "group {:?} already has its {} members",
+                self.name, self.size
+            ));
+        }
+        self.members.insert(client.to_owned(), role);
+        Ok(true)
+    }
+
+    /// Declares the roster; a repeat of the same roster is accepted.
+    pub fn declare_roster(&mut self, roster: &Roles) -> Result<(), String> {
+        if let Some(existing) = &self.roster {
+            return if existing == roster {
+                Ok(())
+            } else {
+                Err(format!("group {:?} already has a different roster", self.name))
+            };
+        }
+        if roster.len() != self.size {
+            return Err(format!(
+                "roster lists {} members but the group has {}",
+                roster.len(),
+                self.size
+            ));
+        }
+        if let Some((client, role)) = self
+            .members
+            .iter()
+            .find(|(client, role)| roster.get(*client) != Some(*role))
+        {
+            return Err(format!(
+                "registered client {client:?} (role {role:?}) does not match the roster"
+            ));
+        }
+        self.roster = Some(roster.clone());
+        Ok(())
+    }
+
+    /// Stores `data` from `sender` under `id`, replacing the sender's earlier data.
+    pub fn send(&mut self, sender: &str, id: &str, data: Value) {
+        self.messages
+            .entry(id.to_owned())
+            .or_default()
+            .insert(sender.to_owned(), data);
+    }
+
+    /// Records `client`'s arrival at sync `id` (once per round).
+    pub fn arrive_at_sync(&mut self, client: &str, id: &str, message: &Value) {
+        let reply = if is_falsy(message) {
+            Value::String(id.to_owned())
+        } else {
+            message.clone()
+        };
+        let arrivals = self.syncs.entry(id.to_owned()).or_default();
+        match arrivals.get_mut(client) {
+            // LAVA keeps the latest message of the member's request.
+            Some(arrival) => arrival.reply = reply,
+            None => {
+                arrivals.insert(
+                    client.to_owned(),
+                    SyncArrival {
+                        picked_up: false,
+                        reply,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The reply for `client` waiting on `condition`, or `None` while it must wait.
+    /// Answering a sync records the member's pick-up; the last pick-up ends the round so that
+    /// the id can be synced again.
+    pub fn answer(&mut self, client: &str, condition: &Condition) -> Option<Reply> {
+        match condition {
+            Condition::GroupComplete => self
+                .is_complete()
+                .then(|| Reply::group_data(by_role(self.members.iter()))),
+            Condition::Roster => match &self.roster {
+                Some(roster) => Some(Reply::roster(by_role(roster.iter()), true)),
+                None => self
+                    .is_complete()
+                    .then(|| Reply::roster(by_role(self.members.iter()), false)),
+            },
+            Condition::Sent { id, vm_start } => {
+                let data = self.messages.get(id)?;
+                let mut reply = Reply::ack_message(Value::Object(
+                    data.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                ));
+                if *vm_start {
+                    reply.host_ip = data
+                        .values()
+                        .find_map(|d| d.get("host_ip").and_then(Value::as_str))
+                        .map(str::to_owned);
+                }
+                Some(reply)
+            }
+            Condition::AllSent { id, role, vm_stop } => self.answer_all_sent(id, role.as_deref(), *vm_stop),
+            Condition::Synced { id } => {
+                let arrivals = self.syncs.get_mut(id)?;
+                if arrivals.len() < self.size {
+                    return None;
+                }
+                let arrival = arrivals.get_mut(client)?;
+                arrival.picked_up = true;
+                let reply = Reply::ack_message(arrival.reply.clone());
+                if arrivals.values().all(|a| a.picked_up) {
+                    self.syncs.remove(id);
+                }
+                Some(reply)
+            }
+        }
+    }
+
+    fn answer_all_sent(&self, id: &str, role: Option<&str>, vm_stop: bool) -> Option<Reply> {
+        let roster = self.known_roster()?;
+        let expected: Vec<&String> = roster
+            .iter()
+            .filter(|(_, r)| role.is_none_or(|role| r.as_str() == role))
+            .map(|(client, _)| client)
+            .collect();
+        if expected.is_empty() {
+            return Some(Reply::nack(format!(
+                "no member of group {:?} has role {:?}",
+                self.name,
+                role.unwrap_or_default()
+            )));
+        }
+        let data = self.messages.get(id)?;
+        if !expected.iter().all(|client| data.contains_key(*client)) {
+            return None;
+        }
+        let mut reply = Reply::ack_message(Value::Object(
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ));
+        if vm_stop {
+            reply.failed = Some(
+                data.iter()
+                    .filter(|(_, d)| d.get("status").and_then(Value::as_str) == Some("failed"))
+                    .map(|(client, _)| client.clone())
+                    .collect(),
+            );
+        }
+        Some(reply)
+    }
+
+    /// Answers the parked requests that `change` may have released, in the order they parked.
+    pub fn release(&mut self, change: &Change) -> Vec<(WaiterId, Reply)> {
+        let mut released = Vec::new();
+        // Answers that do not depend on the asking member, computed once per condition.
+        let mut shared: Vec<(Condition, Option<Reply>)> = Vec::new();
+        let mut i = 0;
+        while i < self.parked.len() {
+            let parked = &self.parked[i];
+            if !parked.condition.affected_by(change) {
+                i += 1;
+                continue;
+            }
+            let (client, condition) = (parked.client.clone(), parked.condition.clone());
+            let answer = if matches!(condition, Condition::Synced { .. }) {
+                self.answer(&client, &condition)
+            } else if let Some((_, answer)) = shared.iter().find(|(c, _)| *c == condition) {
+                answer.clone()
+            } else {
+                let answer = self.answer(&client, &condition);
+                shared.push((condition, answer.clone()));
+                answer
+            };
+            match answer {
+                Some(reply) => {
+                    let parked = self.parked.remove(i);
+                    released.push((parked.waiter, reply));
+                }
+                None => i += 1,
+            }
+        }
+        released
+    }
+}

@@ -1,0 +1,306 @@
+//! The coordination rules as a pure state machine: a request and the time go in; the reply
+//! (or "parked") and the replies of earlier parked requests that it released come out. No
+//! I/O, no clock: the server around it owns the sockets and the timers.
+
+mod group;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use lava_protocol::{Reply, Request, RequestKind, VM_START_ID, VM_STOP_ID};
+use serde_json::{json, Map, Value};
+
+pub use group::{Change, Condition, Group};
+
+/// Identifies a parked request; chosen by the caller, unique among parked requests.
+pub type WaiterId = u64;
+
+/// The answer to a parked request, to be delivered on its connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wakeup {
+    pub waiter: WaiterId,
+    pub reply: Reply,
+}
+
+/// What `handle` produced.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// The reply to this request; `None` when it was parked.
+    pub reply: Option<Reply>,
+    /// Earlier parked requests that this one released.
+    pub wakeups: Vec<Wakeup>,
+}
+
+/// Group lifecycle events worth a log line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Created { group: String, size: usize },
+    Complete { group: String },
+    Cleared { group: String },
+    Expired { group: String, idle: Duration },
+}
+
+#[derive(Debug)]
+pub struct Coordinator {
+    groups: HashMap<String, Group>,
+    /// Which group each parked request belongs to.
+    parked_in: HashMap<WaiterId, String>,
+    idle_expiry: Duration,
+    events: Vec<Event>,
+}
+
+impl Coordinator {
+    /// `idle_expiry`: a group that sees no request for this long is forgotten.
+    pub fn new(idle_expiry: Duration) -> Self {
+        Coordinator {
+            groups: HashMap::new(),
+            parked_in: HashMap::new(),
+            idle_expiry,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.get(name)
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    pub fn parked_count(&self) -> usize {
+        self.parked_in.len()
+    }
+
+    /// Lifecycle events since the last call.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Handles one request at `now`. Where the answer would be `wait` and `park` is given,
+    /// the request is parked under that id instead, and its reply comes later as a
+    /// [`Wakeup`] (from this or a later call) unless [`Coordinator::cancel`] takes it back.
+    pub fn handle(&mut self, req: &Request, now: Instant, park: Option<WaiterId>) -> Output {
+        let mut out = Output::default();
+        let group = match self.enter(req, now) {
+            Ok(group) => group,
+            Err(error) => {
+                out.reply = Some(Reply::nack(error));
+                return out;
+            }
+        };
+        let (group, registered) = group;
+        let (condition, change, reply) = Self::apply(group, req);
+        for change in [registered.then_some(Change::Registered), change].into_iter().flatten() {
+            out.wakeups.extend(self.release(&req.group_name, &change));
+        }
+        let Some(group) = self.groups.get_mut(&req.group_name) else {
+            // The request deleted the group (the last clear_group).
+            out.reply = reply;
+            return out;
+        };
+        out.reply = match (reply, condition) {
+            (Some(reply), _) => Some(reply),
+            (None, Some(condition)) => match group.answer(&req.client_name, &condition) {
+                Some(reply) => Some(reply),
+                None => match park {
+                    Some(waiter) => {
+                        group.parked.push(group::Parked {
+                            waiter,
+                            client: req.client_name.clone(),
+                            condition,
+                        });
+                        self.parked_in.insert(waiter, req.group_name.clone());
+                        None
+                    }
+                    None => Some(Reply::wait()),
+                },
+            },
+            (None, None) => Some(Reply::ack()),
+        };
+        out
+    }
+
+    /// Finds or creates the request's group and registers its client (`true`: newly).
+    fn enter(&mut self, req: &Request, now: Instant) -> Result<(&mut Group, bool), String> {
+        if !self.groups.contains_key(&req.group_name) {
+            let size = match (&req.kind, req.group_size) {
+                (_, Some(size)) => size as usize,
+                (RequestKind::DeclareRoster { roster }, None) if !roster.is_empty() => roster.len(),
+                _ => {
+                    return Err(format!(
+                        "group {:?} does not exist and the request carries no group_size to create it",
+                        req.group_name
+                    ))
+                }
+            };
+            self.groups
+                .insert(req.group_name.clone(), Group::new(&req.group_name, size, now));
+            self.events.push(Event::Created {
+                group: req.group_name.clone(),
+                size,
+            });
+        }
+        let group = self
+            .groups
+            .get_mut(&req.group_name)
+            .ok_or_else(|| "group vanished".to_owned())?;
+        group.last_active = now;
+        // Declaring the roster comes before the declarer's own registration, so that it is
+        // checked against the roster.
+        if let RequestKind::DeclareRoster { roster } = &req.kind {
+            group.declare_roster(roster)?;
+        }
+        let registered = group.register(&req.client_name, req.role.as_deref())?;
+        if registered && group.is_complete() {
+            self.events.push(Event::Complete {
+                group: req.group_name.clone(),
+            });
+        }
+        Ok((group, registered))
+    }
+
+    /// Applies the request's own effect. Returns what it waits on (if it may wait), what
+    /// changed, and its reply when that is already decided.
+    fn apply(group: &mut Group, req: &Request) -> (Option<Condition>, Option<Change>, Option<Reply>) {
+        let client = req.client_name.as_str();
+        let sent = |id: &str| Some(Change::Sent(id.to_owned()));
+        let wait = |condition| (Some(condition), None, None);
+        match &req.kind {
+            RequestKind::GroupData => wait(Condition::GroupComplete),
+            RequestKind::Roster => wait(Condition::Roster),
+            RequestKind::DeclareRoster { .. } => (None, Some(Change::RosterDeclared), None),
+            RequestKind::Complete => (None, None, None),
+            RequestKind::Send { id, message } => {
+                group.send(client, id, message.clone());
+                (None, sent(id), None)
+            }
+            RequestKind::VmStart { host_ip } => {
+                group.send(client, VM_START_ID, json!({ "host_ip": host_ip }));
+                (None, sent(VM_START_ID), None)
+            }
+            RequestKind::VmStop { status, reason } => {
+                let mut data = Map::new();
+                data.insert("status".into(), status.as_str().into());
+                if let Some(reason) = reason {
+                    data.insert("reason".into(), reason.clone().into());
+                }
+                group.send(client, VM_STOP_ID, Value::Object(data));
+                (None, sent(VM_STOP_ID), None)
+            }
+            RequestKind::Wait { id } => wait(Condition::Sent {
+                id: id.clone(),
+                vm_start: false,
+            }),
+            RequestKind::VmWaitStart => wait(Condition::Sent {
+                id: VM_START_ID.into(),
+                vm_start: true,
+            }),
+            RequestKind::WaitAll { id, role } => wait(Condition::AllSent {
+                id: id.clone(),
+                role: role.clone(),
+                vm_stop: false,
+            }),
+            RequestKind::VmWaitAll => wait(Condition::AllSent {
+                id: VM_STOP_ID.into(),
+                role: None,
+                vm_stop: true,
+            }),
+            RequestKind::Sync { id, message } => {
+                group.arrive_at_sync(client, id, message);
+                (
+                    Some(Condition::Synced { id: id.clone() }),
+                    Some(Change::SyncArrived(id.clone())),
+                    None,
+                )
+            }
+            RequestKind::ClearGroup => {
+                group.cleared.insert(client.to_owned());
+                (None, Some(Change::Cleared), Some(Reply::ack()))
+            }
+            RequestKind::Aggregate => (
+                None,
+                None,
+                Some(Reply::nack(
+                    "aggregate is not supported: LAVA's dispatcher no longer sends it",
+                )),
+            ),
+        }
+    }
+
+    /// Releases what `change` allows in `group_name`, and deletes the group once every
+    /// member has cleared it (its parked requests are refused).
+    fn release(&mut self, group_name: &str, change: &Change) -> Vec<Wakeup> {
+        let Some(group) = self.groups.get_mut(group_name) else {
+            return Vec::new();
+        };
+        let mut wakeups: Vec<Wakeup> = group
+            .release(change)
+            .into_iter()
+            .map(|(waiter, reply)| Wakeup { waiter, reply })
+            .collect();
+        if !group.cleared.is_empty() && group.members.keys().all(|c| group.cleared.contains(c)) {
+            wakeups.extend(self.remove(group_name, "was cleared by all its members"));
+            self.events.push(Event::Cleared {
+                group: group_name.to_owned(),
+            });
+        }
+        for wakeup in &wakeups {
+            self.parked_in.remove(&wakeup.waiter);
+        }
+        wakeups
+    }
+
+    /// Deletes a group; its parked requests get `nack`.
+    fn remove(&mut self, group_name: &str, why: &str) -> Vec<Wakeup> {
+        let Some(group) = self.groups.remove(group_name) else {
+            return Vec::new();
+        };
+        group
+            .parked
+            .into_iter()
+            .map(|p| {
+                self.parked_in.remove(&p.waiter);
+                Wakeup {
+                    waiter: p.waiter,
+                    reply: Reply::nack(format!("group {group_name:?} {why}")),
+                }
+            })
+            .collect()
+    }
+
+    /// Takes back a parked request (its connection timed out or went away). Returns whether
+    /// it was still parked; `false` means its wake-up was already emitted.
+    pub fn cancel(&mut self, waiter: WaiterId) -> bool {
+        let Some(group_name) = self.parked_in.remove(&waiter) else {
+            return false;
+        };
+        if let Some(group) = self.groups.get_mut(&group_name) {
+            group.parked.retain(|p| p.waiter != waiter);
+        }
+        true
+    }
+
+    /// Forgets groups idle for longer than the expiry. A group with a parked request is
+    /// not idle: somebody is waiting in it.
+    pub fn expire(&mut self, now: Instant) -> Vec<Wakeup> {
+        let expired: Vec<(String, Duration)> = self
+            .groups
+            .values()
+            .filter(|g| g.parked.is_empty())
+            .filter_map(|g| {
+                let idle = now.saturating_duration_since(g.last_active);
+                (idle >= self.idle_expiry).then(|| (g.name.clone(), idle))
+            })
+            .collect();
+        let mut wakeups = Vec::new();
+        for (group, idle) in expired {
+            wakeups.extend(self.remove(&group, "expired"));
+            self.events.push(Event::Expired { group, idle });
+        }
+        wakeups
+    }
+}
+
+#[cfg(test)]
+mod tests;
