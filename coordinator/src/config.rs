@@ -34,7 +34,13 @@ pub struct Cli {
     #[arg(long, value_name = "FILE|-", default_value = DEFAULT_LOGFILE)]
     pub logfile: String,
     /// Log level.
-    #[arg(long, short = 'l', value_enum, default_value = "INFO", ignore_case = true)]
+    #[arg(
+        long,
+        short = 'l',
+        value_enum,
+        default_value = "INFO",
+        ignore_case = true
+    )]
     pub loglevel: LogLevel,
     /// Address to listen on [default: 0.0.0.0:<port from the config file, 3079>].
     #[arg(long, value_name = "ADDR:PORT")]
@@ -120,10 +126,11 @@ impl Settings {
                 })
             }
         };
-        let settings: Settings = serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
+        let settings: Settings =
+            serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
         settings.validate(path)?;
         Ok(Some(settings))
     }
@@ -142,10 +149,16 @@ impl Settings {
             return Err(invalid("hold_lava_requests", "must be a number of seconds"));
         }
         if !seconds(self.read_timeout) || self.read_timeout == 0.0 {
-            return Err(invalid("read_timeout", "must be a positive number of seconds"));
+            return Err(invalid(
+                "read_timeout",
+                "must be a positive number of seconds",
+            ));
         }
         if !seconds(self.group_expiry) || self.group_expiry == 0.0 {
-            return Err(invalid("group_expiry", "must be a positive number of seconds"));
+            return Err(invalid(
+                "group_expiry",
+                "must be a positive number of seconds",
+            ));
         }
         if self.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
@@ -183,7 +196,8 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<Option<Settings>, ConfigError> {
-        let dir = std::env::temp_dir().join(format!("lc-config-{}-{}", std::process::id(), text.len()));
+        let dir =
+            std::env::temp_dir().join(format!("lc-config-{}-{}", std::process::id(), text.len()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.conf");
         std::fs::write(&path, text).unwrap();
@@ -204,16 +218,27 @@ mod tests {
 
     #[test]
     fn missing_file_is_none_and_bad_values_are_errors() {
-        assert!(Settings::load(Path::new("/nonexistent/x.conf")).unwrap().is_none());
+        assert!(Settings::load(Path::new("/nonexistent/x.conf"))
+            .unwrap()
+            .is_none());
         assert!(matches!(load("{"), Err(ConfigError::Parse { .. })));
-        assert!(matches!(load(r#"{"port": "x"}"#), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            load(r#"{"port": "x"}"#),
+            Err(ConfigError::Parse { .. })
+        ));
         assert!(matches!(
             load(r#"{"block_max": -1}"#),
-            Err(ConfigError::Invalid { key: "block_max", .. })
+            Err(ConfigError::Invalid {
+                key: "block_max",
+                ..
+            })
         ));
         assert!(matches!(
             load(r#"{"max_connections": 0}"#),
-            Err(ConfigError::Invalid { key: "max_connections", .. })
+            Err(ConfigError::Invalid {
+                key: "max_connections",
+                ..
+            })
         ));
     }
 

@@ -15,16 +15,26 @@ fn init_logging(cli: &Cli) {
         LogLevel::Warn => tracing::Level::WARN,
         LogLevel::Error => tracing::Level::ERROR,
     };
-    let builder = tracing_subscriber::fmt().with_max_level(level).with_target(false).with_ansi(false);
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(false);
     if cli.logfile == "-" {
         builder.with_writer(std::io::stdout).init();
         return;
     }
-    match OpenOptions::new().create(true).append(true).open(&cli.logfile) {
+    match OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&cli.logfile)
+    {
         Ok(file) => builder.with_writer(Mutex::new(file)).init(),
         Err(e) => {
             builder.with_writer(std::io::stderr).init();
-            warn!("cannot open log file {}: {e}; logging to standard error", cli.logfile);
+            warn!(
+                "cannot open log file {}: {e}; logging to standard error",
+                cli.logfile
+            );
         }
     }
 }
@@ -53,7 +63,10 @@ fn main() -> ExitCode {
             settings
         }
         Ok(None) => {
-            info!("no configuration file at {}: using defaults", cli.config.display());
+            info!(
+                "no configuration file at {}: using defaults",
+                cli.config.display()
+            );
             Settings::default()
         }
         Err(e) => {
@@ -62,7 +75,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("lava-coordinator: cannot start the runtime: {e}");

@@ -40,9 +40,14 @@ impl Inner {
             match event {
                 Event::Created { group, size } => info!("group {group:?} created for {size} nodes"),
                 Event::Complete { group } => info!("group {group:?} is complete"),
-                Event::Cleared { group } => info!("group {group:?} cleared by all its members, deleted"),
+                Event::Cleared { group } => {
+                    info!("group {group:?} cleared by all its members, deleted")
+                }
                 Event::Expired { group, idle } => {
-                    info!("group {group:?} expired after {}s without a request", idle.as_secs())
+                    info!(
+                        "group {group:?} expired after {}s without a request",
+                        idle.as_secs()
+                    )
                 }
             }
         }
@@ -91,10 +96,11 @@ impl Shared {
         let hold = self.hold_for(request);
         let (waiter, mut rx) = {
             let mut inner = self.lock();
-            let park = (!hold.is_zero() && inner.machine.parked_count() < self.max_parked).then(|| {
-                inner.next_waiter += 1;
-                inner.next_waiter
-            });
+            let park =
+                (!hold.is_zero() && inner.machine.parked_count() < self.max_parked).then(|| {
+                    inner.next_waiter += 1;
+                    inner.next_waiter
+                });
             let out = inner.machine.handle(request, Instant::now(), park);
             inner.deliver(out.wakeups);
             match (out.reply, park) {
@@ -169,7 +175,9 @@ async fn read_body(stream: &mut TcpStream, max: usize) -> Result<Option<String>,
             n => got += n,
         }
     }
-    String::from_utf8(body).map(Some).map_err(|_| FrameError::NotUtf8)
+    String::from_utf8(body)
+        .map(Some)
+        .map_err(|_| FrameError::NotUtf8)
 }
 
 async fn write_reply(stream: &mut TcpStream, reply: &Reply) {
@@ -187,11 +195,22 @@ async fn write_reply(stream: &mut TcpStream, reply: &Reply) {
 }
 
 /// Serves one connection: one request, one reply.
-async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
+async fn serve(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
     let settings = &shared.settings;
-    let read = tokio::time::timeout(settings.read_timeout(), read_body(&mut stream, settings.max_request_bytes));
-    let body = match read.await.map_err(|_| ReadError::Timeout(settings.read_timeout())) {
+    let read = tokio::time::timeout(
+        settings.read_timeout(),
+        read_body(&mut stream, settings.max_request_bytes),
+    );
+    let body = match read
+        .await
+        .map_err(|_| ReadError::Timeout(settings.read_timeout()))
+    {
         Ok(Ok(Some(body))) => body,
         Ok(Ok(None)) => return debug!("{peer}: closed without a request"),
         Ok(Err(FrameError::Io(e))) => return debug!("{peer}: {e}"),
@@ -224,7 +243,12 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, shu
         started.elapsed()
     );
     if let Some(error) = &reply.error {
-        info!("{peer}: nack {} from {:?} in {:?}: {error}", request.kind.name(), request.client_name, request.group_name);
+        info!(
+            "{peer}: nack {} from {:?} in {:?}: {error}",
+            request.kind.name(),
+            request.client_name,
+            request.group_name
+        );
     }
     write_reply(&mut stream, &reply).await;
 }
@@ -245,7 +269,8 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
     let expiry = {
         let shared = shared.clone();
         let shutdown = shutdown.clone();
-        let every = (shared.settings.group_expiry() / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let every = (shared.settings.group_expiry() / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
@@ -287,7 +312,10 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
     let _ = expiry.await;
     // Wait (bounded) for the connections in progress to finish.
     let drain = slots.acquire_many(limit as u32);
-    if tokio::time::timeout(Duration::from_secs(5) + WRITE_TIMEOUT, drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5) + WRITE_TIMEOUT, drain)
+        .await
+        .is_err()
+    {
         warn!("some connections did not finish in time");
     }
 }

@@ -34,8 +34,7 @@ pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<usize, FrameError> {
     }
     // Eight hex digits always fit: at most 0xFFFF_FFFF.
     let text = std::str::from_utf8(header).map_err(|_| FrameError::NotUtf8)?;
-    usize::from_str_radix(text, 16)
-        .map_err(|_| FrameError::BadHeader(text.to_owned()))
+    usize::from_str_radix(text, 16).map_err(|_| FrameError::BadHeader(text.to_owned()))
 }
 
 /// Returns header and body as one buffer, so that one `write` sends the whole frame
@@ -80,7 +79,9 @@ pub fn read_frame(reader: &mut impl Read, max_body: usize) -> Result<Option<Stri
     }
     let mut body = vec![0u8; len];
     read_full(reader, &mut body)?;
-    String::from_utf8(body).map(Some).map_err(|_| FrameError::NotUtf8)
+    String::from_utf8(body)
+        .map(Some)
+        .map_err(|_| FrameError::NotUtf8)
 }
 
 #[cfg(test)]
@@ -122,15 +123,24 @@ mod tests {
         ));
         assert!(matches!(
             read_frame(&mut &b"FFFFFFFF"[..], 100),
-            Err(FrameError::TooLarge { len: 0xFFFF_FFFF, .. })
+            Err(FrameError::TooLarge {
+                len: 0xFFFF_FFFF,
+                ..
+            })
         ));
         assert!(matches!(
             read_frame(&mut &b"00000010{}"[..], 100),
-            Err(FrameError::Truncated { expected: 16, got: 2 })
+            Err(FrameError::Truncated {
+                expected: 16,
+                got: 2
+            })
         ));
         assert!(matches!(
             read_frame(&mut &b"000"[..], 100),
-            Err(FrameError::Truncated { expected: 8, got: 3 })
+            Err(FrameError::Truncated {
+                expected: 8,
+                got: 3
+            })
         ));
         assert!(matches!(
             read_frame(&mut &b"00000002\xff\xfe"[..], 100),

@@ -29,7 +29,11 @@ impl Formatter for PythonFormatter {
         w.write_all(b": ")
     }
 
-    fn write_string_fragment<W: ?Sized + Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             if c.is_ascii() {
@@ -45,7 +49,11 @@ impl Formatter for PythonFormatter {
         w.write_all(fragment[start..].as_bytes())
     }
 
-    fn write_char_escape<W: ?Sized + Write>(&mut self, w: &mut W, escape: CharEscape) -> io::Result<()> {
+    fn write_char_escape<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        escape: CharEscape,
+    ) -> io::Result<()> {
         // serde_json's escapes already match Python's (\n, \t, \", \\, \u00XX).
         serde_json::ser::CompactFormatter.write_char_escape(w, escape)
     }
@@ -70,7 +78,8 @@ mod tests {
 
     #[test]
     fn matches_python_json_dumps() {
-        let v = json!({"response": "ack", "message": {"a": [1, 2.5, null, true], "b": "x\ny\"é😀"}});
+        let v =
+            json!({"response": "ack", "message": {"a": [1, 2.5, null, true], "b": "x\ny\"é😀"}});
         assert_eq!(
             to_ascii_string(&v),
             r#"{"response": "ack", "message": {"a": [1, 2.5, null, true], "b": "x\ny\"\u00e9\ud83d\ude00"}}"#

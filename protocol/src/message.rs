@@ -30,23 +30,41 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RequestKind {
     GroupData,
-    Send { id: String, message: Value },
-    Wait { id: String },
-    WaitAll { id: String, role: Option<String> },
-    Sync { id: String, message: Value },
+    Send {
+        id: String,
+        message: Value,
+    },
+    Wait {
+        id: String,
+    },
+    WaitAll {
+        id: String,
+        role: Option<String>,
+    },
+    Sync {
+        id: String,
+        message: Value,
+    },
     ClearGroup,
     Complete,
     Aggregate,
     /// Extension: declare every member (client -> role) before they register.
-    DeclareRoster { roster: Roles },
+    DeclareRoster {
+        roster: Roles,
+    },
     /// Extension: the roster, at once when declared, else once the group is complete.
     Roster,
     /// Extension: open the VM start gate (`lava_send lava_vm_start host_ip=...`).
-    VmStart { host_ip: String },
+    VmStart {
+        host_ip: String,
+    },
     /// Extension: wait for the VM start gate (`lava_wait lava_vm_start`).
     VmWaitStart,
     /// Extension: this node is done (`lava_send lava_vm_stop status=... reason=...`).
-    VmStop { status: VmStatus, reason: Option<String> },
+    VmStop {
+        status: VmStatus,
+        reason: Option<String>,
+    },
     /// Extension: wait until every member sent `lava_vm_stop` (`lava_wait_all lava_vm_stop`).
     VmWaitAll,
 }
@@ -495,19 +513,29 @@ mod tests {
         ));
         assert!(matches!(
             parse(json!({"request": "group_data", "group_name": 1, "client_name": "c"})),
-            Err(RequestError::WrongType { field: "group_name", .. })
+            Err(RequestError::WrongType {
+                field: "group_name",
+                ..
+            })
         ));
         assert!(matches!(
             parse(json!({"request": "fly", "group_name": "g", "client_name": "c"})),
             Err(RequestError::Unknown(_))
         ));
         assert!(matches!(
-            parse(json!({"request": "lava_wait", "group_name": "g", "client_name": "c", "messageID": "m", "block": -1})),
+            parse(
+                json!({"request": "lava_wait", "group_name": "g", "client_name": "c", "messageID": "m", "block": -1})
+            ),
             Err(RequestError::WrongType { field: "block", .. })
         ));
         assert!(matches!(
-            parse(json!({"request": "vm_stop", "group_name": "g", "client_name": "c", "status": "meh"})),
-            Err(RequestError::Invalid { field: "status", .. })
+            parse(
+                json!({"request": "vm_stop", "group_name": "g", "client_name": "c", "status": "meh"})
+            ),
+            Err(RequestError::Invalid {
+                field: "status",
+                ..
+            })
         ));
     }
 
@@ -518,19 +546,36 @@ mod tests {
         roster.insert("vm1".into(), "server".into());
         let kinds = [
             RequestKind::GroupData,
-            RequestKind::Send { id: "m".into(), message: json!({"k": "v é"}) },
+            RequestKind::Send {
+                id: "m".into(),
+                message: json!({"k": "v é"}),
+            },
             RequestKind::Wait { id: "m".into() },
-            RequestKind::WaitAll { id: "m".into(), role: Some("r".into()) },
-            RequestKind::WaitAll { id: "m".into(), role: None },
-            RequestKind::Sync { id: "s".into(), message: json!({}) },
+            RequestKind::WaitAll {
+                id: "m".into(),
+                role: Some("r".into()),
+            },
+            RequestKind::WaitAll {
+                id: "m".into(),
+                role: None,
+            },
+            RequestKind::Sync {
+                id: "s".into(),
+                message: json!({}),
+            },
             RequestKind::ClearGroup,
             RequestKind::Complete,
             RequestKind::Aggregate,
             RequestKind::DeclareRoster { roster },
             RequestKind::Roster,
-            RequestKind::VmStart { host_ip: "10.0.2.2".into() },
+            RequestKind::VmStart {
+                host_ip: "10.0.2.2".into(),
+            },
             RequestKind::VmWaitStart,
-            RequestKind::VmStop { status: VmStatus::Failed, reason: Some("boom".into()) },
+            RequestKind::VmStop {
+                status: VmStatus::Failed,
+                reason: Some("boom".into()),
+            },
             RequestKind::VmWaitAll,
         ];
         for kind in kinds {

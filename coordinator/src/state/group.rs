@@ -62,6 +62,14 @@ struct SyncArrival {
     reply: Value,
 }
 
+/// One sync id: the round in progress, and the members that passed it and already asked
+/// for the next round with the same id (LAVA would wrongly count them in the old round).
+#[derive(Debug, Clone, Default)]
+struct Sync {
+    round: IndexMap<String, SyncArrival>,
+    next: IndexMap<String, Value>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Parked {
     pub waiter: WaiterId,
@@ -79,7 +87,7 @@ pub struct Group {
     pub roster: Option<Roles>,
     /// message id -> sender -> data, senders in the order they first sent.
     pub messages: HashMap<String, IndexMap<String, Value>>,
-    syncs: HashMap<String, IndexMap<String, SyncArrival>>,
+    syncs: HashMap<String, Sync>,
     pub cleared: HashSet<String>,
     pub last_active: Instant,
     pub parked: Vec<Parked>,
@@ -152,11 +160,9 @@ impl Group {
                     self.name
                 ))
             }
-            (Some(Some(declared)), Some(role)) if declared != role => {
-                return Err(format!(
-                    "client {client:?} registers as role {role:?} but the roster declares {declared:?}"
-                ))
-            }
+            (Some(Some(declared)), Some(role)) if declared != role => return Err(format!(
+                "client {client:?} registers as role {role:?} but the roster declares {declared:?}"
+            )),
             (Some(Some(declared)), _) => declared.clone(),
             (None, Some(role)) => role.to_owned(),
             (None, None) => return Err("missing field `role` to register a new client".into()),
@@ -177,7 +183,10 @@ impl Group {
             return if existing == roster {
                 Ok(())
             } else {
-                Err(format!("group {:?} already has a different roster", self.name))
+                Err(format!(
+                    "group {:?} already has a different roster",
+                    self.name
+                ))
             };
         }
         if roster.len() != self.size {
@@ -215,12 +224,16 @@ impl Group {
         } else {
             message.clone()
         };
-        let arrivals = self.syncs.entry(id.to_owned()).or_default();
-        match arrivals.get_mut(client) {
+        let sync = self.syncs.entry(id.to_owned()).or_default();
+        match sync.round.get_mut(client) {
+            // Asking again after passing this round: the member is at the next one.
+            Some(arrival) if arrival.picked_up => {
+                sync.next.insert(client.to_owned(), reply);
+            }
             // LAVA keeps the latest message of the member's request.
             Some(arrival) => arrival.reply = reply,
             None => {
-                arrivals.insert(
+                sync.round.insert(
                     client.to_owned(),
                     SyncArrival {
                         picked_up: false,
@@ -258,17 +271,35 @@ impl Group {
                 }
                 Some(reply)
             }
-            Condition::AllSent { id, role, vm_stop } => self.answer_all_sent(id, role.as_deref(), *vm_stop),
+            Condition::AllSent { id, role, vm_stop } => {
+                self.answer_all_sent(id, role.as_deref(), *vm_stop)
+            }
             Condition::Synced { id } => {
-                let arrivals = self.syncs.get_mut(id)?;
-                if arrivals.len() < self.size {
+                let sync = self.syncs.get_mut(id)?;
+                if sync.round.len() < self.size || sync.next.contains_key(client) {
                     return None;
                 }
-                let arrival = arrivals.get_mut(client)?;
+                let arrival = sync.round.get_mut(client)?;
                 arrival.picked_up = true;
                 let reply = Reply::ack_message(arrival.reply.clone());
-                if arrivals.values().all(|a| a.picked_up) {
-                    self.syncs.remove(id);
+                if sync.round.values().all(|a| a.picked_up) {
+                    // Round over: the id is free again, or starts the round already asked for.
+                    if sync.next.is_empty() {
+                        self.syncs.remove(id);
+                    } else {
+                        sync.round = std::mem::take(&mut sync.next)
+                            .into_iter()
+                            .map(|(client, reply)| {
+                                (
+                                    client,
+                                    SyncArrival {
+                                        picked_up: false,
+                                        reply,
+                                    },
+                                )
+                            })
+                            .collect();
+                    }
                 }
                 Some(reply)
             }

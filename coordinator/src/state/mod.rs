@@ -91,7 +91,10 @@ impl Coordinator {
         };
         let (group, registered) = group;
         let (condition, change, reply) = Self::apply(group, req);
-        for change in [registered.then_some(Change::Registered), change].into_iter().flatten() {
+        for change in [registered.then_some(Change::Registered), change]
+            .into_iter()
+            .flatten()
+        {
             out.wakeups.extend(self.release(&req.group_name, &change));
         }
         let Some(group) = self.groups.get_mut(&req.group_name) else {
@@ -127,15 +130,15 @@ impl Coordinator {
             let size = match (&req.kind, req.group_size) {
                 (_, Some(size)) => size as usize,
                 (RequestKind::DeclareRoster { roster }, None) if !roster.is_empty() => roster.len(),
-                _ => {
-                    return Err(format!(
-                        "group {:?} does not exist and the request carries no group_size to create it",
-                        req.group_name
-                    ))
-                }
+                _ => return Err(format!(
+                    "group {:?} does not exist and the request carries no group_size to create it",
+                    req.group_name
+                )),
             };
-            self.groups
-                .insert(req.group_name.clone(), Group::new(&req.group_name, size, now));
+            self.groups.insert(
+                req.group_name.clone(),
+                Group::new(&req.group_name, size, now),
+            );
             self.events.push(Event::Created {
                 group: req.group_name.clone(),
                 size,
@@ -162,7 +165,10 @@ impl Coordinator {
 
     /// Applies the request's own effect. Returns what it waits on (if it may wait), what
     /// changed, and its reply when that is already decided.
-    fn apply(group: &mut Group, req: &Request) -> (Option<Condition>, Option<Change>, Option<Reply>) {
+    fn apply(
+        group: &mut Group,
+        req: &Request,
+    ) -> (Option<Condition>, Option<Change>, Option<Reply>) {
         let client = req.client_name.as_str();
         let sent = |id: &str| Some(Change::Sent(id.to_owned()));
         let wait = |condition| (Some(condition), None, None);

@@ -1,0 +1,711 @@
+//! Deterministic tests of the coordination rules: requests and times in, replies out.
+
+use super::*;
+use lava_protocol::message::{Roles, VmStatus};
+use lava_protocol::Response;
+use proptest::prelude::*;
+use serde_json::json;
+
+const G: &str = "group";
+
+struct Harness {
+    machine: Coordinator,
+    t0: Instant,
+    now: Instant,
+    next_waiter: WaiterId,
+    /// Wake-ups received so far, by waiter.
+    woken: HashMap<WaiterId, Reply>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let t0 = Instant::now();
+        Harness {
+            machine: Coordinator::new(Duration::from_secs(3600)),
+            t0,
+            now: t0,
+            next_waiter: 0,
+            woken: HashMap::new(),
+        }
+    }
+
+    fn req(&self, client: &str, role: &str, size: u32, kind: RequestKind) -> Request {
+        let mut r = Request::new(G, client, role, kind);
+        r.group_size = Some(size);
+        r
+    }
+
+    /// A LAVA-style request (no parking): the immediate reply.
+    fn call(&mut self, req: Request) -> Reply {
+        let out = self.machine.handle(&req, self.now, None);
+        self.collect(out.wakeups);
+        out.reply.expect("a request that may not park gets a reply")
+    }
+
+    /// A blocking request: `Ok(reply)` or `Err(waiter)` when parked.
+    fn block(&mut self, req: Request) -> Result<Reply, WaiterId> {
+        self.next_waiter += 1;
+        let waiter = self.next_waiter;
+        let out = self.machine.handle(&req, self.now, Some(waiter));
+        self.collect(out.wakeups);
+        out.reply.ok_or(waiter)
+    }
+
+    fn collect(&mut self, wakeups: Vec<Wakeup>) {
+        for w in wakeups {
+            assert!(
+                self.woken.insert(w.waiter, w.reply).is_none(),
+                "woken twice"
+            );
+        }
+    }
+
+    fn woken(&mut self, waiter: WaiterId) -> Option<Reply> {
+        self.woken.remove(&waiter)
+    }
+}
+
+fn send(id: &str, message: Value) -> RequestKind {
+    RequestKind::Send {
+        id: id.into(),
+        message,
+    }
+}
+fn wait(id: &str) -> RequestKind {
+    RequestKind::Wait { id: id.into() }
+}
+fn wait_all(id: &str, role: Option<&str>) -> RequestKind {
+    RequestKind::WaitAll {
+        id: id.into(),
+        role: role.map(Into::into),
+    }
+}
+fn sync(id: &str) -> RequestKind {
+    RequestKind::Sync {
+        id: id.into(),
+        message: json!({}),
+    }
+}
+
+fn roles(pairs: &[(&str, &str)]) -> Roles {
+    pairs
+        .iter()
+        .map(|(c, r)| (c.to_string(), r.to_string()))
+        .collect()
+}
+
+#[test]
+fn group_data_waits_for_every_member_and_orders_by_role() {
+    let mut h = Harness::new();
+    assert!(h
+        .call(h.req("c1", "client", 3, RequestKind::GroupData))
+        .is_wait());
+    assert!(h
+        .call(h.req("s1", "server", 3, RequestKind::GroupData))
+        .is_wait());
+    let reply = h.call(h.req("c2", "client", 3, RequestKind::GroupData));
+    assert_eq!(reply.response, Response::GroupData);
+    let order: Vec<_> = reply.roles.unwrap().into_iter().collect();
+    assert_eq!(
+        order,
+        vec![
+            ("c1".to_string(), "client".to_string()),
+            ("c2".into(), "client".into()),
+            ("s1".into(), "server".into())
+        ]
+    );
+    // The earlier members get the same answer when they poll again.
+    assert_eq!(
+        h.call(h.req("c1", "client", 3, RequestKind::GroupData))
+            .response,
+        Response::GroupData
+    );
+}
+
+#[test]
+fn a_new_group_needs_a_size() {
+    let mut h = Harness::new();
+    let mut r = h.req("a", "r", 2, RequestKind::GroupData);
+    r.group_size = None;
+    let reply = h.call(r);
+    assert_eq!(reply.response, Response::Nack);
+    assert!(reply.error.unwrap().contains("group_size"));
+    assert!(h.machine.group(G).is_none());
+}
+
+#[test]
+fn registering_needs_a_role_and_a_free_place() {
+    let mut h = Harness::new();
+    let mut r = h.req("a", "r", 1, RequestKind::GroupData);
+    r.role = None;
+    assert_eq!(h.call(r).response, Response::Nack);
+    assert_eq!(
+        h.call(h.req("a", "r", 1, RequestKind::GroupData)).response,
+        Response::GroupData
+    );
+    let reply = h.call(h.req("b", "r", 1, RequestKind::GroupData));
+    assert_eq!(reply.response, Response::Nack, "a client beyond group_size");
+    // A member may repeat itself without its role.
+    let mut r = h.req("a", "r", 1, RequestKind::GroupData);
+    r.role = None;
+    assert_eq!(h.call(r).response, Response::GroupData);
+}
+
+#[test]
+fn sends_accumulate_per_sender_and_replace_the_senders_own() {
+    let mut h = Harness::new();
+    assert!(h.call(h.req("a", "r", 2, wait("m"))).is_wait());
+    assert_eq!(
+        h.call(h.req("a", "r", 2, send("m", json!({"k": "1"})))),
+        Reply::ack()
+    );
+    assert_eq!(
+        h.call(h.req("b", "r", 2, send("m", json!({"x": "y"})))),
+        Reply::ack()
+    );
+    assert_eq!(
+        h.call(h.req("a", "r", 2, send("m", json!({"k": "2"})))),
+        Reply::ack()
+    );
+    let reply = h.call(h.req("b", "r", 2, wait("m")));
+    assert_eq!(
+        reply,
+        Reply::ack_message(json!({"a": {"k": "2"}, "b": {"x": "y"}}))
+    );
+}
+
+#[test]
+fn a_late_member_sees_what_was_sent_before_it_registered() {
+    let mut h = Harness::new();
+    h.call(h.req(
+        "host",
+        "host",
+        3,
+        RequestKind::VmStart {
+            host_ip: "10.0.2.2".into(),
+        },
+    ));
+    let reply = h.call(h.req("vm1", "server", 3, RequestKind::VmWaitStart));
+    assert_eq!(reply.host_ip.as_deref(), Some("10.0.2.2"));
+    assert_eq!(
+        reply.message,
+        Some(json!({"host": {"host_ip": "10.0.2.2"}}))
+    );
+    // The same state through LAVA's message id.
+    let reply = h.call(h.req("vm2", "client", 3, wait(lava_protocol::VM_START_ID)));
+    assert_eq!(
+        reply,
+        Reply::ack_message(json!({"host": {"host_ip": "10.0.2.2"}}))
+    );
+}
+
+#[test]
+fn parked_wait_is_woken_by_the_send() {
+    let mut h = Harness::new();
+    let w = h.block(h.req("b", "r", 2, wait("m"))).unwrap_err();
+    assert!(h.woken(w).is_none());
+    h.call(h.req("a", "r", 2, send("other", json!({}))));
+    assert!(h.woken(w).is_none(), "another id does not wake it");
+    h.call(h.req("a", "r", 2, send("m", json!({"v": 1}))));
+    assert_eq!(h.woken(w), Some(Reply::ack_message(json!({"a": {"v": 1}}))));
+    assert_eq!(h.machine.parked_count(), 0);
+}
+
+#[test]
+fn wait_all_needs_the_whole_group_and_every_send() {
+    let mut h = Harness::new();
+    h.call(h.req("a", "r", 3, send("m", json!({"n": 1}))));
+    h.call(h.req("b", "r", 3, send("m", json!({"n": 2}))));
+    // Everyone registered has sent, but the group is not complete.
+    let w = h
+        .block(h.req("a", "r", 3, wait_all("m", None)))
+        .unwrap_err();
+    assert!(h.woken(w).is_none());
+    h.call(h.req("c", "r", 3, RequestKind::GroupData));
+    assert!(h.woken(w).is_none(), "c has not sent yet");
+    h.call(h.req("c", "r", 3, send("m", json!({}))));
+    let reply = h.woken(w).unwrap();
+    assert_eq!(
+        reply.message,
+        Some(json!({"a": {"n": 1}, "b": {"n": 2}, "c": {}}))
+    );
+    // Before anyone sent: wait, not nack.
+    assert!(h
+        .call(h.req("a", "r", 3, wait_all("nobody", None)))
+        .is_wait());
+}
+
+#[test]
+fn wait_all_by_role_waits_for_every_member_of_the_role() {
+    let mut h = Harness::new();
+    for (c, r) in [("s1", "server"), ("s2", "server"), ("c1", "client")] {
+        h.call(h.req(c, r, 3, RequestKind::GroupData));
+    }
+    h.call(h.req("s1", "server", 3, send("up", json!({"ip": "1"}))));
+    assert!(h
+        .call(h.req("c1", "client", 3, wait_all("up", Some("server"))))
+        .is_wait());
+    h.call(h.req("s2", "server", 3, send("up", json!({"ip": "2"}))));
+    let reply = h.call(h.req("c1", "client", 3, wait_all("up", Some("server"))));
+    assert_eq!(
+        reply.message,
+        Some(json!({"s1": {"ip": "1"}, "s2": {"ip": "2"}}))
+    );
+    // A role no member has: nack once the roster is known.
+    let reply = h.call(h.req("c1", "client", 3, wait_all("up", Some("nobody"))));
+    assert_eq!(reply.response, Response::Nack);
+}
+
+#[test]
+fn wait_all_for_an_unknown_role_waits_until_the_roster_is_known() {
+    let mut h = Harness::new();
+    let w = h
+        .block(h.req("a", "r", 2, wait_all("m", Some("ghost"))))
+        .unwrap_err();
+    assert!(h.woken(w).is_none());
+    h.call(h.req("b", "r", 2, RequestKind::GroupData));
+    assert_eq!(h.woken(w).unwrap().response, Response::Nack);
+}
+
+#[test]
+fn sync_answers_everyone_once_all_arrived_and_can_be_reused() {
+    let mut h = Harness::new();
+    // LAVA-style polling: the request that completes the set is answered at once.
+    assert!(h.call(h.req("a", "r", 3, sync("s"))).is_wait());
+    assert!(h.call(h.req("b", "r", 3, sync("s"))).is_wait());
+    assert!(
+        h.call(h.req("a", "r", 3, sync("s"))).is_wait(),
+        "polling again changes nothing"
+    );
+    assert_eq!(
+        h.call(h.req("c", "r", 3, sync("s"))),
+        Reply::ack_message(json!("s"))
+    );
+    assert_eq!(
+        h.call(h.req("a", "r", 3, sync("s"))),
+        Reply::ack_message(json!("s"))
+    );
+    assert_eq!(
+        h.call(h.req("b", "r", 3, sync("s"))),
+        Reply::ack_message(json!("s"))
+    );
+    // Everyone picked it up: the id starts a new round.
+    assert!(h.call(h.req("a", "r", 3, sync("s"))).is_wait());
+    assert!(h.call(h.req("b", "r", 3, sync("s"))).is_wait());
+    assert!(h.call(h.req("c", "r", 3, sync("s"))).response == Response::Ack);
+}
+
+#[test]
+fn asking_again_after_passing_a_sync_waits_for_the_next_round() {
+    let mut h = Harness::new();
+    h.call(h.req("a", "r", 2, sync("s")));
+    assert_eq!(
+        h.call(h.req("b", "r", 2, sync("s"))).response,
+        Response::Ack
+    );
+    // b passed round 1 and syncs on the same id again before a picked round 1 up.
+    let wb = h.block(h.req("b", "r", 2, sync("s"))).unwrap_err();
+    assert_eq!(
+        h.call(h.req("a", "r", 2, sync("s"))).response,
+        Response::Ack,
+        "a finishes round 1"
+    );
+    assert!(h.woken(wb).is_none(), "round 2 needs a too");
+    assert_eq!(
+        h.call(h.req("a", "r", 2, sync("s"))).response,
+        Response::Ack
+    );
+    assert_eq!(h.woken(wb).map(|r| r.response), Some(Response::Ack));
+}
+
+#[test]
+fn parked_syncs_are_released_together() {
+    let mut h = Harness::new();
+    let wa = h.block(h.req("a", "r", 3, sync("s"))).unwrap_err();
+    let wb = h.block(h.req("b", "r", 3, sync("s"))).unwrap_err();
+    let reply = h.block(h.req("c", "r", 3, sync("s"))).unwrap();
+    assert_eq!(reply, Reply::ack_message(json!("s")));
+    assert_eq!(h.woken(wa), Some(Reply::ack_message(json!("s"))));
+    assert_eq!(h.woken(wb), Some(Reply::ack_message(json!("s"))));
+    // The round is over: a new one starts.
+    assert!(h.block(h.req("a", "r", 3, sync("s"))).is_err());
+}
+
+#[test]
+fn a_sync_with_a_message_replies_with_the_members_own_message() {
+    let mut h = Harness::new();
+    let kind = |m: Value| RequestKind::Sync {
+        id: "s".into(),
+        message: m,
+    };
+    h.call(h.req("a", "r", 2, kind(json!({"mine": "a"}))));
+    let reply = h.call(h.req("b", "r", 2, kind(json!({}))));
+    assert_eq!(reply.message, Some(json!("s")));
+    let reply = h.call(h.req("a", "r", 2, kind(json!({"mine": "a"}))));
+    assert_eq!(reply.message, Some(json!({"mine": "a"})));
+}
+
+#[test]
+fn sync_ids_and_message_ids_do_not_collide() {
+    let mut h = Harness::new();
+    h.call(h.req("a", "r", 1, sync("x")));
+    assert_eq!(
+        h.call(h.req("a", "r", 1, send("x", json!({"k": "v"})))),
+        Reply::ack()
+    );
+    assert_eq!(
+        h.call(h.req("a", "r", 1, wait("x"))),
+        Reply::ack_message(json!({"a": {"k": "v"}}))
+    );
+}
+
+#[test]
+fn cancel_takes_a_parked_request_back() {
+    let mut h = Harness::new();
+    let w = h.block(h.req("a", "r", 2, sync("s"))).unwrap_err();
+    assert!(h.machine.cancel(w));
+    assert!(!h.machine.cancel(w));
+    // The arrival stays: LAVA's polling client would ask again.
+    assert_eq!(
+        h.call(h.req("b", "r", 2, sync("s"))).response,
+        Response::Ack
+    );
+    assert!(h.woken(w).is_none());
+    assert_eq!(
+        h.call(h.req("a", "r", 2, sync("s"))).response,
+        Response::Ack
+    );
+}
+
+#[test]
+fn clear_group_counts_distinct_members_then_frees_the_name() {
+    let mut h = Harness::new();
+    h.call(h.req("a", "r", 2, RequestKind::GroupData));
+    h.call(h.req("b", "r", 2, RequestKind::GroupData));
+    let w = h.block(h.req("b", "r", 2, wait("never"))).unwrap_err();
+    assert_eq!(
+        h.call(h.req("a", "r", 2, RequestKind::ClearGroup)),
+        Reply::ack()
+    );
+    assert_eq!(
+        h.call(h.req("a", "r", 2, RequestKind::ClearGroup)),
+        Reply::ack()
+    );
+    assert!(
+        h.machine.group(G).is_some(),
+        "one member clearing twice is not everyone"
+    );
+    assert_eq!(
+        h.call(h.req("b", "r", 2, RequestKind::ClearGroup)),
+        Reply::ack()
+    );
+    assert!(h.machine.group(G).is_none());
+    assert_eq!(
+        h.woken(w).unwrap().response,
+        Response::Nack,
+        "parked requests are refused"
+    );
+    assert_eq!(h.machine.parked_count(), 0);
+    // The name can be reused, with a new size.
+    assert!(h.call(h.req("x", "r", 3, RequestKind::GroupData)).is_wait());
+    assert_eq!(h.machine.group(G).unwrap().size, 3);
+    assert!(
+        h.call(h.req("x", "r", 3, wait("m"))).is_wait(),
+        "nothing of the old group remains"
+    );
+}
+
+#[test]
+fn idle_groups_expire_but_not_while_someone_waits() {
+    let mut h = Harness::new();
+    h.call(h.req("a", "r", 2, send("m", json!({}))));
+    h.now = h.t0 + Duration::from_secs(3599);
+    assert!(h.machine.expire(h.now).is_empty());
+    assert!(h.machine.group(G).is_some());
+    let w = h.block(h.req("a", "r", 2, wait("n"))).unwrap_err();
+    h.now = h.t0 + Duration::from_secs(3599 + 3600);
+    assert!(h.machine.expire(h.now).is_empty());
+    assert!(h.machine.group(G).is_some(), "a parked request keeps it");
+    assert!(h.machine.cancel(w));
+    h.machine.expire(h.now);
+    assert!(h.machine.group(G).is_none());
+    assert!(h
+        .machine
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, Event::Expired { group, .. } if group == G)));
+}
+
+#[test]
+fn complete_is_acked_and_aggregate_refused() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.call(h.req("a", "r", 2, RequestKind::Complete)),
+        Reply::ack()
+    );
+    assert_eq!(
+        h.call(h.req("a", "r", 2, RequestKind::Aggregate)).response,
+        Response::Nack
+    );
+}
+
+#[test]
+fn a_declared_roster_answers_at_once_and_guards_registration() {
+    let mut h = Harness::new();
+    let roster = roles(&[("host", "host"), ("vm1", "server"), ("vm2", "client")]);
+    let mut declare = h.req(
+        "host",
+        "host",
+        3,
+        RequestKind::DeclareRoster {
+            roster: roster.clone(),
+        },
+    );
+    declare.group_size = None;
+    assert_eq!(h.call(declare.clone()), Reply::ack());
+    assert_eq!(h.call(declare), Reply::ack(), "the same roster again");
+    let reply = h.call(h.req("host", "host", 3, RequestKind::Roster));
+    assert_eq!(reply.declared, Some(true));
+    assert_eq!(reply.roles.unwrap().len(), 3);
+    // Only listed clients, in their declared role.
+    assert_eq!(
+        h.call(h.req("intruder", "server", 3, RequestKind::GroupData))
+            .response,
+        Response::Nack
+    );
+    assert_eq!(
+        h.call(h.req("vm1", "client", 3, RequestKind::GroupData))
+            .response,
+        Response::Nack
+    );
+    let mut no_role = h.req("vm1", "", 3, RequestKind::GroupData);
+    no_role.role = None;
+    assert!(h.call(no_role).is_wait(), "the roster supplies the role");
+    assert_eq!(h.machine.group(G).unwrap().members["vm1"], "server");
+    // A different roster is refused.
+    let other = roles(&[("host", "host"), ("vm1", "server"), ("vm3", "client")]);
+    assert_eq!(
+        h.call(h.req(
+            "host",
+            "host",
+            3,
+            RequestKind::DeclareRoster { roster: other }
+        ))
+        .response,
+        Response::Nack
+    );
+    // wait_all by role uses the roster before everyone registered.
+    h.call(h.req("vm1", "server", 3, send("up", json!({}))));
+    assert_eq!(
+        h.call(h.req("host", "host", 3, wait_all("up", Some("server"))))
+            .response,
+        Response::Ack
+    );
+    assert_eq!(
+        h.call(h.req("host", "host", 3, wait_all("up", Some("ghost"))))
+            .response,
+        Response::Nack
+    );
+    assert!(h
+        .call(h.req("host", "host", 3, wait_all("up", None)))
+        .is_wait());
+}
+
+#[test]
+fn roster_without_declaration_waits_for_the_group() {
+    let mut h = Harness::new();
+    let w = h
+        .block(h.req("a", "x", 2, RequestKind::Roster))
+        .unwrap_err();
+    h.call(h.req("b", "y", 2, RequestKind::GroupData));
+    let reply = h.woken(w).unwrap();
+    assert_eq!(reply.declared, Some(false));
+    assert_eq!(reply.roles.unwrap(), roles(&[("a", "x"), ("b", "y")]));
+}
+
+#[test]
+fn a_roster_that_contradicts_the_members_is_refused() {
+    let mut h = Harness::new();
+    h.call(h.req("a", "x", 2, RequestKind::GroupData));
+    let bad = roles(&[("a", "y"), ("b", "y")]);
+    assert_eq!(
+        h.call(h.req("b", "y", 2, RequestKind::DeclareRoster { roster: bad }))
+            .response,
+        Response::Nack
+    );
+    let wrong_size = roles(&[("a", "x")]);
+    assert_eq!(
+        h.call(h.req(
+            "a",
+            "x",
+            2,
+            RequestKind::DeclareRoster { roster: wrong_size }
+        ))
+        .response,
+        Response::Nack
+    );
+}
+
+#[test]
+fn vm_stop_and_wait_all_report_failures_to_both_kinds_of_client() {
+    let mut h = Harness::new();
+    let size = 3;
+    let w = h
+        .block(h.req("host", "host", size, RequestKind::VmWaitAll))
+        .unwrap_err();
+    h.call(h.req(
+        "vm1",
+        "vm",
+        size,
+        RequestKind::VmStop {
+            status: VmStatus::Ok,
+            reason: None,
+        },
+    ));
+    h.call(h.req(
+        "vm2",
+        "vm",
+        size,
+        RequestKind::VmStop {
+            status: VmStatus::Failed,
+            reason: Some("powered off".into()),
+        },
+    ));
+    assert!(h.woken(w).is_none(), "the host has not sent its own stop");
+    // A LAVA host sends the id itself.
+    h.call(h.req(
+        "host",
+        "host",
+        size,
+        send(lava_protocol::VM_STOP_ID, json!({"status": "ok"})),
+    ));
+    let reply = h.woken(w).unwrap();
+    assert_eq!(reply.failed, Some(vec!["vm2".to_string()]));
+    let lava = h.call(h.req(
+        "host",
+        "host",
+        size,
+        wait_all(lava_protocol::VM_STOP_ID, None),
+    ));
+    assert_eq!(
+        lava.message,
+        Some(
+            json!({"vm1": {"status": "ok"}, "vm2": {"status": "failed", "reason": "powered off"}, "host": {"status": "ok"}})
+        )
+    );
+}
+
+#[test]
+fn many_waiters_on_one_condition_are_all_released_in_order() {
+    let mut h = Harness::new();
+    let n = 64;
+    let waiters: Vec<_> = (0..n)
+        .map(|i| {
+            h.block(h.req(&format!("c{i}"), "r", n + 1, wait_all("m", None)))
+                .unwrap_err()
+        })
+        .collect();
+    for i in 0..n {
+        h.call(h.req(&format!("c{i}"), "r", n + 1, send("m", json!({}))));
+    }
+    assert!(waiters.iter().all(|w| !h.woken.contains_key(w)));
+    h.call(h.req("last", "r", n + 1, send("m", json!({}))));
+    assert!(waiters.iter().all(|w| h.woken.contains_key(w)));
+}
+
+/// One scripted step of a member in the property test.
+#[derive(Debug, Clone)]
+enum Step {
+    Send(u8),
+    Sync(u8),
+}
+
+fn script() -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec(
+        prop_oneof![(0u8..3).prop_map(Step::Send), (0u8..2).prop_map(Step::Sync)],
+        0..6,
+    )
+}
+
+proptest! {
+    /// N members run scripts with the same sequence of syncs (as MultiNode tests must) and
+    /// arbitrary sends in between, interleaved arbitrarily, some blocking and some polling:
+    /// every member finishes every sync exactly once and then sees every message.
+    #[test]
+    fn any_interleaving_releases_everyone(
+        members in 2usize..5,
+        syncs in prop::collection::vec(0u8..2, 0..4),
+        sends in prop::collection::vec(script(), 5),
+        schedule in prop::collection::vec(0usize..5, 0..400),
+        blocking in prop::collection::vec(any::<bool>(), 5),
+    ) {
+        let mut h = Harness::new();
+        let size = members as u32;
+        // Each member: its sends interleaved before each sync, then a wait_all per sent id.
+        let plans: Vec<Vec<Step>> = (0..members)
+            .map(|m| {
+                let mut plan = Vec::new();
+                for (k, s) in syncs.iter().enumerate() {
+                    plan.extend(sends[m].iter().filter(|st| matches!(st, Step::Send(_))).cloned().skip(k).take(1));
+                    plan.push(Step::Sync(*s));
+                }
+                plan.extend(sends[m].iter().filter(|st| matches!(st, Step::Send(_))).cloned());
+                plan
+            })
+            .collect();
+        let mut pos = vec![0usize; members];
+        let mut parked: Vec<Option<WaiterId>> = vec![None; members];
+        let mut turn = schedule.into_iter().chain((0..).map(|i| i % 5));
+        let mut steps = 0;
+        while pos.iter().zip(&plans).any(|(p, plan)| *p < plan.len()) {
+            steps += 1;
+            prop_assert!(steps < 100_000, "no progress: {pos:?}");
+            let m = turn.next().unwrap() % members;
+            if pos[m] >= plans[m].len() {
+                continue;
+            }
+            if let Some(w) = parked[m] {
+                match h.woken(w) {
+                    Some(reply) => {
+                        prop_assert_eq!(reply.response, Response::Ack);
+                        parked[m] = None;
+                        pos[m] += 1;
+                    }
+                    None => continue,
+                }
+                continue;
+            }
+            let client = format!("n{m}");
+            let kind = match plans[m][pos[m]] {
+                Step::Send(id) => send(&format!("m{id}"), json!({"from": client})),
+                Step::Sync(id) => sync(&format!("s{id}")),
+            };
+            let req = h.req(&client, "r", size, kind);
+            if blocking[m] {
+                match h.block(req) {
+                    Ok(reply) => { prop_assert_eq!(reply.response, Response::Ack); pos[m] += 1; }
+                    Err(w) => parked[m] = Some(w),
+                }
+            } else {
+                let reply = h.call(req);
+                if !reply.is_wait() {
+                    prop_assert_eq!(reply.response, Response::Ack);
+                    pos[m] += 1;
+                }
+            }
+        }
+        prop_assert_eq!(h.machine.parked_count(), 0);
+        // Every sent id is complete for wait (any member can read all of it).
+        for m in 0..members {
+            for step in &sends[m] {
+                if let Step::Send(id) = step {
+                    let reply = h.call(h.req("n0", "r", size, wait(&format!("m{id}"))));
+                    prop_assert_eq!(reply.response, Response::Ack);
+                    let message = reply.message.unwrap();
+                    let sender = format!("n{m}");
+                    prop_assert!(message.get(&sender).is_some());
+                }
+            }
+        }
+    }
+}
