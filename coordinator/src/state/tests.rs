@@ -646,7 +646,7 @@ proptest! {
             .map(|m| {
                 let mut plan = Vec::new();
                 for (k, s) in syncs.iter().enumerate() {
-                    plan.extend(sends[m].iter().filter(|st| matches!(st, Step::Send(_))).cloned().skip(k).take(1));
+                    plan.extend(sends[m].iter().filter(|st| matches!(st, Step::Send(_))).skip(k).take(1).cloned());
                     plan.push(Step::Sync(*s));
                 }
                 plan.extend(sends[m].iter().filter(|st| matches!(st, Step::Send(_))).cloned());
@@ -696,8 +696,8 @@ proptest! {
         }
         prop_assert_eq!(h.machine.parked_count(), 0);
         // Every sent id is complete for wait (any member can read all of it).
-        for m in 0..members {
-            for step in &sends[m] {
+        for (m, script) in sends.iter().enumerate().take(members) {
+            for step in script {
                 if let Step::Send(id) = step {
                     let reply = h.call(h.req("n0", "r", size, wait(&format!("m{id}"))));
                     prop_assert_eq!(reply.response, Response::Ack);
