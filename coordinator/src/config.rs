@@ -23,9 +23,32 @@ pub enum LogLevel {
     Error,
 }
 
+const CONFIG_HELP: &str = "\
+Configuration file keys (JSON; all optional):
+  port                LAVA: TCP port when `listen` is not set [3079]
+  blocksize, poll_delay, coordinator_hostname
+                      LAVA: accepted and ignored by the server
+  listen              address to listen on, e.g. \"127.0.0.1:3079\" [0.0.0.0:port]
+  block_max           longest hold of a request's `block`, seconds [30]
+  hold_lava_requests  hold plain LAVA requests up to this many seconds, 0 = off [0]
+  max_connections     connections served at once [4096]
+  max_request_bytes   largest request body, bytes [1048576]
+  read_timeout        time a client has to send its request, seconds [30]
+  group_expiry        forget a group after this long without a request, seconds [86400]
+
+Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot listen, 2 for a bad configuration.
+See docs/PROTOCOL.md for the requests and the `block` extension.";
+
 /// LAVA MultiNode coordinator: an event-driven, drop-in replacement for lava-coordinator.
 #[derive(Debug, Parser)]
-#[command(name = "lava-coordinator", version, about, long_about = None)]
+#[command(
+    name = "lava-coordinator",
+    version,
+    about,
+    long_about = None,
+    args_override_self = true,
+    after_help = CONFIG_HELP
+)]
 pub struct Cli {
     /// Configuration file (LAVA's JSON format); a missing file means defaults.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
@@ -103,7 +126,7 @@ pub enum ConfigError {
     #[error("{path} is not a valid configuration: {source}")]
     Parse {
         path: PathBuf,
-        source: serde_json::Error,
+        source: serde_path_to_error::Error<serde_json::Error>,
     },
     #[error("{path}: `{key}` {reason}")]
     Invalid {
@@ -126,8 +149,9 @@ impl Settings {
                 })
             }
         };
+        let json = &mut serde_json::Deserializer::from_str(&text);
         let settings: Settings =
-            serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
+            serde_path_to_error::deserialize(json).map_err(|source| ConfigError::Parse {
                 path: path.to_owned(),
                 source,
             })?;

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod interop;
+
 /// The Cargo workspace's root folder.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -112,15 +114,25 @@ impl Drop for Server {
 
 /// Starts our `lava-coordinator` on a free loopback port with `extra` arguments.
 pub fn start_coordinator(extra: &[&str]) -> Server {
+    start_coordinator_with_config(None, extra)
+}
+
+/// Starts our `lava-coordinator` with `config` (JSON text) as its configuration file.
+pub fn start_coordinator_with_config(config: Option<&str>, extra: &[&str]) -> Server {
     let dir = TempDir::new("coordinator");
     let log = dir.path().join("coordinator.log");
+    let conf = dir.path().join("lava-coordinator.conf");
+    if let Some(config) = config {
+        std::fs::write(&conf, config).expect("write coordinator config");
+    }
     for _ in 0..5 {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(bin("lava-coordinator"))
             .args(["--listen", &addr, "--loglevel", "DEBUG", "--logfile"])
             .arg(&log)
-            .args(["--config", "/nonexistent/lava-coordinator.conf"])
+            .arg("--config")
+            .arg(&conf)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -160,9 +160,11 @@ impl Group {
                     self.name
                 ))
             }
-            (Some(Some(declared)), Some(role)) if declared != role => return Err(format!(
+            (Some(Some(declared)), Some(role)) if declared != role => {
+                return Err(format!(
                 "client {client:?} registers as role {role:?} but the roster declares {declared:?}"
-            )),
+            ))
+            }
             (Some(Some(declared)), _) => declared.clone(),
             (None, Some(role)) => role.to_owned(),
             (None, None) => return Err("missing field `role` to register a new client".into()),

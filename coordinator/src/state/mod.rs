@@ -130,10 +130,12 @@ impl Coordinator {
             let size = match (&req.kind, req.group_size) {
                 (_, Some(size)) => size as usize,
                 (RequestKind::DeclareRoster { roster }, None) if !roster.is_empty() => roster.len(),
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "group {:?} does not exist and the request carries no group_size to create it",
                     req.group_name
-                )),
+                ))
+                }
             };
             self.groups.insert(
                 req.group_name.clone(),
