@@ -1,0 +1,143 @@
+//! `lava-send`, `lava-wait`, `lava-wait-all` and `lava-sync`.
+
+use std::io::Write;
+use std::path::Path;
+
+use lava_protocol::RequestKind;
+use serde_json::{Map, Value};
+
+use crate::cache;
+use crate::commands::print_lines;
+use crate::error::Error;
+use crate::wait::Session;
+
+/// A message id as given: not empty, one line.
+pub fn message_id(id: &str) -> Result<&str, Error> {
+    if id.is_empty() {
+        return Err(Error::Usage("the message ID is empty".into()));
+    }
+    if id.contains(['\n', '\r']) {
+        return Err(Error::Usage(format!(
+            "the message ID {id:?} contains a line break"
+        )));
+    }
+    Ok(id)
+}
+
+/// `key=value` arguments, split at the first `=`; a repeated key keeps its last value.
+/// Values may hold spaces, `=` and any Unicode, but no line break (the received data is
+/// line-oriented).
+pub fn parse_pairs(args: &[String]) -> Result<Map<String, Value>, Error> {
+    let mut out = Map::new();
+    for arg in args {
+        let Some((key, value)) = arg.split_once('=') else {
+            return Err(Error::Usage(format!("{arg:?} is not a key=value pair")));
+        };
+        if key.is_empty() {
+            return Err(Error::Usage(format!("{arg:?} has an empty key")));
+        }
+        if arg.contains(['\n', '\r']) {
+            return Err(Error::Usage(format!(
+                "{key}: values cannot contain a line break"
+            )));
+        }
+        out.insert(key.to_owned(), Value::String(value.to_owned()));
+    }
+    Ok(out)
+}
+
+pub fn send(s: &Session, id: &str, message: Map<String, Value>) -> Result<(), Error> {
+    s.call(RequestKind::Send {
+        id: id.to_owned(),
+        message: Value::Object(message),
+    })?;
+    Ok(())
+}
+
+/// `lava-wait ID` (`role` = `None`) or `lava-wait-all ID [ROLE]` (`role` = `Some(..)`):
+/// prints the received pairs and replaces the cache file with them.
+pub fn wait(
+    s: &Session,
+    cache_path: &Path,
+    id: &str,
+    role: Option<Option<&str>>,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    // No stale data survives a failed wait.
+    cache::remove(cache_path)?;
+    let (kind, what) = match role {
+        None => (
+            RequestKind::Wait { id: id.to_owned() },
+            format!("message {id:?} from any member of group {:?}", s.group),
+        ),
+        Some(None) => (
+            RequestKind::WaitAll {
+                id: id.to_owned(),
+                role: None,
+            },
+            format!("message {id:?} from every member of group {:?}", s.group),
+        ),
+        Some(Some(role)) => (
+            RequestKind::WaitAll {
+                id: id.to_owned(),
+                role: Some(role.to_owned()),
+            },
+            format!(
+                "message {id:?} from every member of role {role:?} in group {:?}",
+                s.group
+            ),
+        ),
+    };
+    let reply = s.wait(kind, &what)?;
+    let lines = cache::lines(reply.message.as_ref().unwrap_or(&Value::Null));
+    print_lines(out, &lines)?;
+    cache::write(cache_path, &lines)
+}
+
+pub fn sync(s: &Session, id: &str) -> Result<(), Error> {
+    s.wait(
+        RequestKind::Sync {
+            id: id.to_owned(),
+            message: Value::Null,
+        },
+        &format!("every member of group {:?} to sync on {id:?}", s.group),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pairs(args: &[&str]) -> Result<Value, Error> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        parse_pairs(&args).map(Value::Object)
+    }
+
+    #[test]
+    fn pairs_split_at_the_first_equals() {
+        assert_eq!(
+            pairs(&[
+                "ip=10.0.0.1",
+                "cmd=a=b c",
+                "empty=",
+                "uni=ünï ✓",
+                "ip=10.0.0.2"
+            ])
+            .unwrap(),
+            json!({"ip": "10.0.0.2", "cmd": "a=b c", "empty": "", "uni": "ünï ✓"})
+        );
+        assert_eq!(pairs(&[]).unwrap(), json!({}));
+    }
+
+    #[test]
+    fn bad_pairs_are_usage_errors() {
+        for bad in [&["novalue"][..], &["=v"], &["k=a\nb"], &["k=a\rb"]] {
+            assert!(matches!(pairs(bad), Err(Error::Usage(_))), "{bad:?}");
+        }
+        assert!(matches!(message_id(""), Err(Error::Usage(_))));
+        assert!(matches!(message_id("a\nb"), Err(Error::Usage(_))));
+        assert_eq!(message_id("ready-1").unwrap(), "ready-1");
+    }
+}
