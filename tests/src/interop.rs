@@ -70,7 +70,11 @@ fn check_debian_pieces() -> Result<(), String> {
             "LAVA's MultinodeProtocol does not import from {} ({}): {}",
             client_pythonpath().display(),
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or_default()
         ));
     }
     Ok(())

@@ -333,6 +333,122 @@ fn real_lava_clients_drive_our_coordinator() {
     }
 }
 
+/// Our own tools' first-class VM requests and LAVA's message ids show one state: the host
+/// declares the roster and opens the start gate with our requests before the guests (real
+/// LAVA clients) even exist; the guests see the gate through `lava_wait lava_vm_start` and
+/// report through `lava_send lava_vm_stop`, and the host's `vm_wait_all` sees their reports.
+#[test]
+fn real_lava_guests_and_our_vm_requests_share_one_state() {
+    use lava_protocol::message::{Roles, VmStatus};
+    use lava_protocol::{Request, RequestKind, Response};
+
+    let mut server = ours();
+    let client = server.client();
+    let group = "mixed-vm-group";
+    let host_req = |kind: RequestKind| {
+        let mut req = Request::new(group, "101", "host", kind);
+        req.group_size = Some(3);
+        req.block = Some(20.0);
+        req
+    };
+    let mut roster = Roles::new();
+    roster.insert("101".into(), "host".into());
+    roster.insert("102".into(), "vm".into());
+    roster.insert("103".into(), "vm".into());
+    let declared = client
+        .call(&host_req(RequestKind::DeclareRoster { roster }))
+        .expect("declare the roster");
+    assert_ne!(declared.response, Response::Nack, "{declared:?}");
+    let started = client
+        .call(&host_req(RequestKind::VmStart {
+            host_ip: "10.0.2.2".into(),
+        }))
+        .expect("open the start gate");
+    assert_eq!(started.response, Response::Ack, "{started:?}");
+
+    let guest = |id: &str, stop: Value| {
+        json!({
+            "group": group, "client": id, "role": "vm", "group_size": 3,
+            "poll_delay": 0.1, "timeout": 20, "system_timeout": 20,
+            "steps": [{"op": "group_data"},
+                      {"op": "vm_wait_start"},
+                      stop,
+                      {"op": "vm_wait_all"},
+                      {"op": "clear"}],
+        })
+    };
+    let guests: Vec<LavaNode> = vec![
+        LavaNode::spawn(
+            server.port,
+            guest("102", json!({"op": "vm_stop", "status": "ok"})),
+        ),
+        LavaNode::spawn(
+            server.port,
+            guest(
+                "103",
+                json!({"op": "vm_stop", "status": "failed", "reason": "kernel panic"}),
+            ),
+        ),
+    ];
+    let stopped = client
+        .call(&host_req(RequestKind::VmStop {
+            status: VmStatus::Ok,
+            reason: None,
+        }))
+        .expect("host vm_stop");
+    assert_eq!(stopped.response, Response::Ack, "{stopped:?}");
+    let mut all = client
+        .call(&host_req(RequestKind::VmWaitAll))
+        .expect("host vm_wait_all");
+    for _ in 0..3 {
+        if !all.is_wait() {
+            break;
+        }
+        all = client.call(&host_req(RequestKind::VmWaitAll)).unwrap();
+    }
+    let reports = json!({
+        "101": {"status": "ok"},
+        "102": {"status": "ok"},
+        "103": {"status": "failed", "reason": "kernel panic"},
+    });
+    assert_eq!(all.response, Response::Ack, "{all:?}");
+    assert_eq!(all.message.as_ref(), Some(&reports), "{all:?}");
+    assert_eq!(all.failed, Some(vec!["103".to_owned()]), "{all:?}");
+
+    for node in guests {
+        let run = node.finish(Duration::from_secs(45));
+        assert!(run.success, "{}\n{}", run.transcript(), run.stderr);
+        assert_eq!(
+            run.reply(0),
+            &json!({"response": "group_data",
+                    "roles": {"101": "host", "102": "vm", "103": "vm"}}),
+            "guest {}",
+            run.client
+        );
+        assert_eq!(
+            run.reply(1),
+            &ack_msg(json!({"101": {"host_ip": "10.0.2.2"}})),
+            "guest {}: the gate opened before it registered",
+            run.client
+        );
+        assert_eq!(run.reply(2), &ack());
+        assert_eq!(
+            run.reply(3),
+            &ack_msg(reports.clone()),
+            "guest {}",
+            run.client
+        );
+        assert_eq!(run.reply(4), &ack());
+    }
+    let cleared = client.call(&{
+        let mut req = host_req(RequestKind::ClearGroup);
+        req.block = None;
+        req
+    });
+    assert_eq!(cleared.unwrap().response, Response::Ack);
+    assert_alive(&mut server, "our coordinator");
+}
+
 /// A group reused after every node cleared starts empty: the real client's wait for the old
 /// group's message times out (LAVA counts 1 s as 10 polls of 0.1 s).
 #[test]
@@ -809,6 +925,20 @@ fn differential_sequences() -> Vec<Seq> {
         .expect(11, ack_msg(json!({"101": {"g": "right"}}))),
     );
 
+    // lava_sync with a message (LAVA's client never sends one): the reference answers with
+    // the caller's own message instead of the id.
+    let (a, b) = g2("syncmsg");
+    seqs.push(seq(
+        "sync carrying a message",
+        vec![
+            once(a.group_data()),
+            once(b.group_data()),
+            once(a.body(json!({"request": "lava_sync", "messageID": "s", "message": {"k": "a"}}))),
+            call(b.body(json!({"request": "lava_sync", "messageID": "s", "message": null}))),
+            call(a.body(json!({"request": "lava_sync", "messageID": "s", "message": {"k": "a"}}))),
+        ],
+    ));
+
     seqs
 }
 
@@ -1204,6 +1334,37 @@ fn deviation_malformed_requests_are_nacked() {
     }
     assert_answer(&r[9], ack_msg(json!({"101": {}})), "reference");
     assert_answer(&o[9], ack_msg(json!({"101": {}})), "ours");
+}
+
+/// `aggregate` (legacy result bundles; LAVA's dispatcher refuses to send it): the reference
+/// collects bundles (`ack` for a sub-job, `wait` for sub_id `N.0` until all are in), ours
+/// answers `nack` (issue 2: "aggregate (may answer nack)").
+#[test]
+fn deviation_aggregate_is_nacked() {
+    let (a, b) = g2("aggregate");
+    let (r, o) = both(&[
+        once(a.group_data()),
+        once(b.group_data()),
+        once(a.body(json!({"request": "aggregate", "bundle": {"x": 1}, "sub_id": "7.1"}))),
+        once(b.body(json!({"request": "aggregate", "bundle": {"y": 2}, "sub_id": "7.0"}))),
+        once(a.body(json!({"request": "aggregate", "bundle": {"x": 1}}))),
+        once(a.body(json!({"request": "aggregate"}))),
+        once(a.send("after", json!({}))),
+        once(b.wait("after")),
+    ]);
+    assert_answer(&r[2], ack(), "reference: a bundle of a sub-job");
+    assert_answer(
+        &r[3],
+        wait(),
+        "reference: sub_id N.0 waits for the other bundles",
+    );
+    assert_answer(&r[4], nack(), "reference: no sub_id");
+    assert_answer(&r[5], nack(), "reference: no bundle");
+    for i in 2..=5 {
+        assert_answer(&o[i], nack(), &format!("ours, step {i}"));
+    }
+    assert_answer(&r[7], ack_msg(json!({"101": {}})), "reference");
+    assert_answer(&o[7], ack_msg(json!({"101": {}})), "ours");
 }
 
 #[test]
