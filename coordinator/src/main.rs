@@ -87,7 +87,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         let addr = settings.listen_addr(cli.listen);
-        let listener = match tokio::net::TcpListener::bind(addr).await {
+        let listener = match server::listen(addr) {
             Ok(l) => l,
             Err(e) => {
                 error!("cannot listen on {addr}: {e}");

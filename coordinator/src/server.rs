@@ -261,6 +261,22 @@ fn request_id(request: &Request) -> &str {
     }
 }
 
+/// Connections waiting to be accepted; the kernel caps it at `net.core.somaxconn`. Bursts
+/// of hundreds of nodes must not overflow it (std's and mio's 128 do: dropped SYNs cost a
+/// second each).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the listening socket.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Accepts and serves connections until `shutdown` is cancelled, then lets the connections
 /// in progress finish (held requests are answered `wait`).
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {

@@ -1,0 +1,555 @@
+//! Process-level tests of the real `lava-coordinator` binary over loopback: blocking,
+//! concurrency, bad input, misbehaving clients, shutdown.
+
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lava_multinode_tests::{
+    raw_exchange, start_coordinator, start_coordinator_with_config, Server,
+};
+use lava_protocol::{Client, Reply, Request, RequestKind, Response};
+use serde_json::json;
+
+fn req(group: &str, client: &str, size: u32, kind: RequestKind) -> Request {
+    let mut r = Request::new(group, client, "node", kind);
+    r.group_size = Some(size);
+    r.hostname = Some("test-host".into());
+    r
+}
+
+fn sync(id: &str) -> RequestKind {
+    RequestKind::Sync {
+        id: id.into(),
+        message: json!({}),
+    }
+}
+
+/// Parses a raw reply frame.
+fn parse_frame(bytes: &[u8]) -> Reply {
+    assert!(bytes.len() >= 8, "short reply: {bytes:?}");
+    let len = usize::from_str_radix(std::str::from_utf8(&bytes[..8]).unwrap(), 16).unwrap();
+    assert_eq!(len, bytes.len() - 8, "header length matches body");
+    Reply::parse(std::str::from_utf8(&bytes[8..]).unwrap()).unwrap()
+}
+
+/// The server still answers, and what `client` sent earlier is still there.
+fn assert_serving(server: &Server, group: &str) {
+    let reply = server
+        .client()
+        .call(&req(
+            group,
+            "probe",
+            10,
+            RequestKind::Wait { id: "kept".into() },
+        ))
+        .expect("server answers");
+    assert_eq!(reply, Reply::ack_message(json!({"keeper": {"v": "1"}})));
+}
+
+fn store_probe_message(server: &Server, group: &str) {
+    let reply = server
+        .client()
+        .call(&req(
+            group,
+            "keeper",
+            10,
+            RequestKind::Send {
+                id: "kept".into(),
+                message: json!({"v": "1"}),
+            },
+        ))
+        .unwrap();
+    assert_eq!(reply, Reply::ack());
+}
+
+#[test]
+fn a_blocking_sync_of_16_nodes_releases_everyone_at_once() {
+    let server = start_coordinator(&[]);
+    let nodes = 16;
+    let barrier = Arc::new(Barrier::new(nodes));
+    let handles: Vec<_> = (0..nodes)
+        .map(|i| {
+            let client = server.client();
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                let mut times = Vec::new();
+                for round in 0..5 {
+                    barrier.wait();
+                    let start = Instant::now();
+                    let mut r = req(
+                        "g16",
+                        &format!("n{i}"),
+                        nodes as u32,
+                        sync(&format!("round{round}")),
+                    );
+                    r.block = Some(10.0);
+                    let reply = client.call(&r).unwrap();
+                    assert_eq!(reply.response, Response::Ack, "{reply:?}");
+                    times.push(start.elapsed());
+                }
+                times
+            })
+        })
+        .collect();
+    let mut times: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    times.sort();
+    let median = times[times.len() / 2];
+    // Generous for a debug build on a busy 2-core machine; the benchmark measures release.
+    assert!(median < Duration::from_millis(500), "median {median:?}");
+}
+
+#[test]
+fn block_answers_wait_when_the_time_is_up_and_is_capped() {
+    let server = start_coordinator_with_config(Some(r#"{"block_max": 0.5}"#), &[]);
+    let mut r = req("gb", "a", 2, RequestKind::Wait { id: "never".into() });
+    r.block = Some(60.0);
+    let start = Instant::now();
+    let reply = server.client().call(&r).unwrap();
+    let took = start.elapsed();
+    assert!(reply.is_wait());
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn a_blocked_wait_is_answered_the_moment_the_message_is_sent() {
+    let server = start_coordinator(&[]);
+    let client = server.client();
+    let waiter = thread::spawn(move || {
+        let mut r = req("gw", "b", 2, RequestKind::Wait { id: "go".into() });
+        r.block = Some(20.0);
+        let start = Instant::now();
+        (client.call(&r).unwrap(), start.elapsed())
+    });
+    thread::sleep(Duration::from_millis(300));
+    let send = RequestKind::Send {
+        id: "go".into(),
+        message: json!({"ip": "10.0.2.2", "note": "ünïcødé"}),
+    };
+    let sent_at = Instant::now();
+    assert_eq!(
+        server.client().call(&req("gw", "a", 2, send)).unwrap(),
+        Reply::ack()
+    );
+    let (reply, took) = waiter.join().unwrap();
+    assert_eq!(
+        reply,
+        Reply::ack_message(json!({"a": {"ip": "10.0.2.2", "note": "ünïcødé"}}))
+    );
+    assert!(took >= Duration::from_millis(250), "it did block: {took:?}");
+    assert!(sent_at.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn plain_lava_requests_are_not_held_unless_the_operator_says_so() {
+    let server = start_coordinator(&[]);
+    let start = Instant::now();
+    let reply = server.client().call(&req("gp", "a", 2, sync("s"))).unwrap();
+    assert!(reply.is_wait());
+    assert!(start.elapsed() < Duration::from_millis(500));
+
+    let held = start_coordinator_with_config(Some(r#"{"hold_lava_requests": 0.4}"#), &[]);
+    let start = Instant::now();
+    let reply = held.client().call(&req("gp", "a", 2, sync("s"))).unwrap();
+    assert!(reply.is_wait());
+    assert!(
+        start.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn malformed_frames_and_fields_get_a_nack_and_harm_nobody() {
+    let server = start_coordinator(&[]);
+    store_probe_message(&server, "gm");
+    let frame = |body: &str| {
+        let mut v = format!("{:08X}", body.len()).into_bytes();
+        v.extend_from_slice(body.as_bytes());
+        v
+    };
+    let base = r#""group_name": "gm", "client_name": "x", "role": "r", "group_size": 2"#;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("non-hex header", b"0000001G{}".to_vec()),
+        ("short header", b"0000".to_vec()),
+        (
+            "length beyond the body",
+            b"00000100{\"request\": \"group_data\"}".to_vec(),
+        ),
+        ("huge length", b"FFFFFFFF{}".to_vec()),
+        (
+            "lower-case hex, invalid JSON",
+            b"0000000a{not json}".to_vec(),
+        ),
+        (
+            "invalid UTF-8",
+            [b"00000004".as_slice(), &[0xff, 0xfe, 0x80, 0x81]].concat(),
+        ),
+        ("JSON array", frame("[1, 2]")),
+        ("bare number", frame("42")),
+        ("JSON string", frame("\"lava_send\"")),
+        ("null", frame("null")),
+        ("empty body", frame("")),
+        ("no request", frame(&format!("{{{base}}}"))),
+        (
+            "unknown request",
+            frame(&format!(r#"{{"request": "fly", {base}}}"#)),
+        ),
+        (
+            "request not a string",
+            frame(&format!(r#"{{"request": 7, {base}}}"#)),
+        ),
+        (
+            "no group_name",
+            frame(r#"{"request": "group_data", "client_name": "x", "role": "r", "group_size": 2}"#),
+        ),
+        (
+            "no client_name",
+            frame(
+                r#"{"request": "group_data", "group_name": "gm2", "role": "r", "group_size": 2}"#,
+            ),
+        ),
+        (
+            "group_size not a number",
+            frame(
+                r#"{"request": "group_data", "group_name": "gm3", "client_name": "x", "role": "r", "group_size": "two"}"#,
+            ),
+        ),
+        (
+            "group_size negative",
+            frame(
+                r#"{"request": "group_data", "group_name": "gm3", "client_name": "x", "role": "r", "group_size": -2}"#,
+            ),
+        ),
+        (
+            "new group without size",
+            frame(
+                r#"{"request": "group_data", "group_name": "gm4", "client_name": "x", "role": "r"}"#,
+            ),
+        ),
+        (
+            "messageID missing",
+            frame(&format!(r#"{{"request": "lava_send", {base}}}"#)),
+        ),
+        (
+            "messageID a number",
+            frame(&format!(
+                r#"{{"request": "lava_wait", "messageID": 5, {base}}}"#
+            )),
+        ),
+        (
+            "waitrole a list",
+            frame(&format!(
+                r#"{{"request": "lava_wait_all", "messageID": "m", "waitrole": [], {base}}}"#
+            )),
+        ),
+        (
+            "block negative",
+            frame(&format!(
+                r#"{{"request": "lava_wait", "messageID": "m", "block": -1, {base}}}"#
+            )),
+        ),
+        (
+            "block a string",
+            frame(&format!(
+                r#"{{"request": "lava_wait", "messageID": "m", "block": "1", {base}}}"#
+            )),
+        ),
+        (
+            "role an object",
+            frame(
+                r#"{"request": "group_data", "group_name": "gm5", "client_name": "x", "role": {}, "group_size": 2}"#,
+            ),
+        ),
+        (
+            "aggregate",
+            frame(&format!(r#"{{"request": "aggregate", {base}}}"#)),
+        ),
+        (
+            "deeply nested",
+            frame(&format!("{}{}", "[".repeat(10_000), "]".repeat(10_000))),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let reply = raw_exchange(&server.addr, &bytes, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let reply = parse_frame(&reply);
+        assert_eq!(reply.response, Response::Nack, "{what}: {reply:?}");
+        assert!(
+            reply.error.as_deref().is_some_and(|e| !e.is_empty()),
+            "{what}: nack says why"
+        );
+    }
+    assert_serving(&server, "gm");
+    let log = server.log_text();
+    assert!(
+        log.contains("WARN") && log.contains("127.0.0.1:"),
+        "bad input is logged with the peer:\n{log}"
+    );
+}
+
+#[test]
+fn a_request_split_into_small_segments_is_read_whole() {
+    let server = start_coordinator(&[]);
+    let big = "é".repeat(3000); // 6000 bytes of UTF-8, split inside characters below
+    let body = req(
+        "gs",
+        "a",
+        1,
+        RequestKind::Send {
+            id: "big".into(),
+            message: json!({ "v": big }),
+        },
+    )
+    .to_json();
+    let body = body.replace("\\u00e9", "é");
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut bytes = format!("{:08X}", body.len()).into_bytes();
+    bytes.extend_from_slice(body.as_bytes());
+    for chunk in bytes.chunks(1447) {
+        stream.write_all(chunk).unwrap();
+        thread::sleep(Duration::from_millis(5));
+    }
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut reply).unwrap();
+    assert_eq!(parse_frame(&reply), Reply::ack());
+    let reply = server
+        .client()
+        .call(&req("gs", "a", 1, RequestKind::Wait { id: "big".into() }))
+        .unwrap();
+    assert_eq!(
+        reply.message.unwrap()["a"]["v"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .count(),
+        3000
+    );
+}
+
+#[test]
+fn idle_and_half_sent_connections_block_nobody_and_time_out() {
+    let server = start_coordinator_with_config(Some(r#"{"read_timeout": 1}"#), &[]);
+    store_probe_message(&server, "gi");
+    // 50 connections that send nothing, 50 that send half a request.
+    let mut idle: Vec<TcpStream> = (0..50)
+        .map(|_| TcpStream::connect(&server.addr).unwrap())
+        .collect();
+    let mut half: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = TcpStream::connect(&server.addr).unwrap();
+            s.write_all(b"00000100{\"request\": ").unwrap();
+            s
+        })
+        .collect();
+    let start = Instant::now();
+    assert_serving(&server, "gi");
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    // The half-sent ones are told why after the read timeout.
+    half[0]
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reply = Vec::new();
+    std::io::Read::read_to_end(&mut half[0], &mut reply).unwrap();
+    let reply = parse_frame(&reply);
+    assert_eq!(reply.response, Response::Nack);
+    assert!(reply.error.unwrap().contains("within"));
+    idle.clear();
+    half.clear();
+    assert_serving(&server, "gi");
+}
+
+/// Closes `stream` with a TCP reset (SO_LINGER 0).
+fn reset(stream: TcpStream) {
+    let sock = socket_linger_zero(&stream);
+    drop(stream);
+    assert!(sock);
+}
+
+fn socket_linger_zero(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct Linger {
+        l_onoff: i32,
+        l_linger: i32,
+    }
+    extern "C" {
+        fn setsockopt(fd: i32, level: i32, name: i32, value: *const Linger, len: u32) -> i32;
+    }
+    const SOL_SOCKET: i32 = 1;
+    const SO_LINGER: i32 = 13;
+    let linger = Linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket descriptor and a correctly sized option value.
+    unsafe { setsockopt(stream.as_raw_fd(), SOL_SOCKET, SO_LINGER, &linger, 8) == 0 }
+}
+
+#[test]
+fn clients_that_reset_or_vanish_cost_only_their_own_request() {
+    let mut server = start_coordinator(&[]);
+    store_probe_message(&server, "gr");
+    let frame = |r: &Request| lava_protocol::frame::encode(&r.to_json());
+    for i in 0..20 {
+        // A reset before the request is complete.
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        s.write_all(&frame(&req("gr", "x", 2, RequestKind::GroupData))[..12])
+            .unwrap();
+        reset(s);
+        // A reset after the request, before reading the reply.
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        s.write_all(&frame(&req(
+            "gr",
+            &format!("keeper{}", i % 1),
+            2,
+            RequestKind::Complete,
+        )))
+        .unwrap();
+        reset(s);
+        // A reset while the request is held.
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        let mut held = req("gr", "keeper", 2, RequestKind::Wait { id: "never".into() });
+        held.block = Some(0.2);
+        s.write_all(&frame(&held)).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        reset(s);
+    }
+    thread::sleep(Duration::from_millis(400));
+    assert!(server.is_running());
+    assert_serving(&server, "gr");
+}
+
+#[test]
+fn six_hundred_concurrent_clients_all_get_their_answer() {
+    let server = start_coordinator(&[]);
+    let n = 600;
+    let barrier = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let client = server
+                .client()
+                .with_connect_timeout(Duration::from_secs(20));
+            let barrier = barrier.clone();
+            thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn(move || {
+                    barrier.wait();
+                    // Every node syncs with blocking, then sends; nobody may fail.
+                    let mut r = req("g600", &format!("n{i}"), n as u32, sync("all"));
+                    r.block = Some(20.0);
+                    let reply = client.call(&r).map_err(|e| format!("sync: {e}"))?;
+                    let sent = client
+                        .call(&req(
+                            "g600",
+                            &format!("n{i}"),
+                            n as u32,
+                            RequestKind::Send {
+                                id: "done".into(),
+                                message: json!({ "i": i }),
+                            },
+                        ))
+                        .map_err(|e| format!("send: {e}"))?;
+                    Ok::<_, String>((reply, sent))
+                })
+                .unwrap()
+        })
+        .collect();
+    for h in handles {
+        let (reply, sent) = h.join().unwrap().unwrap_or_else(|e| {
+            panic!(
+                "connection error: {e}\n{}",
+                server
+                    .log_text()
+                    .lines()
+                    .filter(|l| !l.contains("DEBUG"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        assert_eq!(reply.response, Response::Ack);
+        assert_eq!(sent, Reply::ack());
+    }
+    let mut r = req(
+        "g600",
+        "n0",
+        n as u32,
+        RequestKind::WaitAll {
+            id: "done".into(),
+            role: None,
+        },
+    );
+    r.block = Some(5.0);
+    let reply = server.client().call(&r).unwrap();
+    assert_eq!(reply.message.unwrap().as_object().unwrap().len(), n);
+}
+
+#[test]
+fn sigterm_answers_held_requests_and_exits_cleanly() {
+    let mut server = start_coordinator(&[]);
+    let client = server.client();
+    let held = thread::spawn(move || {
+        let mut r = req("gt", "a", 2, sync("s"));
+        r.block = Some(30.0);
+        client.call(&r)
+    });
+    thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let reply = held
+        .join()
+        .unwrap()
+        .expect("the held request got an answer");
+    assert!(reply.is_wait(), "{reply:?}");
+    assert!(server.log_text().contains("SIGTERM"));
+}
+
+#[test]
+fn an_idle_group_expires_and_is_logged() {
+    let server = start_coordinator_with_config(Some(r#"{"group_expiry": 0.3}"#), &[]);
+    store_probe_message(&server, "ge");
+    thread::sleep(Duration::from_millis(800));
+    let reply = server
+        .client()
+        .call(&req(
+            "ge",
+            "probe",
+            2,
+            RequestKind::Wait { id: "kept".into() },
+        ))
+        .unwrap();
+    assert!(reply.is_wait(), "the group was forgotten: {reply:?}");
+    assert!(server.log_text().contains("expired"));
+}
+
+#[test]
+fn the_real_client_sees_the_lava_reply_layout() {
+    let server = start_coordinator(&[]);
+    let body = r#"{"request": "group_data", "group_name": "gl", "client_name": "1", "role": "r", "hostname": "h", "group_size": 1}"#;
+    let reply = raw_exchange(
+        &server.addr,
+        &lava_protocol::frame::encode(body),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(reply).unwrap(),
+        "0000002F{\"response\": \"group_data\", \"roles\": {\"1\": \"r\"}}"
+    );
+}
