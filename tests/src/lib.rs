@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod interop;
+pub mod tools;
 
 /// The Cargo workspace's root folder.
 pub fn workspace_root() -> PathBuf {

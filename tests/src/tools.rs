@@ -1,0 +1,326 @@
+//! Helpers of the target tools' process tests (`tests/tests/tools.rs`): install the
+//! `lava-*` links of a `lava-multinode` binary (the debug build, or a static build from
+//! `dist/`, possibly run under qemu-user) in a scratch folder, and run them as the nodes of a
+//! group, with a clean environment that points every configuration source at scratch files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{bin, workspace_root, TempDir};
+
+/// `dist/<triple>/lava-multinode`, as `packaging/build-static.sh` writes it.
+pub fn static_binary(triple: &str) -> PathBuf {
+    workspace_root()
+        .join("dist")
+        .join(triple)
+        .join("lava-multinode")
+}
+
+/// Set to `1` (the CI script does, after building the static binaries) to make a missing
+/// static binary or qemu a failure instead of a skipped part.
+pub const REQUIRE_STATIC_ENV: &str = "LAVA_MULTINODE_REQUIRE_STATIC";
+
+pub fn static_required() -> bool {
+    std::env::var(REQUIRE_STATIC_ENV).is_ok_and(|v| v == "1")
+}
+
+pub const QEMU_AARCH64: &str = "/usr/bin/qemu-aarch64-static";
+
+/// A folder of `lava-*` links to one `lava-multinode` binary, and how to run them.
+pub struct Tools {
+    dir: TempDir,
+    binary: PathBuf,
+    /// An emulator to run the binary under (`qemu-aarch64-static`).
+    runner: Option<PathBuf>,
+}
+
+impl Tools {
+    /// The workspace's debug build (`cargo build -p lava-multinode`).
+    pub fn native() -> Tools {
+        Tools::new(bin("lava-multinode"), None)
+    }
+
+    /// `binary` run directly, or under `runner`; the links are made by the binary's own
+    /// `install` command.
+    pub fn new(binary: PathBuf, runner: Option<PathBuf>) -> Tools {
+        let tools = Tools {
+            dir: TempDir::new("tools"),
+            binary,
+            runner,
+        };
+        let out = tools
+            .raw(
+                &tools.binary,
+                &["install", &tools.dir.path().display().to_string()],
+            )
+            .output()
+            .expect("run lava-multinode install");
+        assert!(
+            out.status.success(),
+            "lava-multinode install failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tools
+    }
+
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The link of `tool` (`lava-send`).
+    pub fn link(&self, tool: &str) -> PathBuf {
+        self.dir.path().join(tool)
+    }
+
+    fn raw(&self, program: &Path, args: &[&str]) -> Command {
+        let mut cmd = match &self.runner {
+            // qemu-user gives the guest the path it was given as argv[0].
+            Some(runner) => {
+                let mut c = Command::new(runner);
+                c.arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        cmd.args(args).stdin(Stdio::null());
+        // Nothing from the test's own environment leaks into the tools.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("LAVA_") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd
+    }
+
+    /// `tool` (a link name, or `lava-multinode`) with `args`, in a clean environment.
+    pub fn command(&self, tool: &str, args: &[&str]) -> Command {
+        let program = if tool == "lava-multinode" {
+            self.binary.clone()
+        } else {
+            self.link(tool)
+        };
+        self.raw(&program, args)
+    }
+}
+
+/// What a tool run gave.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The exit code (-1 when killed by a signal).
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+    /// The command line, for assertion messages.
+    pub what: String,
+}
+
+impl Run {
+    fn from(output: Output, elapsed: Duration, what: String) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            elapsed,
+            what,
+        }
+    }
+
+    /// Asserts exit 0 and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(
+            self.code, 0,
+            "{} exited {}; stderr: {}; stdout: {}",
+            self.what, self.code, self.stderr, self.stdout
+        );
+        &self.stdout
+    }
+
+    /// Asserts exit `code` with exactly one line on stderr and returns that line.
+    #[track_caller]
+    pub fn fails(&self, code: i32) -> &str {
+        assert_eq!(
+            self.code, code,
+            "{} exited {} (expected {code}); stderr: {}; stdout: {}",
+            self.what, self.code, self.stderr, self.stdout
+        );
+        let line = self.stderr.trim_end_matches('\n');
+        assert!(
+            !line.is_empty() && !line.contains('\n'),
+            "{}: expected one line on stderr, got {:?}",
+            self.what,
+            self.stderr
+        );
+        line
+    }
+
+    /// Stdout lines, sorted (for data whose order the coordinators may differ on).
+    pub fn sorted_lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self.stdout.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    }
+}
+
+/// One node of a group: its settings as environment variables and its own cache file.
+pub struct Node<'a> {
+    pub tools: &'a Tools,
+    pub client: String,
+    pub role: String,
+    pub cache: PathBuf,
+    env: Vec<(String, String)>,
+    _scratch: TempDir,
+}
+
+/// Settings shared by the nodes of a group.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub coordinator: String,
+    pub group: String,
+    /// `None`: the nodes do not know it (e.g. VM guests under a declared roster).
+    pub group_size: Option<u32>,
+    pub timeout: f64,
+    pub poll: f64,
+}
+
+impl GroupConfig {
+    pub fn new(coordinator: &str, group: &str, size: u32) -> Self {
+        GroupConfig {
+            coordinator: coordinator.to_owned(),
+            group: group.to_owned(),
+            group_size: Some(size),
+            timeout: 60.0,
+            poll: 0.2,
+        }
+    }
+}
+
+impl<'a> Node<'a> {
+    /// A node of `group` called `client` with role `role`. The configuration file and the
+    /// kernel command line point at empty scratch files.
+    pub fn new(tools: &'a Tools, group: &GroupConfig, client: &str, role: &str) -> Node<'a> {
+        let scratch = TempDir::new("node");
+        let conf = scratch.path().join("lava-multinode.conf");
+        let cmdline = scratch.path().join("cmdline");
+        std::fs::write(&conf, "").expect("write empty conf");
+        std::fs::write(&cmdline, "").expect("write empty cmdline");
+        let cache = scratch.path().join("cache.txt");
+        let mut env = vec![
+            ("LAVA_MULTINODE_COORDINATOR", group.coordinator.clone()),
+            ("LAVA_MULTINODE_GROUP", group.group.clone()),
+            ("LAVA_MULTINODE_CLIENT", client.to_owned()),
+            ("LAVA_MULTINODE_ROLE", role.to_owned()),
+            ("LAVA_MULTINODE_TIMEOUT", group.timeout.to_string()),
+            ("LAVA_MULTINODE_POLL", group.poll.to_string()),
+            ("LAVA_MULTI_NODE_CACHE", cache.display().to_string()),
+            ("LAVA_MULTINODE_CONF", conf.display().to_string()),
+            ("LAVA_MULTINODE_CMDLINE", cmdline.display().to_string()),
+        ];
+        if let Some(size) = group.group_size {
+            env.push(("LAVA_MULTINODE_GROUP_SIZE", size.to_string()));
+        }
+        Node {
+            tools,
+            client: client.to_owned(),
+            role: role.to_owned(),
+            cache,
+            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            _scratch: scratch,
+        }
+    }
+
+    /// Sets (or, with `None`, removes) an environment variable of this node's runs.
+    pub fn set_env(&mut self, name: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != name);
+        if let Some(v) = value {
+            self.env.push((name.to_owned(), v.to_owned()));
+        }
+    }
+
+    /// This node's configuration file (empty unless a test writes it).
+    pub fn conf_file(&self) -> PathBuf {
+        self._scratch.path().join("lava-multinode.conf")
+    }
+
+    /// This node's kernel command line file.
+    pub fn cmdline_file(&self) -> PathBuf {
+        self._scratch.path().join("cmdline")
+    }
+
+    pub fn command(&self, tool: &str, args: &[&str]) -> Command {
+        let mut cmd = self.tools.command(tool, args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    /// Runs `tool args` to its end.
+    pub fn run(&self, tool: &str, args: &[&str]) -> Run {
+        let started = Instant::now();
+        let output = self
+            .command(tool, args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+        Run::from(
+            output,
+            started.elapsed(),
+            format!("[{}] {tool} {}", self.client, args.join(" ")),
+        )
+    }
+
+    /// Starts `tool args` in the background.
+    pub fn spawn(&self, tool: &str, args: &[&str]) -> Spawned {
+        let child = self
+            .command(tool, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {tool}: {e}"));
+        Spawned {
+            child: Some(child),
+            started: Instant::now(),
+            what: format!("[{}] {tool} {}", self.client, args.join(" ")),
+        }
+    }
+
+    /// The cache file's content (`None` when it does not exist).
+    pub fn cache_text(&self) -> Option<String> {
+        std::fs::read_to_string(&self.cache).ok()
+    }
+}
+
+/// A tool running in the background; killed if dropped before [`Spawned::wait`].
+pub struct Spawned {
+    child: Option<Child>,
+    started: Instant,
+    what: String,
+}
+
+impl Spawned {
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn wait(mut self) -> Run {
+        let child = self.child.take().expect("not waited yet");
+        let output = child.wait_with_output().expect("wait for tool");
+        Run::from(output, self.started.elapsed(), self.what.clone())
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
