@@ -255,11 +255,21 @@ impl LavaNode {
             })
             .collect();
         NodeRun {
-            client: self.client,
+            client: self.client.clone(),
             lines,
             stderr,
             success: status.success(),
             timed_out,
+        }
+    }
+}
+
+impl Drop for LavaNode {
+    /// A test that fails before [`LavaNode::finish`] leaves no client polling behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -401,7 +411,17 @@ pub type Answer = Option<Value>;
 
 /// Sends one frame with `delivery` and reads the reply frame.
 pub fn exchange(addr: &str, body: &str, delivery: &Delivery) -> Result<Answer, String> {
-    let text = match delivery {
+    parse_reply(exchange_text(addr, body, delivery)?)
+}
+
+/// Sends one frame with `delivery` and returns the reply's raw body (`None`: closed without
+/// a reply).
+pub fn exchange_text(
+    addr: &str,
+    body: &str,
+    delivery: &Delivery,
+) -> Result<Option<String>, String> {
+    Ok(match delivery {
         Delivery::OneWrite => lava_protocol::Client::new(addr)
             .with_io_timeout(Duration::from_secs(10))
             .call_raw(body, None)
@@ -435,7 +455,11 @@ pub fn exchange(addr: &str, body: &str, delivery: &Delivery) -> Result<Answer, S
             lava_protocol::frame::read_frame(&mut stream, lava_protocol::client::MAX_REPLY)
                 .map_err(|e| format!("read reply: {e}"))?
         }
-    };
+    })
+}
+
+/// Parses a raw reply body, which must be ASCII as LAVA's peers write it.
+pub fn parse_reply(text: Option<String>) -> Result<Answer, String> {
     match text {
         None => Ok(None),
         Some(text) => {
@@ -452,6 +476,14 @@ pub fn exchange(addr: &str, body: &str, delivery: &Delivery) -> Result<Answer, S
 /// Runs `steps` one request at a time against `addr`; an error (connection refused, reset,
 /// bad reply) is recorded as `{"transport_error": ...}` and the sequence goes on.
 pub fn run_sequence(addr: &str, steps: &[Step]) -> Vec<Answer> {
+    run_sequence_text(addr, steps)
+        .into_iter()
+        .map(|(answer, _)| answer)
+        .collect()
+}
+
+/// [`run_sequence`], with each final reply's raw body as well.
+pub fn run_sequence_text(addr: &str, steps: &[Step]) -> Vec<(Answer, Option<String>)> {
     steps
         .iter()
         .map(|step| {
@@ -459,13 +491,16 @@ pub fn run_sequence(addr: &str, steps: &[Step]) -> Vec<Answer> {
                 Mode::Once => 1,
                 Mode::Poll(n) => n.max(1),
             };
-            let mut answer = None;
+            let mut last = (None, None);
             for _ in 0..tries {
-                answer = match exchange(addr, &step.body, &step.delivery) {
-                    Ok(a) => a,
-                    Err(e) => Some(json!({ "transport_error": e })),
+                last = match exchange_text(addr, &step.body, &step.delivery)
+                    .and_then(|text| Ok((parse_reply(text.clone())?, text)))
+                {
+                    Ok(pair) => pair,
+                    Err(e) => (Some(json!({ "transport_error": e })), None),
                 };
-                let waiting = answer
+                let waiting = last
+                    .0
                     .as_ref()
                     .and_then(|a| a.get("response"))
                     .is_some_and(|r| r == "wait");
@@ -474,7 +509,7 @@ pub fn run_sequence(addr: &str, steps: &[Step]) -> Vec<Answer> {
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            answer
+            last
         })
         .collect()
 }

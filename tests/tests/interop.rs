@@ -15,8 +15,8 @@ use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use lava_multinode_tests::interop::{
-    exchange, normalise_ours, require_debian_pieces, run_sequence, same_answer, show, Answer,
-    Delivery, LavaNode, Node, NodeRun, Step,
+    exchange, normalise_ours, require_debian_pieces, run_sequence, run_sequence_text, same_answer,
+    show, Answer, Delivery, LavaNode, Node, NodeRun, Step,
 };
 use lava_multinode_tests::Server;
 use serde_json::{json, Value};
@@ -73,13 +73,28 @@ fn assert_alive(server: &mut Server, what: &str) {
 /// Runs `steps` on a fresh reference and on a fresh instance of ours; ours normalised
 /// (no `error` on `nack`).
 fn both(steps: &[Step]) -> (Vec<Answer>, Vec<Answer>) {
+    let (r, o) = both_text(steps);
+    (
+        r.into_iter().map(|(a, _)| a).collect(),
+        o.into_iter().map(|(a, _)| a).collect(),
+    )
+}
+
+/// [`both`] with the raw reply bodies as well (ours not normalised there).
+type Texts = Vec<(Answer, Option<String>)>;
+fn both_text(steps: &[Step]) -> (Texts, Texts) {
     let mut r = reference();
     let mut o = ours();
-    let ra = run_sequence(&r.addr, steps);
-    let oa = run_sequence(&o.addr, steps);
+    let ra = run_sequence_text(&r.addr, steps);
+    let oa = run_sequence_text(&o.addr, steps);
     assert_alive(&mut r, "the reference coordinator");
     assert_alive(&mut o, "our coordinator");
-    (ra, oa.iter().map(normalise_ours).collect())
+    (
+        ra,
+        oa.into_iter()
+            .map(|(a, t)| (normalise_ours(&a), t))
+            .collect(),
+    )
 }
 
 #[track_caller]
@@ -1011,17 +1026,19 @@ fn same_replies_as_the_reference() {
     // (each reference still gets one request at a time).
     let mut report = Vec::new();
     for batch in seqs.chunks(4) {
-        let results: Vec<(Vec<Answer>, Vec<Answer>)> = std::thread::scope(|s| {
+        let results: Vec<(Texts, Texts)> = std::thread::scope(|s| {
             let handles: Vec<_> = batch
                 .iter()
-                .map(|sq| s.spawn(move || both(&sq.steps)))
+                .map(|sq| s.spawn(move || both_text(&sq.steps)))
                 .collect();
             handles
                 .into_iter()
                 .map(|h| h.join().expect("sequence thread"))
                 .collect()
         });
-        for (sq, (r, o)) in batch.iter().zip(results) {
+        for (sq, (r_text, o_text)) in batch.iter().zip(results) {
+            let r: Vec<Answer> = r_text.iter().map(|(a, _)| a.clone()).collect();
+            let o: Vec<Answer> = o_text.iter().map(|(a, _)| a.clone()).collect();
             for (i, want) in &sq.expect {
                 let want = Some(want.clone());
                 assert!(
@@ -1039,6 +1056,17 @@ fn same_replies_as_the_reference() {
                         "sequence {:?} step {i}: reference transport error {e}",
                         sq.name
                     );
+                }
+                // Byte for byte too (Python's separators and \uXXXX escapes), except for
+                // our nack's `error`.
+                let (rt, ot) = (&r_text[i].1, &o_text[i].1);
+                if same_answer(&r[i], &o[i]) && response(&r[i]) != Some("nack") && rt != ot {
+                    report.push(format!(
+                        "sequence {:?} step {i}: same reply, different text:\n  reference: {}\n  ours:      {}",
+                        sq.name,
+                        rt.as_deref().unwrap_or("-"),
+                        ot.as_deref().unwrap_or("-")
+                    ));
                 }
                 if !same_answer(&r[i], &o[i]) {
                     report.push(format!(
