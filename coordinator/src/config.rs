@@ -35,6 +35,8 @@ Configuration file keys (JSON; all optional):
   max_request_bytes   largest request body, bytes [1048576]
   read_timeout        time a client has to send its request, seconds [30]
   group_expiry        forget a group after this long without a request, seconds [86400]
+  state               state file (SQLite) or \":memory:\" [see --state]
+  state_sync          \"full\": commits survive power loss; \"normal\": a crash only [full]
 
 Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot listen, 2 for a bad configuration.
 See docs/PROTOCOL.md for the requests and the `block` extension.";
@@ -68,6 +70,11 @@ pub struct Cli {
     /// Address to listen on [default: 0.0.0.0:<port from the config file, 3079>].
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
+    /// State file (SQLite), or `:memory:` to keep no state across restarts
+    /// [default: the config's `state`, else $XDG_STATE_HOME/lava-coordinator/state.db,
+    /// else ~/.local/state/lava-coordinator/state.db].
+    #[arg(long, value_name = "FILE|:memory:")]
+    pub state: Option<String>,
 }
 
 /// The configuration file's keys. Unknown keys are ignored, as LAVA does.
@@ -96,6 +103,10 @@ pub struct Settings {
     pub read_timeout: f64,
     /// A group with no request for this long is forgotten, seconds.
     pub group_expiry: f64,
+    /// State file, or ":memory:".
+    pub state: Option<String>,
+    /// "full": commits survive power loss; "normal": they survive a crash of the process.
+    pub state_sync: crate::store::Sync,
 }
 
 impl Default for Settings {
@@ -112,6 +123,8 @@ impl Default for Settings {
             max_request_bytes: 1 << 20,
             read_timeout: 30.0,
             group_expiry: 24.0 * 3600.0,
+            state: None,
+            state_sync: crate::store::Sync::Full,
         }
     }
 }
@@ -196,6 +209,25 @@ impl Settings {
     pub fn listen_addr(&self, cli: Option<SocketAddr>) -> SocketAddr {
         cli.or(self.listen)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], self.port)))
+    }
+
+    /// Where the state lives: `None` for memory only.
+    pub fn state_path(&self, cli: Option<&str>) -> Option<PathBuf> {
+        let chosen = cli.or(self.state.as_deref());
+        match chosen {
+            Some(":memory:") => None,
+            Some(path) => Some(PathBuf::from(path)),
+            None => {
+                let base = std::env::var_os("XDG_STATE_HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state"))
+                    })
+                    .unwrap_or_else(|| PathBuf::from("/var/lib"));
+                Some(base.join("lava-coordinator").join("state.db"))
+            }
+        }
     }
 
     pub fn block_max(&self) -> Duration {

@@ -4,3 +4,4 @@
 pub mod config;
 pub mod server;
 pub mod state;
+pub mod store;

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use clap::Parser;
 use lava_coordinator::config::{Cli, LogLevel, Settings};
 use lava_coordinator::server::{self, Shared};
+use lava_coordinator::store::{Store, Writer};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -75,6 +76,39 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let (groups, writer) = match settings.state_path(cli.state.as_deref()) {
+        None => {
+            info!("state: in memory only (a restart forgets every group)");
+            (Vec::new(), None)
+        }
+        Some(path) => {
+            let opened = Store::open(&path, settings.state_sync).and_then(|store| {
+                store
+                    .load(std::time::Instant::now())
+                    .map(|groups| (store, groups))
+            });
+            let (store, groups) = match opened {
+                Ok(opened) => opened,
+                Err(e) => {
+                    error!("{e}");
+                    eprintln!("lava-coordinator: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            info!(
+                "state: {} ({} groups restored)",
+                path.display(),
+                groups.len()
+            );
+            match Writer::spawn(store) {
+                Ok(writer) => (groups, Some(writer)),
+                Err(e) => {
+                    eprintln!("lava-coordinator: cannot start the state writer: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -103,7 +137,7 @@ fn main() -> ExitCode {
             settings.max_connections
         );
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(server::run(listener, Shared::new(settings), shutdown.clone()));
+        let server = tokio::spawn(server::run(listener, Shared::new(settings, groups, writer), shutdown.clone()));
         shutdown_signal().await;
         shutdown.cancel();
         let _ = server.await;

@@ -15,25 +15,44 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Settings;
-use crate::state::{Coordinator, Event, WaiterId, Wakeup};
+use crate::state::{Coordinator, Event, Group, WaiterId, Wakeup};
+use crate::store::Writer;
 
 /// How long a reply write may take before the client is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A reply, and the store ticket that must be committed before it leaves.
+type Ticketed = (Reply, u64);
+
 struct Inner {
     machine: Coordinator,
     /// Where each parked request's reply goes.
-    waiters: HashMap<WaiterId, oneshot::Sender<Reply>>,
+    waiters: HashMap<WaiterId, oneshot::Sender<Ticketed>>,
     next_waiter: WaiterId,
+    /// The last batch of changes handed to the store.
+    ticket: u64,
 }
 
 impl Inner {
-    fn deliver(&mut self, wakeups: Vec<Wakeup>) {
+    /// Hands what changed to the store; returns the ticket every reply computed so far
+    /// must wait for (even a reply that changed nothing may show a change not yet stored).
+    fn flush(&mut self, writer: Option<&Writer>) -> u64 {
+        if let Some(writer) = writer {
+            let batch = self.machine.take_mutations();
+            if !batch.is_empty() {
+                self.ticket += 1;
+                writer.submit(self.ticket, batch);
+            }
+        }
+        self.ticket
+    }
+
+    fn deliver(&mut self, wakeups: Vec<Wakeup>, ticket: u64) {
         for Wakeup { waiter, reply } in wakeups {
             if let Some(tx) = self.waiters.remove(&waiter) {
                 // The receiver may have timed out at this very moment; it then finds the
                 // reply with `try_recv` after `cancel` returned false.
-                let _ = tx.send(reply);
+                let _ = tx.send((reply, ticket));
             }
         }
         for event in self.machine.take_events() {
@@ -58,21 +77,30 @@ impl Inner {
 pub struct Shared {
     inner: Mutex<Inner>,
     settings: Settings,
+    /// `None`: state in memory only.
+    writer: Option<Writer>,
     /// Parked requests beyond this are answered `wait` at once, so that held connections can
     /// never use up every connection slot.
     max_parked: usize,
 }
 
 impl Shared {
-    pub fn new(settings: Settings) -> Arc<Self> {
+    /// The server's state: `groups` restored from the store, changes written by `writer`.
+    pub fn new(settings: Settings, groups: Vec<Group>, writer: Option<Writer>) -> Arc<Self> {
         let max_parked = (settings.max_connections * 3 / 4).max(1);
+        let mut machine = Coordinator::new(settings.group_expiry());
+        for group in groups {
+            machine.restore(group);
+        }
         Arc::new(Shared {
             inner: Mutex::new(Inner {
-                machine: Coordinator::new(settings.group_expiry()),
+                machine,
                 waiters: HashMap::new(),
                 next_waiter: 0,
+                ticket: 0,
             }),
             settings,
+            writer,
             max_parked,
         })
     }
@@ -91,8 +119,17 @@ impl Shared {
         }
     }
 
-    /// Answers one request, holding it while its answer is `wait` and it may block.
+    /// Answers one request, holding it while its answer is `wait` and it may block; the
+    /// reply is returned once what it depends on is stored.
     pub async fn call(&self, request: &Request, shutdown: &CancellationToken) -> Reply {
+        let (reply, ticket) = self.answer(request, shutdown).await;
+        if let Some(writer) = &self.writer {
+            writer.committed(ticket).await;
+        }
+        reply
+    }
+
+    async fn answer(&self, request: &Request, shutdown: &CancellationToken) -> Ticketed {
         let hold = self.hold_for(request);
         let (waiter, mut rx) = {
             let mut inner = self.lock();
@@ -102,10 +139,11 @@ impl Shared {
                     inner.next_waiter
                 });
             let out = inner.machine.handle(request, Instant::now(), park);
-            inner.deliver(out.wakeups);
+            let ticket = inner.flush(self.writer.as_ref());
+            inner.deliver(out.wakeups, ticket);
             match (out.reply, park) {
-                (Some(reply), _) => return reply,
-                (None, None) => return Reply::wait(),
+                (Some(reply), _) => return (reply, ticket),
+                (None, None) => return (Reply::wait(), ticket),
                 (None, Some(waiter)) => {
                     let (tx, rx) = oneshot::channel();
                     inner.waiters.insert(waiter, tx);
@@ -125,9 +163,10 @@ impl Shared {
         let mut inner = self.lock();
         if inner.machine.cancel(waiter) {
             inner.waiters.remove(&waiter);
-            Reply::wait()
+            (Reply::wait(), inner.ticket)
         } else {
-            rx.try_recv().unwrap_or_else(|_| Reply::wait())
+            rx.try_recv()
+                .unwrap_or_else(|_| (Reply::wait(), inner.ticket))
         }
     }
 
@@ -135,7 +174,8 @@ impl Shared {
     pub fn expire(&self) {
         let mut inner = self.lock();
         let wakeups = inner.machine.expire(Instant::now());
-        inner.deliver(wakeups);
+        let ticket = inner.flush(self.writer.as_ref());
+        inner.deliver(wakeups, ticket);
     }
 }
 

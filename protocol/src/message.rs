@@ -24,6 +24,9 @@ pub struct Request {
     pub group_size: Option<u32>,
     /// Extension: hold the connection up to this many seconds instead of answering `wait`.
     pub block: Option<f64>,
+    /// Extension: identifies one logical call across its retries, so that a retried
+    /// `lava_sync` whose `ack` was lost is answered again instead of starting the next round.
+    pub request_id: Option<String>,
     pub kind: RequestKind,
 }
 
@@ -203,6 +206,7 @@ impl Request {
             hostname: None,
             group_size: None,
             block: None,
+            request_id: None,
             kind,
         }
     }
@@ -272,6 +276,7 @@ impl Request {
             hostname: string(obj, "hostname")?,
             group_size: group_size(obj)?,
             block: block(obj)?,
+            request_id: string(obj, "request_id")?,
             kind,
         })
     }
@@ -293,6 +298,9 @@ impl Request {
         }
         if let Some(block) = self.block {
             obj.insert("block".into(), block.into());
+        }
+        if let Some(id) = &self.request_id {
+            obj.insert("request_id".into(), id.clone().into());
         }
         match &self.kind {
             RequestKind::Send { id, message } | RequestKind::Sync { id, message } => {
@@ -582,6 +590,7 @@ mod tests {
             let mut req = Request::new("g", "c", "r", kind);
             req.group_size = Some(3);
             req.block = Some(2.5);
+            req.request_id = Some("host-1234-7".into());
             assert_eq!(Request::parse(&req.to_json()).unwrap(), req);
         }
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod bench;
 pub mod interop;
 pub mod tools;
 
@@ -134,6 +135,8 @@ pub fn start_coordinator_with_config(config: Option<&str>, extra: &[&str]) -> Se
             .arg(&log)
             .arg("--config")
             .arg(&conf)
+            .arg("--state")
+            .arg(dir.path().join("state.db"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -187,6 +190,8 @@ pub fn start_reference() -> Server {
             .arg(REFERENCE_BIN)
             .arg("--config")
             .arg(&conf)
+            .arg("--state")
+            .arg(dir.path().join("state.db"))
             .arg("--logfile")
             .arg(&log)
             .args(["--loglevel", "DEBUG"])

@@ -7,6 +7,7 @@ use std::time::Instant;
 use indexmap::IndexMap;
 use lava_protocol::message::Roles;
 use lava_protocol::Reply;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::WaiterId;
@@ -55,19 +56,26 @@ impl Condition {
 }
 
 /// A member's arrival at a sync.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct SyncArrival {
     picked_up: bool,
     /// What the member's reply carries: its own sync message, or the sync id.
     reply: Value,
+    /// The arriving call's `request_id`, if it sent one.
+    #[serde(default)]
+    request_id: Option<String>,
 }
 
 /// One sync id: the round in progress, and the members that passed it and already asked
 /// for the next round with the same id (LAVA would wrongly count them in the old round).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Sync {
     round: IndexMap<String, SyncArrival>,
-    next: IndexMap<String, Value>,
+    next: IndexMap<String, (Value, Option<String>)>,
+    /// member -> (request_id, reply) of its last picked-up call with an id: a retry of
+    /// that call (its `ack` was lost) is answered again.
+    #[serde(default)]
+    passed: HashMap<String, (String, Value)>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +99,49 @@ pub struct Group {
     pub cleared: HashSet<String>,
     pub last_active: Instant,
     pub parked: Vec<Parked>,
+    /// Not stored yet: everything but the messages, and these (id, sender) messages.
+    dirty_meta: bool,
+    dirty_messages: Vec<(String, String)>,
+    /// Created since the last store: older rows of the same name must go.
+    fresh: bool,
+}
+
+/// What is stored of a group besides its messages.
+#[derive(Serialize)]
+struct MetaRef<'a> {
+    size: usize,
+    members: &'a IndexMap<String, String>,
+    roster: &'a Option<Roles>,
+    syncs: &'a HashMap<String, Sync>,
+    cleared: &'a HashSet<String>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    size: usize,
+    members: IndexMap<String, String>,
+    roster: Option<Roles>,
+    syncs: HashMap<String, Sync>,
+    cleared: HashSet<String>,
+}
+
+/// A change to store, as JSON text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    /// Forget the group and all its messages.
+    DeleteGroup {
+        group: String,
+    },
+    PutGroup {
+        group: String,
+        meta: String,
+    },
+    PutMessage {
+        group: String,
+        id: String,
+        sender: String,
+        data: String,
+    },
 }
 
 /// Python's truthiness of a JSON value: LAVA replies to a sync with the sync id when the
@@ -131,6 +182,74 @@ impl Group {
             cleared: HashSet::new(),
             last_active: now,
             parked: Vec::new(),
+            dirty_meta: true,
+            dirty_messages: Vec::new(),
+            fresh: true,
+        }
+    }
+
+    /// Rebuilds a stored group. `messages`: (id, sender, data) in the order first sent.
+    pub fn restore(
+        name: &str,
+        meta: &str,
+        messages: impl IntoIterator<Item = (String, String, Value)>,
+        now: Instant,
+    ) -> Result<Self, serde_json::Error> {
+        let meta: Meta = serde_json::from_str(meta)?;
+        let mut group = Group::new(name, meta.size, now);
+        group.members = meta.members;
+        group.roster = meta.roster;
+        group.syncs = meta.syncs;
+        group.cleared = meta.cleared;
+        for (id, sender, data) in messages {
+            group.messages.entry(id).or_default().insert(sender, data);
+        }
+        group.dirty_meta = false;
+        group.fresh = false;
+        Ok(group)
+    }
+
+    /// Appends what changed since the last call to `out`.
+    pub fn take_mutations(&mut self, out: &mut Vec<Mutation>) {
+        if self.fresh {
+            out.push(Mutation::DeleteGroup {
+                group: self.name.clone(),
+            });
+            self.fresh = false;
+        }
+        if self.dirty_meta {
+            let meta = MetaRef {
+                size: self.size,
+                members: &self.members,
+                roster: &self.roster,
+                syncs: &self.syncs,
+                cleared: &self.cleared,
+            };
+            out.push(Mutation::PutGroup {
+                group: self.name.clone(),
+                meta: serde_json::to_string(&meta).unwrap_or_default(),
+            });
+            self.dirty_meta = false;
+        }
+        let mut dirty = std::mem::take(&mut self.dirty_messages);
+        dirty.sort();
+        dirty.dedup();
+        for (id, sender) in dirty {
+            if let Some(data) = self.messages.get(&id).and_then(|m| m.get(&sender)) {
+                out.push(Mutation::PutMessage {
+                    group: self.name.clone(),
+                    id,
+                    sender,
+                    data: data.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Records that `client` cleared the group.
+    pub fn clear(&mut self, client: &str) {
+        if self.cleared.insert(client.to_owned()) {
+            self.dirty_meta = true;
         }
     }
 
@@ -176,6 +295,7 @@ impl Group {
             ));
         }
         self.members.insert(client.to_owned(), role);
+        self.dirty_meta = true;
         Ok(true)
     }
 
@@ -208,6 +328,7 @@ impl Group {
             ));
         }
         self.roster = Some(roster.clone());
+        self.dirty_meta = true;
         Ok(())
     }
 
@@ -217,20 +338,35 @@ impl Group {
             .entry(id.to_owned())
             .or_default()
             .insert(sender.to_owned(), data);
+        self.dirty_messages.push((id.to_owned(), sender.to_owned()));
     }
 
-    /// Records `client`'s arrival at sync `id` (once per round).
-    pub fn arrive_at_sync(&mut self, client: &str, id: &str, message: &Value) {
+    /// Records `client`'s arrival at sync `id` (once per round). Returns the reply at once
+    /// when the call is a retry of one already answered.
+    pub fn arrive_at_sync(
+        &mut self,
+        client: &str,
+        id: &str,
+        message: &Value,
+        request_id: Option<&str>,
+    ) -> Option<Reply> {
         let reply = if is_falsy(message) {
             Value::String(id.to_owned())
         } else {
             message.clone()
         };
         let sync = self.syncs.entry(id.to_owned()).or_default();
+        if let (Some(call), Some((passed, reply))) = (request_id, sync.passed.get(client)) {
+            if call == passed {
+                return Some(Reply::ack_message(reply.clone()));
+            }
+        }
+        self.dirty_meta = true;
+        let request_id = request_id.map(str::to_owned);
         match sync.round.get_mut(client) {
             // Asking again after passing this round: the member is at the next one.
             Some(arrival) if arrival.picked_up => {
-                sync.next.insert(client.to_owned(), reply);
+                sync.next.insert(client.to_owned(), (reply, request_id));
             }
             // LAVA keeps the latest message of the member's request.
             Some(arrival) => arrival.reply = reply,
@@ -240,10 +376,12 @@ impl Group {
                     SyncArrival {
                         picked_up: false,
                         reply,
+                        request_id,
                     },
                 );
             }
         }
+        None
     }
 
     /// The reply for `client` waiting on `condition`, or `None` while it must wait.
@@ -283,24 +421,32 @@ impl Group {
                 }
                 let arrival = sync.round.get_mut(client)?;
                 arrival.picked_up = true;
+                self.dirty_meta = true;
                 let reply = Reply::ack_message(arrival.reply.clone());
+                match &arrival.request_id {
+                    Some(call) => {
+                        let passed = (call.clone(), arrival.reply.clone());
+                        sync.passed.insert(client.to_owned(), passed);
+                    }
+                    None => {
+                        sync.passed.remove(client);
+                    }
+                }
                 if sync.round.values().all(|a| a.picked_up) {
-                    // Round over: the id is free again, or starts the round already asked for.
-                    if sync.next.is_empty() {
+                    // Round over: the next round asked for starts (it may be empty).
+                    sync.round = std::mem::take(&mut sync.next)
+                        .into_iter()
+                        .map(|(client, (reply, request_id))| {
+                            let arrival = SyncArrival {
+                                picked_up: false,
+                                reply,
+                                request_id,
+                            };
+                            (client, arrival)
+                        })
+                        .collect();
+                    if sync.round.is_empty() && sync.passed.is_empty() {
                         self.syncs.remove(id);
-                    } else {
-                        sync.round = std::mem::take(&mut sync.next)
-                            .into_iter()
-                            .map(|(client, reply)| {
-                                (
-                                    client,
-                                    SyncArrival {
-                                        picked_up: false,
-                                        reply,
-                                    },
-                                )
-                            })
-                            .collect();
                     }
                 }
                 Some(reply)

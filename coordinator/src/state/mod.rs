@@ -4,13 +4,13 @@
 
 mod group;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use lava_protocol::{Reply, Request, RequestKind, VM_START_ID, VM_STOP_ID};
 use serde_json::{json, Map, Value};
 
-pub use group::{Change, Condition, Group};
+pub use group::{Change, Condition, Group, Mutation};
 
 /// Identifies a parked request; chosen by the caller, unique among parked requests.
 pub type WaiterId = u64;
@@ -47,6 +47,8 @@ pub struct Coordinator {
     parked_in: HashMap<WaiterId, String>,
     idle_expiry: Duration,
     events: Vec<Event>,
+    /// Groups changed (or deleted) since the last `take_mutations`.
+    touched: HashSet<String>,
 }
 
 impl Coordinator {
@@ -57,7 +59,25 @@ impl Coordinator {
             parked_in: HashMap::new(),
             idle_expiry,
             events: Vec::new(),
+            touched: HashSet::new(),
         }
+    }
+
+    /// Puts back a group read from the store.
+    pub fn restore(&mut self, group: Group) {
+        self.groups.insert(group.name.clone(), group);
+    }
+
+    /// What changed since the last call, to be stored before any reply computed since leaves.
+    pub fn take_mutations(&mut self) -> Vec<Mutation> {
+        let mut out = Vec::new();
+        for name in self.touched.drain() {
+            match self.groups.get_mut(&name) {
+                Some(group) => group.take_mutations(&mut out),
+                None => out.push(Mutation::DeleteGroup { group: name }),
+            }
+        }
+        out
     }
 
     pub fn group(&self, name: &str) -> Option<&Group> {
@@ -146,6 +166,7 @@ impl Coordinator {
                 size,
             });
         }
+        self.touched.insert(req.group_name.clone());
         let group = self
             .groups
             .get_mut(&req.group_name)
@@ -215,7 +236,11 @@ impl Coordinator {
                 vm_stop: true,
             }),
             RequestKind::Sync { id, message } => {
-                group.arrive_at_sync(client, id, message);
+                if let Some(reply) =
+                    group.arrive_at_sync(client, id, message, req.request_id.as_deref())
+                {
+                    return (None, None, Some(reply));
+                }
                 (
                     Some(Condition::Synced { id: id.clone() }),
                     Some(Change::SyncArrived(id.clone())),
@@ -223,7 +248,7 @@ impl Coordinator {
                 )
             }
             RequestKind::ClearGroup => {
-                group.cleared.insert(client.to_owned());
+                group.clear(client);
                 (None, Some(Change::Cleared), Some(Reply::ack()))
             }
             RequestKind::Aggregate => (
@@ -264,6 +289,7 @@ impl Coordinator {
         let Some(group) = self.groups.remove(group_name) else {
             return Vec::new();
         };
+        self.touched.insert(group_name.to_owned());
         group
             .parked
             .into_iter()

@@ -319,6 +319,30 @@ fn asking_again_after_passing_a_sync_waits_for_the_next_round() {
 }
 
 #[test]
+fn a_retried_sync_call_is_answered_again_and_a_new_call_is_the_next_round() {
+    let mut h = Harness::new();
+    let call = |h: &Harness, client: &str, id: &str| {
+        let mut r = h.req(client, "r", 2, sync("s"));
+        r.request_id = Some(id.into());
+        r
+    };
+    h.call(call(&h, "a", "a-1"));
+    assert_eq!(h.call(call(&h, "b", "b-1")).response, Response::Ack);
+    assert_eq!(h.call(call(&h, "a", "a-1")).response, Response::Ack);
+    // Both acks were lost: the retries (same request_id) are answered again, round over or not.
+    assert_eq!(h.call(call(&h, "a", "a-1")), Reply::ack_message(json!("s")));
+    assert_eq!(h.call(call(&h, "b", "b-1")), Reply::ack_message(json!("s")));
+    // A new call is the next round.
+    assert!(h.call(call(&h, "a", "a-2")).is_wait());
+    assert!(
+        h.call(call(&h, "a", "a-2")).is_wait(),
+        "its own retry waits too"
+    );
+    assert_eq!(h.call(call(&h, "b", "b-2")).response, Response::Ack);
+    assert_eq!(h.call(call(&h, "a", "a-2")).response, Response::Ack);
+}
+
+#[test]
 fn parked_syncs_are_released_together() {
     let mut h = Harness::new();
     let wa = h.block(h.req("a", "r", 3, sync("s"))).unwrap_err();

@@ -1,0 +1,403 @@
+//! Durable state in SQLite: each group's members, roster, syncs and cleared members as one
+//! row, and each (message id, sender)'s data as a row of its own, so that a send writes only
+//! what it changed. A writer thread commits what the state machine changed in batches (group
+//! commit) and publishes how far it got; replies wait for that before they leave.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::state::{Group, Mutation};
+
+/// Bumped when the schema changes incompatibly.
+const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state file {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "state file {path} has schema version {found}; this coordinator reads {SCHEMA_VERSION}"
+    )]
+    Version { path: PathBuf, found: i64 },
+    #[error("state file {path}: group {group:?} is unreadable: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        group: String,
+        reason: String,
+    },
+    #[error("cannot create the folder of the state file {path}: {source}")]
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How hard a commit tries to survive: `Full` survives power loss, `Normal` (WAL without
+/// fsync per commit) survives a crash or `kill -9` of the coordinator only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sync {
+    Full,
+    Normal,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    /// Orders each id's senders as they first sent.
+    next_seq: i64,
+}
+
+impl Store {
+    /// Opens (or creates) the state file and takes it for this process alone.
+    pub fn open(path: &Path, sync: Sync) -> Result<Store, StoreError> {
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|source| StoreError::Folder {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let err = |source| StoreError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        // Nobody else should hold the file: fail fast rather than wait for them.
+        conn.busy_timeout(Duration::from_millis(200)).map_err(err)?;
+        let synchronous = match sync {
+            Sync::Full => "FULL",
+            Sync::Normal => "NORMAL",
+        };
+        // Exclusive: a second coordinator on the same file fails at start, not later.
+        conn.execute_batch(&format!(
+            "PRAGMA locking_mode = EXCLUSIVE;
+             PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = {synchronous};
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, meta TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS messages (
+                 grp TEXT NOT NULL, id TEXT NOT NULL, sender TEXT NOT NULL,
+                 seq INTEGER NOT NULL, data TEXT NOT NULL,
+                 PRIMARY KEY (grp, id, sender));
+             BEGIN EXCLUSIVE; COMMIT;"
+        ))
+        .map_err(err)?;
+        let version: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(err)?;
+        match version {
+            None => {
+                conn.execute("INSERT INTO meta VALUES ('schema', ?1)", [SCHEMA_VERSION])
+                    .map_err(err)?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(found) => {
+                return Err(StoreError::Version {
+                    path: path.to_owned(),
+                    found,
+                })
+            }
+        }
+        let next_seq = conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages", [], |r| {
+                r.get(0)
+            })
+            .map_err(err)?;
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+            next_seq,
+        })
+    }
+
+    /// Reads every stored group.
+    pub fn load(&self, now: Instant) -> Result<Vec<Group>, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let mut groups_stmt = self
+            .conn
+            .prepare("SELECT name, meta FROM groups")
+            .map_err(err)?;
+        let rows: Vec<(String, String)> = groups_stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let mut messages_stmt = self
+            .conn
+            .prepare("SELECT id, sender, data FROM messages WHERE grp = ?1 ORDER BY seq")
+            .map_err(err)?;
+        let mut groups = Vec::with_capacity(rows.len());
+        for (name, meta) in rows {
+            let corrupt = |reason: String| StoreError::Corrupt {
+                path: self.path.clone(),
+                group: name.clone(),
+                reason,
+            };
+            let messages: Vec<(String, String, String)> = messages_stmt
+                .query_map([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
+            let messages = messages
+                .into_iter()
+                .map(|(id, sender, data)| {
+                    serde_json::from_str::<Value>(&data)
+                        .map(|data| (id, sender, data))
+                        .map_err(|e| corrupt(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let group =
+                Group::restore(&name, &meta, messages, now).map_err(|e| corrupt(e.to_string()))?;
+            groups.push(group);
+        }
+        Ok(groups)
+    }
+
+    /// Applies mutations in one transaction.
+    pub fn apply(&mut self, mutations: &[Mutation]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        let mut next_seq = self.next_seq;
+        {
+            let mut delete_group = tx.prepare_cached("DELETE FROM groups WHERE name = ?1")?;
+            let mut delete_messages = tx.prepare_cached("DELETE FROM messages WHERE grp = ?1")?;
+            let mut put_group = tx.prepare_cached(
+                "INSERT INTO groups (name, meta) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET meta = excluded.meta",
+            )?;
+            let mut put_message = tx.prepare_cached(
+                "INSERT INTO messages (grp, id, sender, seq, data) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (grp, id, sender) DO UPDATE SET data = excluded.data",
+            )?;
+            for m in mutations {
+                match m {
+                    Mutation::DeleteGroup { group } => {
+                        delete_group.execute([group])?;
+                        delete_messages.execute([group])?;
+                    }
+                    Mutation::PutGroup { group, meta } => {
+                        put_group.execute([group, meta])?;
+                    }
+                    Mutation::PutMessage {
+                        group,
+                        id,
+                        sender,
+                        data,
+                    } => {
+                        put_message.execute(params![group, id, sender, next_seq, data])?;
+                        next_seq += 1;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        self.next_seq = next_seq;
+        Ok(())
+    }
+}
+
+/// The handle of the writer thread.
+pub struct Writer {
+    tx: mpsc::Sender<(u64, Vec<Mutation>)>,
+    committed: watch::Receiver<u64>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `store`.
+    pub fn spawn(mut store: Store) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::channel::<(u64, Vec<Mutation>)>();
+        let (committed_tx, committed) = watch::channel(0u64);
+        std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || {
+                // Blocks for the first batch, then takes everything that queued up meanwhile.
+                while let Ok((mut ticket, mut batch)) = rx.recv() {
+                    while let Ok((t, more)) = rx.try_recv() {
+                        ticket = t;
+                        batch.extend(more);
+                    }
+                    let mut delay = Duration::from_millis(50);
+                    while let Err(e) = store.apply(&batch) {
+                        // Replies wait rather than leave with their change unstored.
+                        error!(
+                            "cannot store the state in {}: {e}; retrying",
+                            store.path.display()
+                        );
+                        std::thread::sleep(delay);
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                    let _ = committed_tx.send(ticket);
+                }
+                info!("state writer stopped");
+            })?;
+        Ok(Writer { tx, committed })
+    }
+
+    /// Queues a batch; tickets must increase.
+    pub fn submit(&self, ticket: u64, batch: Vec<Mutation>) {
+        // The thread only ends when this handle is dropped.
+        let _ = self.tx.send((ticket, batch));
+    }
+
+    /// Waits until every batch up to `ticket` is committed.
+    pub async fn committed(&self, ticket: u64) {
+        let mut rx = self.committed.clone();
+        let _ = rx.wait_for(|&c| c >= ticket).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Coordinator;
+    use lava_protocol::{Reply, Request, RequestKind};
+    use serde_json::json;
+
+    fn temp_db(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lc-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("state.db")
+    }
+
+    fn req(client: &str, kind: RequestKind) -> Request {
+        let mut r = Request::new("g", client, "r", kind);
+        r.group_size = Some(3);
+        r
+    }
+
+    /// Runs requests through a machine, storing every change as the server does.
+    fn run(machine: &mut Coordinator, store: &mut Store, reqs: Vec<Request>) -> Vec<Reply> {
+        let now = Instant::now();
+        reqs.iter()
+            .map(|r| {
+                let out = machine.handle(r, now, None);
+                store.apply(&machine.take_mutations()).unwrap();
+                out.reply.unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_restored_group_continues_where_it_stopped() {
+        let path = temp_db("restore");
+        let mut machine = Coordinator::new(Duration::from_secs(3600));
+        let mut store = Store::open(&path, Sync::Normal).unwrap();
+        let send = |id: &str, v: serde_json::Value| RequestKind::Send {
+            id: id.into(),
+            message: v,
+        };
+        let sync = || RequestKind::Sync {
+            id: "s".into(),
+            message: json!({}),
+        };
+        run(
+            &mut machine,
+            &mut store,
+            vec![
+                req("b", send("m", json!({"k": "1"}))),
+                req("a", send("m", json!({"k": "é"}))),
+                req("b", send("m", json!({"k": "2"}))),
+                req("a", sync()),
+                req("b", sync()),
+                req("a", RequestKind::ClearGroup),
+            ],
+        );
+        drop(store);
+
+        let store = Store::open(&path, Sync::Normal).unwrap();
+        let mut restored = Coordinator::new(Duration::from_secs(3600));
+        for g in store.load(Instant::now()).unwrap() {
+            restored.restore(g);
+        }
+        let group = restored.group("g").unwrap();
+        assert_eq!(group.members.len(), 2);
+        assert!(group.cleared.contains("a"));
+        let mut store = store;
+        let replies = run(
+            &mut restored,
+            &mut store,
+            vec![
+                req("c", RequestKind::Wait { id: "m".into() }),
+                req("c", sync()),
+                req("a", sync()),
+            ],
+        );
+        // Senders keep their first-send order; b's data is its latest.
+        assert_eq!(
+            replies[0],
+            Reply::ack_message(json!({"b": {"k": "2"}, "a": {"k": "é"}}))
+        );
+        assert_eq!(
+            replies[1],
+            Reply::ack_message(json!("s")),
+            "the arrivals were kept"
+        );
+        assert_eq!(replies[2], Reply::ack_message(json!("s")));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_cleared_group_is_gone_after_a_restart_and_its_name_reusable() {
+        let path = temp_db("clear");
+        let mut machine = Coordinator::new(Duration::from_secs(3600));
+        let mut store = Store::open(&path, Sync::Normal).unwrap();
+        let mut one = |client: &str, kind| {
+            let mut r = req(client, kind);
+            r.group_size = Some(1);
+            r
+        };
+        run(
+            &mut machine,
+            &mut store,
+            vec![
+                one(
+                    "a",
+                    RequestKind::Send {
+                        id: "old".into(),
+                        message: json!({}),
+                    },
+                ),
+                one("a", RequestKind::ClearGroup),
+                one(
+                    "z",
+                    RequestKind::Send {
+                        id: "new".into(),
+                        message: json!({}),
+                    },
+                ),
+            ],
+        );
+        drop(store);
+        let store = Store::open(&path, Sync::Normal).unwrap();
+        let groups = store.load(Instant::now()).unwrap();
+        assert_eq!(groups.len(), 1);
+        assert!(groups[0].members.contains_key("z"));
+        assert!(
+            !groups[0].messages.contains_key("old"),
+            "rows of the cleared group are gone"
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_second_coordinator_cannot_take_the_same_file() {
+        let path = temp_db("lock");
+        let _first = Store::open(&path, Sync::Normal).unwrap();
+        assert!(Store::open(&path, Sync::Normal).is_err());
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+}
