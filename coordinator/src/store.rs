@@ -355,7 +355,7 @@ mod tests {
         let path = temp_db("clear");
         let mut machine = Coordinator::new(Duration::from_secs(3600));
         let mut store = Store::open(&path, Sync::Normal).unwrap();
-        let mut one = |client: &str, kind| {
+        let one = |client: &str, kind| {
             let mut r = req(client, kind);
             r.group_size = Some(1);
             r
