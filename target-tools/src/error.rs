@@ -87,11 +87,17 @@ impl fmt::Display for Error {
             Error::Nack {
                 request,
                 error: None,
-            } => write!(
-                f,
-                "coordinator refused `{request}` (nack, no reason given; LAVA's coordinator \
-                 does so for an unknown group when no group size is set)"
-            ),
+            } => {
+                let hint = match *request {
+                    "lava_wait_all" => "before any node has sent the message id",
+                    _ => "for a group it does not know when no group size is set",
+                };
+                write!(
+                    f,
+                    "coordinator refused `{request}` (nack, no reason given; LAVA's \
+                     coordinator answers so {hint})"
+                )
+            }
             Error::Timeout { what, after } => {
                 write!(f, "timed out after {} waiting for {what}", secs(*after))
             }

@@ -177,3 +177,152 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    /// A server on loopback that answers each connection with the next canned reply (after
+    /// `delay`) and reports every request body it read.
+    fn fake_server(
+        replies: Vec<(&'static str, Duration)>,
+    ) -> (String, mpsc::Receiver<serde_json::Value>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for (reply, delay) in replies {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    return;
+                };
+                let body = lava_protocol::frame::read_frame(&mut conn, 1 << 20)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let _ = tx.send(serde_json::from_str(&body).unwrap_or_default());
+                std::thread::sleep(delay);
+                let _ = conn.write_all(&lava_protocol::frame::encode(reply));
+            }
+        });
+        (addr, rx)
+    }
+
+    fn session(addr: &str, timeout: f64, poll: f64) -> Session {
+        Session {
+            addr: addr.to_owned(),
+            group: "g".into(),
+            client: "c".into(),
+            role: "r".into(),
+            hostname: "h".into(),
+            group_size: Some(2),
+            timeout: Duration::from_secs_f64(timeout),
+            poll: Duration::from_secs_f64(poll),
+            start: Instant::now(),
+            debug: false,
+        }
+    }
+
+    const WAIT: &str = r#"{"response": "wait"}"#;
+    const ACK: &str = r#"{"response": "ack", "message": {"a": {"k": "v"}}}"#;
+
+    #[test]
+    fn fast_waits_are_polled_and_requests_carry_identity() {
+        let none = Duration::ZERO;
+        let (addr, rx) = fake_server(vec![(WAIT, none), (WAIT, none), (ACK, none)]);
+        let s = session(&addr, 10.0, 0.2);
+        let started = Instant::now();
+        let reply = s.wait(RequestKind::Wait { id: "m".into() }, "m").unwrap();
+        // Two immediate `wait`s: two polling pauses.
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        assert_eq!(reply.message.unwrap()["a"]["k"], "v");
+        let first = rx.recv().unwrap();
+        assert_eq!(first["request"], "lava_wait");
+        assert_eq!(first["hostname"], "h");
+        assert_eq!(first["role"], "r");
+        assert_eq!(first["group_size"], 2);
+        let block = first["block"].as_f64().unwrap();
+        assert!(block > 9.0 && block <= 10.0, "{block}");
+    }
+
+    #[test]
+    fn slow_waits_are_not_polled() {
+        // A coordinator that held the request longer than the polling interval (as ours does
+        // with `block`): asked again at once. A pause would make it take 1.9 s or more.
+        let held = Duration::from_secs(1);
+        let (addr, rx) = fake_server(vec![(WAIT, held), (ACK, Duration::ZERO)]);
+        let s = session(&addr, 100.0, 0.9);
+        let started = Instant::now();
+        s.wait(
+            RequestKind::Sync {
+                id: "s".into(),
+                message: serde_json::Value::Null,
+            },
+            "s",
+        )
+        .unwrap();
+        let took = started.elapsed();
+        assert!(
+            took >= held && took < Duration::from_millis(1700),
+            "{took:?}"
+        );
+        // Slices never exceed BLOCK_SLICE.
+        assert_eq!(rx.recv().unwrap()["block"], 25.0);
+    }
+
+    #[test]
+    fn nack_with_and_without_reason() {
+        let (addr, _rx) = fake_server(vec![
+            (r#"{"response": "nack"}"#, Duration::ZERO),
+            (
+                r#"{"response": "nack", "error": "no such role"}"#,
+                Duration::ZERO,
+            ),
+        ]);
+        let s = session(&addr, 5.0, 0.1);
+        let bare = s.wait(RequestKind::Roster, "roster").unwrap_err();
+        assert!(bare.is_bare_nack());
+        let ours = s.call(RequestKind::VmWaitStart).unwrap_err();
+        assert!(!ours.is_bare_nack());
+        assert_eq!(ours.exit_code(), crate::error::EXIT_NACK);
+        assert!(ours.to_string().contains("no such role"));
+    }
+
+    #[test]
+    fn timeout_and_unreachable() {
+        let (addr, _rx) = fake_server(vec![(WAIT, Duration::ZERO); 100]);
+        let s = session(&addr, 0.5, 0.1);
+        let started = Instant::now();
+        let err = s
+            .wait(RequestKind::Wait { id: "m".into() }, "m")
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        // Nothing listens on the port of a dropped listener.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let s = session(&port.to_string(), 0.5, 0.1);
+        let err = s
+            .call(RequestKind::Send {
+                id: "m".into(),
+                message: serde_json::json!({}),
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), crate::error::EXIT_COORDINATOR);
+    }
+
+    #[test]
+    fn garbage_is_a_bad_reply() {
+        let (addr, _rx) = fake_server(vec![(r#"{"response": "maybe"}"#, Duration::ZERO)]);
+        let err = session(&addr, 5.0, 0.1)
+            .call(RequestKind::Complete)
+            .unwrap_err();
+        assert!(matches!(err, Error::BadReply(_)), "{err:?}");
+    }
+}
