@@ -20,11 +20,14 @@ for standard input):
                {"op": "sync", "id": "done"},
                {"op": "vm_start", "host_ip": "10.0.2.2"}, {"op": "vm_wait_start"},
                {"op": "vm_stop", "status": "ok"}, {"op": "vm_wait_all"},
+               {"op": "lava_start", "message": {"k": "v"}},
+               {"op": "delayed_start"},  # needs "expect_role": ROLE in the script
                {"op": "clear"}]}
 
 Each step goes through the real `lava_dispatcher.protocols.multinode.MultinodeProtocol`:
 `group_data` is `initialise_group()` and `clear` is `finalise_protocol()`, as the job's set-up
-and clean-up call them; the API steps are `protocol(msg)` (`__call__` -> `_api_select` ->
+and clean-up call them, `delayed_start` is the rest of `set_up()` for a job whose start waits
+for `expect_role`, `lava_start` is `request_lava_start()`; the API steps are `protocol(msg)` (`__call__` -> `_api_select` ->
 `request_*` -> `_send` -> `poll`) with the very messages the test shell's SignalDirector builds
 for `<LAVA_SEND>`, `<LAVA_WAIT>`, `<LAVA_WAIT_ALL>` and `<LAVA_SYNC>`. The VM steps are what
 LAVA's `lava-start-vms` and `lava-wait-for-vms` helpers signal: `lava_send lava_vm_start
@@ -72,6 +75,11 @@ def make_protocol(script):
             }
         }
     }
+    if "expect_role" in script:
+        # A delayed start (LAVA's `lava-start` protocol request): this node waits for
+        # `lava_start` from every node of `expect_role` before its job starts.
+        parameters["protocols"][name]["request"] = "lava-start"
+        parameters["protocols"][name]["expect_role"] = script["expect_role"]
     protocol = MultinodeProtocol(parameters, str(script["client"]))
     # What set_up() does, without /etc/lava-coordinator/lava-coordinator.conf.
     protocol.settings = {
@@ -166,6 +174,21 @@ def run_step(protocol, recorder, step):
     if op == "group_data":
         protocol.initialise_group()
         return None
+    if op == "delayed_start":
+        # The tail of MultinodeProtocol.set_up() for a delayed start, as written there.
+        if not protocol.delayed_start:
+            raise ValueError("delayed_start needs expect_role (and a different role)")
+        expect_role = protocol.parameters["protocols"][protocol.name]["expect_role"]
+        sync_msg = {
+            "request": "lava_wait_all",
+            "waitrole": expect_role,
+            "messageID": "lava_start",
+        }
+        protocol._send(sync_msg, True)
+        return None
+    if op == "lava_start":
+        # What LAVA's lava-start action calls on the role the others wait for.
+        return protocol.request_lava_start(step.get("message", {}))
     if op == "clear":
         protocol.finalise_protocol()
         return None

@@ -402,6 +402,54 @@ fn real_lava_clients_get_the_same_replies_from_both() {
     }
 }
 
+/// LAVA's delayed start (`lava-start` with `expect_role`): the clients' `set_up()` waits,
+/// by role, for `lava_start` from the server, which `request_lava_start()` sends. Same replies
+/// from the reference and from ours.
+#[test]
+fn real_lava_delayed_start_on_both() {
+    let scripts = || -> Vec<Value> {
+        let node = |client: &str, role: &str, steps: Value| {
+            let mut script = json!({
+                "group": "delayed", "client": client, "role": role, "group_size": 3,
+                "poll_delay": 0.1, "timeout": 20, "system_timeout": 20, "steps": steps,
+            });
+            if role == "client" {
+                script["expect_role"] = json!("server");
+            }
+            script
+        };
+        let client_steps = json!([{"op": "group_data"}, {"op": "delayed_start"},
+                                  {"op": "wait", "id": "lava_start"}, {"op": "clear"}]);
+        vec![
+            node("601", "client", client_steps.clone()),
+            node("602", "client", client_steps),
+            node(
+                "603",
+                "server",
+                json!([{"op": "group_data"},
+                       {"op": "sleep", "seconds": 0.3},
+                       {"op": "lava_start", "message": {"ip": "192.0.2.9", "ü": "ñ"}},
+                       {"op": "clear"}]),
+            ),
+        ]
+    };
+    let start = ack_msg(json!({"603": {"ip": "192.0.2.9", "ü": "ñ"}}));
+    for (name, server) in [("reference", reference()), ("ours", ours())] {
+        let runs = run_nodes(&server, scripts());
+        for run in &runs[..2] {
+            assert_eq!(run.reply(1), &start, "{name}: client {}", run.client);
+            assert_eq!(run.reply(2), &start, "{name}: client {}", run.client);
+            assert_eq!(run.reply(3), &ack(), "{name}: client {}", run.client);
+        }
+        assert_eq!(runs[2].reply(2), &ack(), "{name}: lava_start");
+        assert_eq!(
+            runs[2].result(2).as_str(),
+            Some(r#"{"response": "ack"}"#),
+            "{name}"
+        );
+    }
+}
+
 /// Our own tools' first-class VM requests and LAVA's message ids show one state: the host
 /// declares the roster and opens the start gate with our requests before the guests (real
 /// LAVA clients) even exist; the guests see the gate through `lava_wait lava_vm_start` and
