@@ -399,6 +399,8 @@ pub enum Delivery {
     /// The header, then the body in pieces of these sizes (the last repeats), pausing
     /// between writes so that each arrives on its own.
     Chunks(Vec<usize>),
+    /// This header text instead of `%08X` of the body's length, then the body, in one write.
+    Header(String),
 }
 
 /// Whether a step is one request, or a client's whole call (repeated while `wait`).
@@ -444,6 +446,12 @@ impl Step {
         }
     }
 
+    /// Sent with this header text instead of the body's length in `%08X`.
+    pub fn header(mut self, header: impl Into<String>) -> Step {
+        self.delivery = Delivery::Header(header.into());
+        self
+    }
+
     pub fn chunks(mut self, sizes: Vec<usize>) -> Step {
         self.delivery = Delivery::Chunks(sizes);
         self
@@ -470,6 +478,22 @@ pub fn exchange_text(
             .with_io_timeout(Duration::from_secs(10))
             .call_raw(body, None)
             .map_err(|e| format!("{e}"))?,
+        Delivery::Header(header) => {
+            let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .map_err(|e| e.to_string())?;
+            let mut frame = header.as_bytes().to_vec();
+            frame.extend_from_slice(body.as_bytes());
+            stream
+                .write_all(&frame)
+                .map_err(|e| format!("write: {e}"))?;
+            stream
+                .shutdown(Shutdown::Write)
+                .map_err(|e| e.to_string())?;
+            lava_protocol::frame::read_frame(&mut stream, lava_protocol::client::MAX_REPLY)
+                .map_err(|e| format!("read reply: {e}"))?
+        }
         Delivery::Chunks(sizes) => {
             let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
             stream.set_nodelay(true).map_err(|e| e.to_string())?;

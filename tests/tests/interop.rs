@@ -1049,6 +1049,111 @@ fn differential_sequences() -> Vec<Seq> {
         .expect(11, ack_msg(json!({"101": {"g": "right"}}))),
     );
 
+    // Five nodes of three roles registering interleaved: group_data lists roles in the
+    // order they first registered, each role's clients in registration order.
+    let nodes: Vec<Node> = [
+        ("11", "x"),
+        ("12", "y"),
+        ("13", "x"),
+        ("14", "z"),
+        ("15", "y"),
+    ]
+    .iter()
+    .map(|(c, r)| Node::new("roles5", c, r, 5))
+    .collect();
+    let mut steps: Vec<Step> = nodes.iter().map(|n| once(n.group_data())).collect();
+    steps.push(once(nodes[0].group_data()));
+    seqs.push(seq("group_data order of three roles", steps).expect(
+        4,
+        json!({"response": "group_data",
+                   "roles": {"11": "x", "13": "x", "12": "y", "15": "y", "14": "z"}}),
+    ));
+
+    // A sync while the group is incomplete waits for the missing member.
+    let (a, b, c) = g3("syncearly");
+    seqs.push(
+        seq(
+            "sync before the group is complete",
+            vec![
+                once(a.group_data()),
+                once(b.group_data()),
+                once(a.sync("s")),
+                once(b.sync("s")),
+                once(a.sync("s")),
+                once(c.group_data()),
+                call(c.sync("s")),
+                call(a.sync("s")),
+                call(b.sync("s")),
+            ],
+        )
+        .expect(4, wait())
+        .expect(8, ack_msg(json!("s"))),
+    );
+
+    // A client that cleared may go on talking while the group lives (LAVA's finalise runs
+    // once, but a retried job step may send again).
+    let (a, b) = g2("afterclear");
+    seqs.push(
+        seq(
+            "requests after the client's own clear_group",
+            vec![
+                once(a.group_data()),
+                once(b.group_data()),
+                once(a.clear()),
+                once(a.send("y", json!({"late": "1"}))),
+                once(b.wait("y")),
+                once(a.group_data()),
+                once(a.wait("y")),
+                once(b.clear()),
+                once(b.wait("y")),
+            ],
+        )
+        .expect(4, ack_msg(json!({"101": {"late": "1"}})))
+        .expect(
+            5,
+            json!({"response": "group_data", "roles": {"101": "server", "102": "client"}}),
+        ),
+    );
+
+    // Data of every JSON type, stored and returned as it came (LAVA's helpers send strings).
+    let (a, b) = g2("types");
+    let typed = json!({"int": 42, "neg": -7, "float": 1.5, "t": true, "f": false,
+                       "none": null, "list": [1, "two", [3], {"four": 4}],
+                       "obj": {"nested": {"deep": "é"}}, "empty": "", "zero": 0});
+    seqs.push(
+        seq(
+            "message data of every JSON type",
+            vec![
+                once(a.group_data()),
+                once(b.group_data()),
+                once(a.send("typed", typed.clone())),
+                once(b.wait("typed")),
+                once(b.send("typed", json!([1, 2]))),
+                once(a.wait_all("typed", None)),
+            ],
+        )
+        .expect(3, ack_msg(json!({"101": typed}))),
+    );
+
+    // A lower-case hex header (Python's int(x, 16) reads it; LAVA writes upper case).
+    let (a, b) = g2("lowerhex");
+    let body =
+        lava_protocol::json::to_ascii_string(&a.send("hex", json!({"pad": "p".repeat(200)})));
+    let lower = format!("{:08x}", body.len());
+    assert!(lower.chars().any(|c| c.is_ascii_lowercase()), "{lower}");
+    seqs.push(
+        seq(
+            "lower-case hex header",
+            vec![
+                once(a.group_data()),
+                once(b.group_data()),
+                Step::raw(body).header(lower),
+                once(b.wait("hex")),
+            ],
+        )
+        .expect(2, ack()),
+    );
+
     // lava_sync with a message (LAVA's client never sends one): the reference answers with
     // the caller's own message instead of the id.
     let (a, b) = g2("syncmsg");
@@ -1471,6 +1576,60 @@ fn deviation_malformed_requests_are_nacked() {
     }
     assert_answer(&r[9], ack_msg(json!({"101": {}})), "reference");
     assert_answer(&o[9], ack_msg(json!({"101": {}})), "ours");
+}
+
+/// Frame-level oddities that Python's reader tolerates: it parses the header with
+/// `int(x, 16)` (spaces and `0x` allowed) and reads 4096-byte blocks until it has counted past
+/// the length (a body shorter than its header passes). Malformed for ours: `nack`.
+#[test]
+fn deviation_malformed_frames_are_nacked() {
+    let (a, b) = g2("frames");
+    let send = |id: &str| lava_protocol::json::to_ascii_string(&a.send(id, json!({"k": "v"})));
+    let (sp, ox, short) = (send("spaces"), send("0x"), send("short"));
+    let steps = vec![
+        once(a.group_data()),
+        once(b.group_data()),
+        Step::raw(sp.clone()).header(format!("{:>8x}", sp.len())),
+        Step::raw(ox.clone()).header(format!("0x{:06X}", ox.len())),
+        Step::raw(short.clone()).header(format!("{:08X}", short.len() + 100)),
+        once(b.wait("spaces")),
+        once(b.wait("0x")),
+        once(b.wait("short")),
+    ];
+    let (r, o) = both(&steps);
+    for i in 2..=4 {
+        assert_answer(&r[i], ack(), &format!("reference, step {i}"));
+        assert_answer(&o[i], nack(), &format!("ours, step {i}"));
+    }
+    for i in 5..=7 {
+        assert_answer(&r[i], ack_msg(json!({"101": {"k": "v"}})), "reference");
+        assert_answer(&o[i], wait(), "ours: the malformed sends were not applied");
+    }
+}
+
+/// Bytes after the frame's body: the reference's reader takes them into the body and fails
+/// to parse it (closed without a reply; the send is not applied). REFERENCE.md's decided rule
+/// for malformed input is `nack`; the request must not be applied.
+#[test]
+fn trailing_bytes_after_the_frame_are_not_applied() {
+    let (a, b) = g2("trailing");
+    let body = lava_protocol::json::to_ascii_string(&a.send("trailing", json!({"k": "v"})));
+    let steps = vec![
+        once(a.group_data()),
+        once(b.group_data()),
+        Step::raw(format!("{body}garbage")).header(format!("{:08X}", body.len())),
+        once(b.wait("trailing")),
+    ];
+    let (r, o) = both(&steps);
+    assert_eq!(r[2], None, "reference: {}", show(&r[2]));
+    assert_answer(&r[3], wait(), "reference: not applied");
+    assert!(
+        matches!(response(&o[2]), Some("nack") | None),
+        "ours answered {} to a frame followed by extra bytes (reference: closed without a \
+         reply; decided rule: nack)",
+        show(&o[2])
+    );
+    assert_answer(&o[3], wait(), "ours: the send must not be applied");
 }
 
 /// `aggregate` (legacy result bundles; LAVA's dispatcher refuses to send it): the reference
