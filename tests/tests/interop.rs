@@ -1135,6 +1135,28 @@ fn differential_sequences() -> Vec<Seq> {
         .expect(3, ack_msg(json!({"101": typed}))),
     );
 
+    // Empty strings where a name is expected but not tested by the reference: message ids,
+    // roles, a wait-all for the empty role.
+    let (a, b) = g2("empties");
+    let blank = Node::new("empties2", "1", "", 1);
+    seqs.push(seq(
+        "empty message ids and roles",
+        vec![
+            once(a.group_data()),
+            once(b.group_data()),
+            once(a.send("", json!({"e": "1"}))),
+            once(b.wait("")),
+            once(b.wait_all("", None)),
+            once(blank.group_data()),
+            once(blank.wait_all("x", Some(""))),
+            once(a.body(json!({"request": "lava_send", "messageID": "m", "message": [1, 2]}))),
+            once(b.wait("m")),
+            once(a.body(json!({"request": "lava_send", "messageID": "n", "message": 7}))),
+            once(b.wait("n")),
+            once(a.body(json!({"request": "lava_wait", "messageID": "m", "group_size": 9}))),
+        ],
+    ));
+
     // A lower-case hex header (Python's int(x, 16) reads it; LAVA writes upper case).
     let (a, b) = g2("lowerhex");
     let body =
@@ -1828,5 +1850,28 @@ fn reference_crasher_missing_hostname_or_role() {
         // The hostname is informational; the role is needed to register.
         assert_eq!(response(&answer), want, "{what}: {}", show(&answer));
         assert_still_serving(&mut server, &b, what);
+    }
+}
+
+/// An empty `group_name` or `client_name`: the reference answers `nack` (it tests the names
+/// for truth). Ours must too: not listed as a deviation, and REFERENCE.md's rule for malformed
+/// input is `nack`. Empty message ids and roles are equal on both (differential test).
+#[test]
+fn empty_group_or_client_name_is_nacked() {
+    let steps = vec![
+        once(Node::new("", "1", "r", 1).group_data()),
+        once(Node::new("named", "", "r", 1).group_data()),
+        once(Node::new("", "1", "r", 1).send("m", json!({}))),
+    ];
+    let (r, o) = both(&steps);
+    for i in 0..steps.len() {
+        assert_answer(&r[i], nack(), &format!("reference, step {i}"));
+        assert!(
+            same_answer(&o[i], &r[i]),
+            "step {i}: {}\n  reference: {}\n  ours:      {}",
+            steps[i].body,
+            show(&r[i]),
+            show(&o[i])
+        );
     }
 }
