@@ -402,6 +402,54 @@ fn real_lava_clients_get_the_same_replies_from_both() {
     }
 }
 
+/// Eight real LAVA clients at once: start barrier, two syncs on one id, a send and a
+/// wait-all each, a role-limited wait-all, clear.
+#[test]
+fn eight_real_lava_clients_at_once() {
+    let mut server = ours();
+    let scripts: Vec<Value> = (0..8)
+        .map(|i| {
+            let role = if i < 2 { "server" } else { "worker" };
+            json!({
+                "group": "eight", "client": format!("{}", 700 + i), "role": role,
+                "group_size": 8, "poll_delay": 0.1, "timeout": 30, "system_timeout": 30,
+                "steps": [
+                    {"op": "group_data"},
+                    {"op": "sync", "id": "go"},
+                    {"op": "send", "id": "hello", "message": {"n": format!("{i}")}},
+                    {"op": "sync", "id": "go"},
+                    {"op": "wait_all", "id": "hello"},
+                    {"op": "wait_all", "id": "hello", "role": "server"},
+                    {"op": "clear"},
+                ],
+            })
+        })
+        .collect();
+    let runs = run_nodes(&server, scripts);
+    let all: serde_json::Map<String, Value> = (0..8)
+        .map(|i| (format!("{}", 700 + i), json!({"n": format!("{i}")})))
+        .collect();
+    for run in &runs {
+        assert_eq!(run.reply(0)["roles"].as_object().unwrap().len(), 8);
+        assert_eq!(run.reply(1), &ack_msg(json!("go")), "node {}", run.client);
+        assert_eq!(run.reply(3), &ack_msg(json!("go")), "node {}", run.client);
+        assert_eq!(
+            run.reply(4),
+            &ack_msg(Value::Object(all.clone())),
+            "node {}",
+            run.client
+        );
+        assert_eq!(
+            run.reply(5),
+            &ack_msg(Value::Object(all.clone())),
+            "node {}",
+            run.client
+        );
+        assert_eq!(run.reply(6), &ack(), "node {}", run.client);
+    }
+    assert_alive(&mut server, "our coordinator");
+}
+
 /// LAVA's delayed start (`lava-start` with `expect_role`): the clients' `set_up()` waits,
 /// by role, for `lava_start` from the server, which `request_lava_start()` sends. Same replies
 /// from the reference and from ours.
