@@ -42,7 +42,7 @@ build() {
     # A non-PIE executable: `file` reports it "statically linked" on every target.
     env "$(linker_var "$triple")=rust-lld" \
         "$(rustflags_var "$triple")=-C target-feature=+crt-static -C relocation-model=static" \
-        cargo build --locked --quiet -p lava-multinode --profile tools --target "$triple"
+        cargo build --quiet -p lava-multinode --profile tools --target "$triple"
     mkdir -p "$out"
     cp "$ROOT/target/$triple/tools/lava-multinode" "$out/lava-multinode"
     size=$(wc -c <"$out/lava-multinode")
