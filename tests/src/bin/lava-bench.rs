@@ -1,0 +1,105 @@
+//! `lava-bench`: measures our coordinator side by side with Debian's reference and with a
+//! trivial floor server, on loopback. See `docs/BENCHMARKS.md`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use lava_multinode_tests::bench::{self, servers, Options, Part};
+
+/// Benchmarks our lava-coordinator against Debian's lava-coordinator and a trivial server.
+#[derive(Debug, Parser)]
+#[command(name = "lava-bench", version, about, long_about = None)]
+struct Cli {
+    /// Our coordinator [default: target/release/lava-coordinator when built, else target/debug].
+    #[arg(long, value_name = "PATH")]
+    coordinator: Option<PathBuf>,
+    /// Debian's reference coordinator (run with python3).
+    #[arg(long, value_name = "PATH", default_value = "/usr/bin/lava-coordinator")]
+    reference: PathBuf,
+    /// Do not measure the reference.
+    #[arg(long)]
+    no_reference: bool,
+    /// The target tools' lava-multinode binary [default: dist/x86_64-unknown-linux-musl/lava-multinode
+    /// when present, else target/release/lava-multinode].
+    #[arg(long, value_name = "PATH")]
+    tools: Option<PathBuf>,
+    /// A short smoke run (seconds instead of minutes; figures are not meaningful).
+    #[arg(long)]
+    quick: bool,
+    /// Run only these parts (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+    /// Write the result as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// No progress display on stderr.
+    #[arg(long)]
+    no_progress: bool,
+    /// Node counts of the sync rows (comma-separated) instead of 4,16,64,256.
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    sync_nodes: Option<Vec<usize>>,
+    /// Client counts of the throughput rows (comma-separated) instead of 1,8,64,512.
+    #[arg(long, value_delimiter = ',', value_name = "C,...")]
+    clients: Option<Vec<usize>>,
+    /// Clients do not shut their write side after a request (LAVA's client does; without
+    /// it the TIME_WAIT sockets of the run land on the server side).
+    #[arg(long)]
+    no_half_close: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let coordinator = cli
+        .coordinator
+        .unwrap_or_else(|| servers::workspace_binary("lava-coordinator"));
+    if !coordinator.exists() {
+        eprintln!(
+            "lava-bench: {} does not exist: build it with `cargo build --release -p lava-coordinator`, or pass --coordinator",
+            coordinator.display()
+        );
+        return ExitCode::from(2);
+    }
+    let reference = if cli.no_reference {
+        None
+    } else if servers::reference_installed(&cli.reference) {
+        Some(cli.reference)
+    } else {
+        eprintln!(
+            "lava-bench: note: {} is not installed (`apt-get install lava-coordinator`): the reference is not measured",
+            cli.reference.display()
+        );
+        None
+    };
+    let tools = cli.tools.or_else(|| {
+        let root = lava_multinode_tests::workspace_root();
+        [
+            root.join("dist/x86_64-unknown-linux-musl/lava-multinode"),
+            root.join("target/release/lava-multinode"),
+        ]
+        .into_iter()
+        .find(|p| p.exists())
+    });
+    let opts = Options {
+        coordinator,
+        reference,
+        tools,
+        quick: cli.quick,
+        only: cli.only,
+        progress: !cli.no_progress,
+        sync_nodes: cli.sync_nodes,
+        clients: cli.clients,
+        half_close: !cli.no_half_close,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let report = bench::run(&opts);
+    print!("{}", bench::report::table(&report));
+    if let Some(path) = cli.json {
+        let text = serde_json::to_string_pretty(&report).expect("serialise the report");
+        if let Err(e) = std::fs::write(&path, text + "\n") {
+            eprintln!("lava-bench: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
