@@ -190,8 +190,6 @@ pub fn start_reference() -> Server {
             .arg(REFERENCE_BIN)
             .arg("--config")
             .arg(&conf)
-            .arg("--state")
-            .arg(dir.path().join("state.db"))
             .arg("--logfile")
             .arg(&log)
             .args(["--loglevel", "DEBUG"])
