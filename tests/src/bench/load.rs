@@ -14,9 +14,11 @@ use super::servers::Kind;
 use super::stats::{self, ms};
 use super::sync::group_name;
 
+/// A `lava_send` is answered at once: a reply that takes seconds is a failure of the server
+/// (the reference's accept queue of one), counted rather than waited for.
 pub const TIMEOUTS: Timeouts = Timeouts {
     connect: Duration::from_secs(3),
-    io: Duration::from_secs(5),
+    io: Duration::from_secs(2),
 };
 
 /// One window of load against one server.

@@ -131,7 +131,7 @@ impl Plan {
                 clients: vec![1, 8, 64, 512],
                 windows: 3,
                 warmup_s: 0.2,
-                window_s: 1.0,
+                window_s: 0.7,
                 idle_groups: vec![1000, 10000],
                 reference_idle_groups: vec![1000],
                 wakeup_rounds: 200,
@@ -330,7 +330,8 @@ impl Slot {
     fn fresh(&mut self) -> Result<&mut Process, String> {
         self.process = None;
         let p = match self.kind {
-            Kind::Ours => servers::start_ours(&self.binary)?,
+            Kind::Ours => servers::start_ours(&self.binary, true)?,
+            Kind::OursMemory => servers::start_ours(&self.binary, false)?,
             Kind::Reference => servers::start_reference(&self.binary)?,
             Kind::Floor => unreachable!("the floor runs in-process"),
         };
@@ -404,6 +405,7 @@ pub fn run(opts: &Options) -> Report {
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     let mut ours = Slot::new(Kind::Ours, opts.coordinator.clone());
+    let mut memory = Slot::new(Kind::OursMemory, opts.coordinator.clone());
     let mut reference = opts
         .reference
         .as_ref()
@@ -416,19 +418,23 @@ pub fn run(opts: &Options) -> Report {
 
     if wants(Part::Sync) {
         let _ = ours.fresh();
+        let _ = memory.fresh();
         for &n in &plan.sync_nodes {
-            for mode in [poll, block] {
-                progress.begin(&format!("sync N={n} {} ours", mode.variant()));
-                let spec = SyncSpec {
-                    nodes: n,
-                    rounds: rounds_for(&plan.sync_rounds, n),
-                    mode,
-                    round_timeout: Duration::from_secs(20),
-                    budget: Duration::from_secs(30),
-                };
-                rows.extend(measured(&mut ours, &progress, &mut notes, |addr| {
-                    sync::sync_latency(addr, Kind::Ours, Section::Sync, 0, spec, &progress)
-                }));
+            for slot in [&mut ours, &mut memory] {
+                for mode in [poll, block] {
+                    let kind = slot.kind;
+                    progress.begin(&format!("sync N={n} {} {}", mode.variant(), kind.name()));
+                    let spec = SyncSpec {
+                        nodes: n,
+                        rounds: rounds_for(&plan.sync_rounds, n),
+                        mode,
+                        round_timeout: Duration::from_secs(20),
+                        budget: Duration::from_secs(30),
+                    };
+                    rows.extend(measured(slot, &progress, &mut notes, |addr| {
+                        sync::sync_latency(addr, kind, Section::Sync, 0, spec, &progress)
+                    }));
+                }
             }
             if let Some(reference) = reference.as_mut() {
                 progress.begin(&format!("sync N={n} {} reference", poll.variant()));
@@ -449,20 +455,28 @@ pub fn run(opts: &Options) -> Report {
 
     if wants(Part::Barrier) {
         let _ = ours.fresh();
+        let _ = memory.fresh();
         for &n in &plan.barrier_nodes {
-            for mode in [poll, block] {
-                progress.begin(&format!("start barrier N={n} {} ours", mode.variant()));
-                rows.extend(measured(&mut ours, &progress, &mut notes, |addr| {
-                    sync::start_barrier(
-                        addr,
-                        Kind::Ours,
-                        n,
-                        mode,
-                        plan.barrier_reps,
-                        Duration::from_secs(20),
-                        &progress,
-                    )
-                }));
+            for slot in [&mut ours, &mut memory] {
+                for mode in [poll, block] {
+                    let kind = slot.kind;
+                    progress.begin(&format!(
+                        "start barrier N={n} {} {}",
+                        mode.variant(),
+                        kind.name()
+                    ));
+                    rows.extend(measured(slot, &progress, &mut notes, |addr| {
+                        sync::start_barrier(
+                            addr,
+                            kind,
+                            n,
+                            mode,
+                            plan.barrier_reps,
+                            Duration::from_secs(20),
+                            &progress,
+                        )
+                    }));
+                }
             }
         }
         if let Some(reference) = reference.as_mut() {
@@ -488,6 +502,7 @@ pub fn run(opts: &Options) -> Report {
         let warmup = Duration::from_secs_f64(plan.warmup_s);
         let window = Duration::from_secs_f64(plan.window_s);
         let _ = ours.fresh();
+        let _ = memory.fresh();
         if let Some(reference) = reference.as_mut() {
             let _ = reference.fresh();
         }
@@ -501,7 +516,7 @@ pub fn run(opts: &Options) -> Report {
             let mut windows: Vec<(Kind, Vec<load::Window>)> = Vec::new();
             let mut died = Vec::new();
             for w in 0..plan.windows {
-                let mut kinds = vec![Kind::Ours];
+                let mut kinds = vec![Kind::Ours, Kind::OursMemory];
                 if reference.is_some() {
                     kinds.push(Kind::Reference);
                 }
@@ -517,6 +532,7 @@ pub fn run(opts: &Options) -> Report {
                     ));
                     let slot = match kind {
                         Kind::Ours => Some(&mut ours),
+                        Kind::OursMemory => Some(&mut memory),
                         Kind::Reference => reference.as_mut(),
                         Kind::Floor => None,
                     };
@@ -539,6 +555,7 @@ pub fn run(opts: &Options) -> Report {
                     ));
                     let alive = match kind {
                         Kind::Ours => ours.process.as_mut().is_some_and(|p| p.running()),
+                        Kind::OursMemory => memory.process.as_mut().is_some_and(|p| p.running()),
                         Kind::Reference => reference
                             .as_mut()
                             .and_then(|r| r.process.as_mut())
@@ -568,48 +585,47 @@ pub fn run(opts: &Options) -> Report {
     }
 
     if wants(Part::Scale) {
-        progress.begin("scale: idle groups, ours");
-        match ours.fresh() {
-            Ok(server) => {
-                let mem = scale::memory(server, &plan.idle_groups, 4, &progress);
-                progress.end(
-                    &mem.iter()
-                        .filter(|r| r.section == Section::Rss)
-                        .map(report::summary)
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                );
-                rows.extend(mem);
-                let idle = plan.idle_groups.last().copied().unwrap_or(0);
-                for mode in [block, poll] {
-                    progress.begin(&format!(
-                        "wake-up: 4 nodes {} with {idle} idle groups, ours",
-                        mode.variant()
-                    ));
-                    let spec = SyncSpec {
-                        nodes: 4,
-                        rounds: plan.wakeup_rounds,
-                        mode,
-                        round_timeout: Duration::from_secs(20),
-                        budget: Duration::from_secs(30),
-                    };
-                    rows.extend(measured(&mut ours, &progress, &mut notes, |addr| {
-                        let mut row = sync::sync_latency(
-                            addr,
-                            Kind::Ours,
-                            Section::Wakeup,
-                            idle,
-                            spec,
-                            &progress,
-                        );
-                        row.n = idle;
-                        row
-                    }));
+        for slot in [&mut ours, &mut memory] {
+            let kind = slot.kind;
+            progress.begin(&format!("scale: idle groups, {}", kind.name()));
+            match slot.fresh() {
+                Ok(server) => {
+                    let mem = scale::memory(server, &plan.idle_groups, 4, &progress);
+                    progress.end(
+                        &mem.iter()
+                            .filter(|r| r.section == Section::Rss)
+                            .map(report::summary)
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    );
+                    rows.extend(mem);
+                }
+                Err(e) => {
+                    progress.end(&format!("skipped: {e}"));
+                    notes.push(format!("{}: {e}", kind.name()));
+                    continue;
                 }
             }
-            Err(e) => {
-                progress.end(&format!("skipped: {e}"));
-                notes.push(format!("ours: {e}"));
+            let idle = plan.idle_groups.last().copied().unwrap_or(0);
+            for mode in [block, poll] {
+                progress.begin(&format!(
+                    "wake-up: 4 nodes {} with {idle} idle groups, {}",
+                    mode.variant(),
+                    kind.name()
+                ));
+                let spec = SyncSpec {
+                    nodes: 4,
+                    rounds: plan.wakeup_rounds,
+                    mode,
+                    round_timeout: Duration::from_secs(20),
+                    budget: Duration::from_secs(30),
+                };
+                rows.extend(measured(slot, &progress, &mut notes, |addr| {
+                    let mut row =
+                        sync::sync_latency(addr, kind, Section::Wakeup, idle, spec, &progress);
+                    row.n = idle;
+                    row
+                }));
             }
         }
         if let Some(reference) = reference.as_mut() {

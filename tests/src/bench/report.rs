@@ -15,13 +15,17 @@ fn errors(row: &Row) -> String {
     if row.errors == 0 {
         String::new()
     } else {
-        let kinds: Vec<String> = row
-            .error_kinds
-            .iter()
-            .map(|(k, v)| format!("{v} {k}"))
-            .collect();
-        format!(" [{} err: {}]", row.errors, kinds.join(", "))
+        format!(" [{} err]", row.errors)
     }
+}
+
+fn error_kinds(row: &Row) -> String {
+    let kinds: Vec<String> = row
+        .error_kinds
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    kinds.join(", ")
 }
 
 fn latency(v: Option<f64>) -> String {
@@ -43,6 +47,10 @@ pub fn cell(row: &Row) -> String {
         ),
         Section::Rss => row.value.map_or("-".into(), mib),
         Section::RssPerNode => row.value.map_or("-".into(), |v| format!("{v:.0} B")),
+        _ if row.samples == 0 && row.error_kinds.contains_key("server_died") => {
+            "died, none answered".into()
+        }
+        _ if row.samples == 0 => "none answered".into(),
         _ => format!("{} / {}", latency(row.median_ms), latency(row.p99_ms)),
     };
     format!("{figure}{}", errors(row))
@@ -126,17 +134,23 @@ pub fn table(report: &Report) -> String {
     let header = [
         "measure".to_string(),
         "ours".into(),
+        "ours :memory:".into(),
         "reference".into(),
         "floor".into(),
         "ours vs ref".into(),
         "ours/floor".into(),
     ];
-    let mut lines: Vec<[String; 6]> = Vec::new();
+    let mut lines: Vec<[String; 7]> = Vec::new();
     let mut against_poll = false;
     for key in keys {
         let of = |k: Kind| rows.iter().find(|r| r.key() == key && r.server == k);
-        let (o, r, f) = (of(Kind::Ours), of(Kind::Reference), of(Kind::Floor));
-        let any = o.or(r).or(f).expect("a row of this key");
+        let (o, m, r, f) = (
+            of(Kind::Ours),
+            of(Kind::OursMemory),
+            of(Kind::Reference),
+            of(Kind::Floor),
+        );
+        let any = o.or(m).or(r).or(f).expect("a row of this key");
         let mut vs_ref = "-".to_string();
         if let Some(o) = o {
             if let Some(rr) = reference_for(rows, o) {
@@ -154,6 +168,7 @@ pub fn table(report: &Report) -> String {
         lines.push([
             label(any),
             o.map_or("-".into(), cell),
+            m.map_or("-".into(), cell),
             r.map_or("-".into(), cell),
             f.map_or("-".into(), cell),
             vs_ref,
@@ -167,7 +182,7 @@ pub fn table(report: &Report) -> String {
         }
     }
     let mut out = String::new();
-    let fmt_line = |out: &mut String, cells: &[String; 6]| {
+    let fmt_line = |out: &mut String, cells: &[String; 7]| {
         let mut line = String::new();
         for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
             if i == 0 {
@@ -214,6 +229,19 @@ pub fn table(report: &Report) -> String {
         out.push_str("\nNotes:\n");
         for n in &report.notes {
             let _ = writeln!(out, "  - {n}");
+        }
+    }
+    let failing: Vec<&Row> = rows.iter().filter(|r| r.errors > 0).collect();
+    if !failing.is_empty() {
+        out.push_str("\nErrors (failed requests are retried as LAVA's client does; gave_up: a node that had no answer within its deadline):\n");
+        for r in failing {
+            let _ = writeln!(
+                out,
+                "  - {} ({}): {}",
+                label(r),
+                r.server.name(),
+                error_kinds(r)
+            );
         }
     }
     let noted: Vec<&Row> = rows.iter().filter(|r| r.note.is_some()).collect();

@@ -16,9 +16,12 @@ use crate::{free_port, wait_for_port, TempDir};
 
 /// Which server a figure is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
+    /// Our coordinator as it ships: durable state (SQLite, `state_sync` full).
     Ours,
+    /// Our coordinator with `--state :memory:` (no durable state).
+    OursMemory,
     Reference,
     Floor,
 }
@@ -27,6 +30,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Ours => "ours",
+            Kind::OursMemory => "ours_memory",
             Kind::Reference => "reference",
             Kind::Floor => "floor",
         }
@@ -113,9 +117,15 @@ fn spawn_until_listening(
 }
 
 /// Starts our coordinator at `binary` on a free loopback port, logging at INFO (its
-/// default) to a scratch file.
-pub fn start_ours(binary: &Path) -> Result<Process, String> {
-    spawn_until_listening(Kind::Ours, TempDir::new("bench-ours"), |port, dir| {
+/// default) to a scratch file; `durable`: with its default durable state in a scratch file,
+/// else with `--state :memory:`.
+pub fn start_ours(binary: &Path, durable: bool) -> Result<Process, String> {
+    let kind = if durable {
+        Kind::Ours
+    } else {
+        Kind::OursMemory
+    };
+    spawn_until_listening(kind, TempDir::new("bench-ours"), |port, dir| {
         let mut c = Command::new(binary);
         c.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -124,10 +134,14 @@ pub fn start_ours(binary: &Path) -> Result<Process, String> {
             .arg("--logfile")
             .arg(dir.join("server.log"))
             .args(["--loglevel", "INFO"])
+            .arg("--state");
+        if durable {
             // Durable state (the default) in a scratch file on the same disk as the default
             // location, never the user's own state file.
-            .arg("--state")
-            .arg(dir.join("state.db"));
+            c.arg(dir.join("state.db"));
+        } else {
+            c.arg(":memory:");
+        }
         c
     })
 }

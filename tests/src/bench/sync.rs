@@ -273,7 +273,11 @@ pub fn start_barrier(
         while ready.load(Ordering::SeqCst) < nodes - 1 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(1));
         }
-        thread::sleep(Duration::from_millis(50));
+        // 50 ms for the last registrations to land, plus an offset that moves through the
+        // polling period from one repetition to the next: polling nodes move in step, so
+        // without it every sample would fall on the same phase of their 10 ms cycle.
+        let phase = (rep * 37 % 100) as u64 * 100;
+        thread::sleep(Duration::from_millis(50) + Duration::from_micros(phase));
         let t0 = Instant::now();
         let last = until_answered(
             addr,

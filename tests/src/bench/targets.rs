@@ -118,6 +118,7 @@ pub fn check(rows: &[Row]) -> Vec<Check> {
         let ours = find(rows, Section::Throughput, "lava_send", c, Kind::Ours);
         let reference = find(rows, Section::Throughput, "lava_send", c, Kind::Reference);
         let floor = find(rows, Section::Throughput, "lava_send", c, Kind::Floor);
+        let memory = find(rows, Section::Throughput, "lava_send", c, Kind::OursMemory);
         let Some(ours) = ours else { continue };
         let o = ours.value.unwrap_or(0.0);
         let r = reference.and_then(|r| r.value);
@@ -130,7 +131,9 @@ pub fn check(rows: &[Row]) -> Vec<Check> {
                 reference.map_or(0, |x| x.errors)
             )),
             f.map_or("-".into(), |f| format!("{f:.0} req/s")),
-        );
+        ) + &memory.and_then(|m| m.value).map_or(String::new(), |m| {
+            format!("; ours with --state :memory: {m:.0} req/s")
+        });
         if c >= 64 {
             checks.push(Check {
                 target: format!(

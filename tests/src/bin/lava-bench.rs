@@ -42,14 +42,42 @@ struct Cli {
     /// Client counts of the throughput rows (comma-separated) instead of 1,8,64,512.
     #[arg(long, value_delimiter = ',', value_name = "C,...")]
     clients: Option<Vec<usize>>,
-    /// Clients do not shut their write side after a request (LAVA's client does; without
-    /// it the TIME_WAIT sockets of the run land on the server side).
+    /// Profiling aid: only drive `lava_send` load (the --clients counts, --seconds each)
+    /// against a coordinator already listening at ADDR, and print the rates.
+    #[arg(long, value_name = "ADDR")]
+    against: Option<std::net::SocketAddr>,
+    /// Length of each load window of --against, seconds.
+    #[arg(long, default_value_t = 5.0, value_name = "S")]
+    seconds: f64,
+    /// Clients shut their write side after each request, as LAVA's client does. Off by
+    /// default: then the server closes first and the TIME_WAIT sockets of the run's
+    /// connections stay on the server's side, instead of crowding this one client host's
+    /// ephemeral ports (which caps even the floor at about 14k connections/s here).
     #[arg(long)]
-    no_half_close: bool,
+    half_close: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    bench::net::set_half_close(cli.half_close);
+    if let Some(addr) = cli.against {
+        for c in cli.clients.unwrap_or_else(|| vec![1, 8, 64, 512]) {
+            let w = bench::load::window(
+                addr,
+                c,
+                std::time::Duration::from_millis(200),
+                std::time::Duration::from_secs_f64(cli.seconds),
+            );
+            println!(
+                "{c} clients: {:.0} req/s, median {:.3} ms, p99 {:.3} ms, {} errors",
+                w.rate,
+                bench::stats::median(&w.latencies).unwrap_or(0.0),
+                bench::stats::p99(&w.latencies).unwrap_or(0.0),
+                w.errors.total()
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
     let coordinator = cli
         .coordinator
         .unwrap_or_else(|| servers::workspace_binary("lava-coordinator"));
@@ -89,7 +117,7 @@ fn main() -> ExitCode {
         progress: !cli.no_progress,
         sync_nodes: cli.sync_nodes,
         clients: cli.clients,
-        half_close: !cli.no_half_close,
+        half_close: cli.half_close,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     let report = bench::run(&opts);
