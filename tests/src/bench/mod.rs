@@ -121,7 +121,7 @@ impl Plan {
                 sync_nodes: vec![4, 16, 64, 256],
                 sync_rounds: vec![(16, 200), (64, 100), (usize::MAX, 40)],
                 reference_sync_rounds: vec![(4, 10), (16, 5), (64, 2), (usize::MAX, 1)],
-                reference_round_timeout_s: 20.0,
+                reference_round_timeout_s: 15.0,
                 reference_budget_s: 12.0,
                 poll_ms: 10,
                 barrier_nodes: vec![16, 256],

@@ -34,9 +34,12 @@ impl Mode {
 }
 
 /// Per-request bounds: a reference that drops SYNs or stalls costs an error, not a hang.
+/// Generous, because a client that gives up on a connection the reference has not accepted
+/// yet kills it later (it crashes writing the reply to a closed connection): its SYN-ACK
+/// retransmits (1, 2, 4 s...) keep such connections waiting for seconds.
 pub const TIMEOUTS: Timeouts = Timeouts {
     connect: Duration::from_secs(5),
-    io: Duration::from_secs(5),
+    io: Duration::from_secs(10),
 };
 
 /// Pause after a failed request before the next attempt (LAVA retries too).
