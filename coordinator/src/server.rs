@@ -215,6 +215,13 @@ async fn read_body(stream: &mut TcpStream, max: usize) -> Result<Option<String>,
             n => got += n,
         }
     }
+    // Bytes after the frame mean the header lied about the length (LAVA's coordinator drops
+    // such a request too). Only what has already arrived is looked at: a client may keep its
+    // write side open while it waits for the reply.
+    let mut probe = [0u8; 1];
+    if let Ok(1..) = stream.try_read(&mut probe) {
+        return Err(FrameError::TrailingBytes);
+    }
     String::from_utf8(body)
         .map(Some)
         .map_err(|_| FrameError::NotUtf8)

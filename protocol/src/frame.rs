@@ -21,6 +21,8 @@ pub enum FrameError {
     Truncated { expected: usize, got: usize },
     #[error("frame body is not UTF-8")]
     NotUtf8,
+    #[error("bytes after the frame's body: the header's length is wrong")]
+    TrailingBytes,
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
 }

@@ -143,6 +143,18 @@ fn required(obj: &Map<String, Value>, field: &'static str) -> Result<String, Req
     string(obj, field)?.ok_or(RequestError::Missing(field))
 }
 
+/// A name that identifies something: LAVA refuses empty ones.
+fn non_empty(obj: &Map<String, Value>, field: &'static str) -> Result<String, RequestError> {
+    let value = required(obj, field)?;
+    if value.is_empty() {
+        return Err(RequestError::Invalid {
+            field,
+            reason: "must not be empty".into(),
+        });
+    }
+    Ok(value)
+}
+
 /// `group_size` as LAVA's coordinator reads it (`int(x)`): a number or a numeric string.
 /// Zero means "not given", as in LAVA.
 fn group_size(obj: &Map<String, Value>) -> Result<Option<u32>, RequestError> {
@@ -270,8 +282,8 @@ impl Request {
             other => return Err(RequestError::Unknown(other.to_owned())),
         };
         Ok(Request {
-            group_name: required(obj, "group_name")?,
-            client_name: required(obj, "client_name")?,
+            group_name: non_empty(obj, "group_name")?,
+            client_name: non_empty(obj, "client_name")?,
             role: string(obj, "role")?,
             hostname: string(obj, "hostname")?,
             group_size: group_size(obj)?,
@@ -518,6 +530,20 @@ mod tests {
         assert!(matches!(
             parse(json!({"request": "group_data", "client_name": "c"})),
             Err(RequestError::Missing("group_name"))
+        ));
+        assert!(matches!(
+            parse(json!({"request": "group_data", "group_name": "", "client_name": "c"})),
+            Err(RequestError::Invalid {
+                field: "group_name",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(json!({"request": "group_data", "group_name": "g", "client_name": ""})),
+            Err(RequestError::Invalid {
+                field: "client_name",
+                ..
+            })
         ));
         assert!(matches!(
             parse(json!({"request": "group_data", "group_name": 1, "client_name": "c"})),

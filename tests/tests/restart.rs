@@ -1,0 +1,336 @@
+//! Durability: `kill -9` the real coordinator at many points of a scripted group (between
+//! requests, while clients are blocked), restart it on the same state file, and check that
+//! every client finishes with the same replies as in an uninterrupted run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lava_multinode_tests::{bin, free_port, wait_for_port, TempDir};
+use lava_protocol::{Client, Reply, Request, RequestKind, Response};
+use serde_json::json;
+
+fn spawn(port: u16, state: &Path, log: &Path) -> Child {
+    Command::new(bin("lava-coordinator"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+            "/nonexistent.conf",
+        ])
+        .args(["--loglevel", "DEBUG", "--logfile"])
+        .arg(log)
+        .arg("--state")
+        .arg(state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn lava-coordinator")
+}
+
+/// One call as our tools make it: blocking slices, retries on connection errors, the same
+/// `request_id` across retries.
+fn call(client: &Client, mut req: Request, request_id: String) -> Reply {
+    req.block = Some(1.0);
+    req.request_id = Some(request_id);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no answer for {req:?}");
+        match client.call(&req) {
+            Ok(reply) if reply.is_wait() => {}
+            Ok(reply) => return normalise(reply),
+            Err(e) if e.is_transient() => thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// group_data lists members in registration order, which depends on thread timing.
+fn normalise(mut reply: Reply) -> Reply {
+    if let Some(roles) = &mut reply.roles {
+        roles.sort_keys();
+    }
+    reply
+}
+
+fn script(client: &str) -> Vec<RequestKind> {
+    let send = |id: &str, v| RequestKind::Send {
+        id: id.into(),
+        message: v,
+    };
+    let sync = |id: &str| RequestKind::Sync {
+        id: id.into(),
+        message: json!({}),
+    };
+    let wait = |id: &str| RequestKind::Wait { id: id.into() };
+    let wait_all = |id: &str, role: Option<&str>| RequestKind::WaitAll {
+        id: id.into(),
+        role: role.map(Into::into),
+    };
+    match client {
+        "a" => vec![
+            RequestKind::GroupData,
+            send("m1", json!({"from": "a", "text": "première"})),
+            send("m2", json!({"from": "a"})),
+            sync("s1"),
+            wait_all("m2", None),
+            send("m3", json!({"n": 1})),
+            send("m3", json!({"n": 2})),
+            sync("s1"),
+            wait_all("m4", Some("server")),
+            sync("s2"),
+            RequestKind::ClearGroup,
+        ],
+        "b" => vec![
+            RequestKind::GroupData,
+            wait("m1"),
+            send("m2", json!({"from": "b"})),
+            sync("s1"),
+            wait_all("m2", None),
+            // After the second s1, a has sent both of its m3: the data is its latest.
+            sync("s1"),
+            wait("m3"),
+            send("m4", json!({"ip": "10.0.0.2"})),
+            sync("s2"),
+            RequestKind::ClearGroup,
+        ],
+        "c" => vec![
+            RequestKind::GroupData,
+            send("m2", json!({"from": "c"})),
+            sync("s1"),
+            wait_all("m2", None),
+            sync("s1"),
+            send("m4", json!({"ip": "10.0.0.3"})),
+            wait_all("m4", Some("server")),
+            sync("s2"),
+            RequestKind::ClearGroup,
+        ],
+        _ => unreachable!(),
+    }
+}
+
+fn role(client: &str) -> &'static str {
+    if client == "a" {
+        "client"
+    } else {
+        "server"
+    }
+}
+
+/// Runs the three scripts concurrently; returns each client's replies.
+fn run_group(addr: &str, group: &str) -> Vec<Vec<Reply>> {
+    let handles: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|name| {
+            let client =
+                Client::new(addr.to_owned()).with_connect_timeout(Duration::from_millis(500));
+            let group = group.to_owned();
+            thread::spawn(move || {
+                script(name)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(step, kind)| {
+                        if name == "c" && step == 2 {
+                            // Keep the others blocked in s1 for a while.
+                            thread::sleep(Duration::from_millis(150));
+                        }
+                        let mut req = Request::new(&group, name, role(name), kind);
+                        req.group_size = Some(3);
+                        req.hostname = Some("host".into());
+                        call(&client, req, format!("{name}-{step}"))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("client thread"))
+        .collect()
+}
+
+struct Killer {
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<(Child, usize)>>,
+}
+
+impl Killer {
+    /// Stops killing; returns the running coordinator and how often it was killed.
+    fn finish(mut self) -> (Child, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .take()
+            .expect("joined once")
+            .join()
+            .expect("killer")
+    }
+}
+
+impl Drop for Killer {
+    /// On a failed assertion, leave no coordinator behind.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(Ok((mut child, _))) = self.handle.take().map(|h| h.join()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Kills the coordinator when dropped.
+struct Guard(Option<Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Kills the coordinator with SIGKILL every `every` and restarts it on the same state.
+fn start_killer(
+    mut child: Child,
+    port: u16,
+    state: PathBuf,
+    log: PathBuf,
+    every: Duration,
+) -> Killer {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = thread::spawn(move || {
+        let mut kills = 0;
+        while !flag.load(Ordering::Relaxed) {
+            thread::sleep(every);
+            if flag.load(Ordering::Relaxed) {
+                break;
+            }
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+            kills += 1;
+            child = spawn(port, &state, &log);
+            assert!(wait_for_port(
+                &format!("127.0.0.1:{port}"),
+                Duration::from_secs(10)
+            ));
+        }
+        (child, kills)
+    });
+    Killer {
+        stop,
+        handle: Some(handle),
+    }
+}
+
+#[test]
+fn kill_9_at_any_moment_changes_no_reply() {
+    let dir = TempDir::new("restart");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let state = dir.path().join("state.db");
+    let log = dir.path().join("coordinator.log");
+    let mut guard = Guard(Some(spawn(port, &state, &log)));
+    assert!(wait_for_port(&addr, Duration::from_secs(10)));
+
+    let expected = run_group(&addr, "calm");
+    for (client, replies) in ["a", "b", "c"].iter().zip(&expected) {
+        assert!(
+            replies.iter().all(|r| r.response != Response::Nack),
+            "{client}: {replies:?}"
+        );
+    }
+    assert_eq!(
+        expected[1][1],
+        Reply::ack_message(json!({"a": {"from": "a", "text": "première"}}))
+    );
+    assert_eq!(expected[1][5], Reply::ack_message(json!({"a": {"n": 2}})));
+
+    // Different kill rhythms hit different points of the scripts.
+    let mut total_kills = 0;
+    for (round, every_ms) in [7u64, 23, 41, 67].into_iter().enumerate() {
+        let child = guard.0.take().expect("a running coordinator");
+        let every = Duration::from_millis(every_ms);
+        let killer = start_killer(child, port, state.clone(), log.clone(), every);
+        let got = run_group(&addr, &format!("stormy{round}"));
+        let (child, kills) = killer.finish();
+        guard.0 = Some(child);
+        total_kills += kills;
+        assert_eq!(got, expected, "kill every {every_ms} ms ({kills} kills)");
+    }
+    assert!(
+        total_kills >= 10,
+        "the test killed the coordinator only {total_kills} times"
+    );
+}
+
+#[test]
+fn a_restart_keeps_groups_and_memory_only_mode_does_not() {
+    let dir = TempDir::new("restart2");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let state = dir.path().join("state.db");
+    let log = dir.path().join("coordinator.log");
+    let client = Client::new(addr.clone());
+    let send = |c: &Client| {
+        let mut r = Request::new(
+            "kept",
+            "a",
+            "r",
+            RequestKind::Send {
+                id: "m".into(),
+                message: json!({"k": "v"}),
+            },
+        );
+        r.group_size = Some(2);
+        c.call(&r).unwrap()
+    };
+    let read = |c: &Client| {
+        let mut r = Request::new("kept", "b", "r", RequestKind::Wait { id: "m".into() });
+        r.group_size = Some(2);
+        c.call(&r).unwrap()
+    };
+
+    let mut child = spawn(port, &state, &log);
+    assert!(wait_for_port(&addr, Duration::from_secs(10)));
+    assert_eq!(send(&client), Reply::ack());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut child = spawn(port, &state, &log);
+    assert!(wait_for_port(&addr, Duration::from_secs(10)));
+    assert_eq!(read(&client), Reply::ack_message(json!({"a": {"k": "v"}})));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("1 groups restored"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let memory = |port: u16| {
+        Command::new(bin("lava-coordinator"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--config",
+                "/nonexistent.conf",
+                "--state",
+                ":memory:",
+            ])
+            .args(["--logfile", "/dev/null"])
+            .spawn()
+            .unwrap()
+    };
+    let mut child = memory(port);
+    assert!(wait_for_port(&addr, Duration::from_secs(10)));
+    assert_eq!(send(&client), Reply::ack());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut child = memory(port);
+    assert!(wait_for_port(&addr, Duration::from_secs(10)));
+    assert!(read(&client).is_wait(), "nothing kept in memory-only mode");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
