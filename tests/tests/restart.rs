@@ -248,7 +248,7 @@ fn kill_9_at_any_moment_changes_no_reply() {
         expected[1][1],
         Reply::ack_message(json!({"a": {"from": "a", "text": "première"}}))
     );
-    assert_eq!(expected[1][5], Reply::ack_message(json!({"a": {"n": 2}})));
+    assert_eq!(expected[1][6], Reply::ack_message(json!({"a": {"n": 2}})));
 
     // Different kill rhythms hit different points of the scripts.
     let mut total_kills = 0;
