@@ -38,6 +38,18 @@ pub struct Session {
     pub poll: Duration,
     pub start: Instant,
     pub debug: bool,
+    /// Names this command's call across its retries (`request_id`): a `lava-sync` whose
+    /// `ack` was lost to a reset or a coordinator restart is answered again, not re-run.
+    pub call_id: String,
+}
+
+/// A name for this call, unique enough across the group's nodes and their calls.
+pub fn call_id(client: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{client}-{}-{nanos}", std::process::id())
 }
 
 /// This machine's host name (LAVA's coordinator records it for every new client and fails
@@ -66,6 +78,7 @@ impl Session {
             poll: cfg.poll()?,
             start: Instant::now(),
             debug,
+            call_id: call_id(cfg.require(Key::Client)?),
         })
     }
 
@@ -79,6 +92,7 @@ impl Session {
         req.group_size = self.group_size;
         // Milliseconds are plenty, and keep the JSON short.
         req.block = block.map(|b| (b.as_secs_f64() * 1000.0).floor() / 1000.0);
+        req.request_id = Some(self.call_id.clone());
         req
     }
 
@@ -222,6 +236,7 @@ mod tests {
             poll: Duration::from_secs_f64(poll),
             start: Instant::now(),
             debug: false,
+            call_id: call_id("c"),
         }
     }
 
@@ -245,6 +260,11 @@ mod tests {
         assert_eq!(first["group_size"], 2);
         let block = first["block"].as_f64().unwrap();
         assert!(block > 9.0 && block <= 10.0, "{block}");
+        // Every retry of the call carries the same request_id.
+        let id = first["request_id"].as_str().unwrap().to_owned();
+        assert!(id.starts_with("c-"));
+        assert_eq!(rx.recv().unwrap()["request_id"], id.as_str());
+        assert_eq!(rx.recv().unwrap()["request_id"], id.as_str());
     }
 
     #[test]
