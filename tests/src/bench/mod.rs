@@ -96,8 +96,8 @@ impl Plan {
         if quick {
             Plan {
                 sync_nodes: vec![4, 16],
-                sync_rounds: vec![(16, 10), (usize::MAX, 5)],
-                reference_sync_rounds: vec![(4, 2), (usize::MAX, 1)],
+                sync_rounds: vec![(16, 10), (256, 5)],
+                reference_sync_rounds: vec![(4, 2), (256, 1)],
                 reference_round_timeout_s: 15.0,
                 reference_budget_s: 5.0,
                 poll_ms: 10,
@@ -119,8 +119,8 @@ impl Plan {
         } else {
             Plan {
                 sync_nodes: vec![4, 16, 64, 256],
-                sync_rounds: vec![(16, 200), (64, 100), (usize::MAX, 40)],
-                reference_sync_rounds: vec![(4, 10), (16, 5), (64, 2), (usize::MAX, 1)],
+                sync_rounds: vec![(16, 200), (64, 100), (256, 40)],
+                reference_sync_rounds: vec![(4, 10), (16, 5), (64, 2), (256, 1)],
                 reference_round_timeout_s: 15.0,
                 reference_budget_s: 12.0,
                 poll_ms: 10,
@@ -143,11 +143,12 @@ impl Plan {
     }
 }
 
-/// Rounds for `nodes` from a `(up to nodes, rounds)` table.
+/// Rounds for `nodes` from a `(up to nodes, rounds)` table (the last entry for more).
 fn rounds_for(table: &[(usize, usize)], nodes: usize) -> usize {
     table
         .iter()
         .find(|(up_to, _)| nodes <= *up_to)
+        .or(table.last())
         .map_or(1, |(_, r)| *r)
 }
 
