@@ -27,6 +27,11 @@ pub struct Request {
     /// Extension: identifies one logical call across its retries, so that a retried
     /// `lava_sync` whose `ack` was lost is answered again instead of starting the next round.
     pub request_id: Option<String>,
+    /// Extension: the lab's shared secret, where the coordinator requires one.
+    pub secret: Option<String>,
+    /// Extension: the group's secret; the request that creates a group may set it, and
+    /// every later request to the group must then carry it.
+    pub group_secret: Option<String>,
     pub kind: RequestKind,
 }
 
@@ -219,6 +224,8 @@ impl Request {
             group_size: None,
             block: None,
             request_id: None,
+            secret: None,
+            group_secret: None,
             kind,
         }
     }
@@ -289,6 +296,8 @@ impl Request {
             group_size: group_size(obj)?,
             block: block(obj)?,
             request_id: string(obj, "request_id")?,
+            secret: string(obj, "secret")?,
+            group_secret: string(obj, "group_secret")?,
             kind,
         })
     }
@@ -311,8 +320,14 @@ impl Request {
         if let Some(block) = self.block {
             obj.insert("block".into(), block.into());
         }
-        if let Some(id) = &self.request_id {
-            obj.insert("request_id".into(), id.clone().into());
+        for (field, value) in [
+            ("request_id", &self.request_id),
+            ("secret", &self.secret),
+            ("group_secret", &self.group_secret),
+        ] {
+            if let Some(value) = value {
+                obj.insert(field.into(), value.clone().into());
+            }
         }
         match &self.kind {
             RequestKind::Send { id, message } | RequestKind::Sync { id, message } => {
@@ -617,6 +632,8 @@ mod tests {
             req.group_size = Some(3);
             req.block = Some(2.5);
             req.request_id = Some("host-1234-7".into());
+            req.secret = Some("lab".into());
+            req.group_secret = Some("grp".into());
             assert_eq!(Request::parse(&req.to_json()).unwrap(), req);
         }
     }

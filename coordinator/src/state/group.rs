@@ -104,6 +104,23 @@ pub struct Group {
     dirty_messages: Vec<(String, String)>,
     /// Created since the last store: older rows of the same name must go.
     fresh: bool,
+    /// Set by the request that created the group: every request must then carry it.
+    pub secret: Option<String>,
+    /// Bytes of ids, senders and JSON data under `messages`.
+    stored_bytes: usize,
+}
+
+/// How much more a group may store.
+#[derive(Debug, Clone, Copy)]
+pub struct Room {
+    pub max_ids: usize,
+    pub max_group_bytes: usize,
+    /// Bytes still free under the coordinator's total.
+    pub total_free: usize,
+}
+
+fn entry_bytes(id: &str, sender: &str, data: &Value) -> usize {
+    id.len() + sender.len() + data.to_string().len()
 }
 
 /// What is stored of a group besides its messages.
@@ -114,6 +131,7 @@ struct MetaRef<'a> {
     roster: &'a Option<Roles>,
     syncs: &'a HashMap<String, Sync>,
     cleared: &'a HashSet<String>,
+    secret: &'a Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +141,8 @@ struct Meta {
     roster: Option<Roles>,
     syncs: HashMap<String, Sync>,
     cleared: HashSet<String>,
+    #[serde(default)]
+    secret: Option<String>,
 }
 
 /// A change to store, as JSON text.
@@ -185,7 +205,13 @@ impl Group {
             dirty_meta: true,
             dirty_messages: Vec::new(),
             fresh: true,
+            secret: None,
+            stored_bytes: 0,
         }
+    }
+
+    pub fn stored_bytes(&self) -> usize {
+        self.stored_bytes
     }
 
     /// Rebuilds a stored group. `messages`: (id, sender, data) in the order first sent.
@@ -201,7 +227,9 @@ impl Group {
         group.roster = meta.roster;
         group.syncs = meta.syncs;
         group.cleared = meta.cleared;
+        group.secret = meta.secret;
         for (id, sender, data) in messages {
+            group.stored_bytes += entry_bytes(&id, &sender, &data);
             group.messages.entry(id).or_default().insert(sender, data);
         }
         group.dirty_meta = false;
@@ -224,6 +252,7 @@ impl Group {
                 roster: &self.roster,
                 syncs: &self.syncs,
                 cleared: &self.cleared,
+                secret: &self.secret,
             };
             out.push(Mutation::PutGroup {
                 group: self.name.clone(),
@@ -332,13 +361,44 @@ impl Group {
         Ok(())
     }
 
-    /// Stores `data` from `sender` under `id`, replacing the sender's earlier data.
-    pub fn send(&mut self, sender: &str, id: &str, data: Value) {
+    fn id_count(&self) -> usize {
+        self.messages.len() + self.syncs.len()
+    }
+
+    /// Stores `data` from `sender` under `id`, replacing the sender's earlier data, unless
+    /// that would go over `room`.
+    pub fn send(&mut self, sender: &str, id: &str, data: Value, room: Room) -> Result<(), String> {
+        let existing = self.messages.get(id);
+        if existing.is_none() && self.id_count() >= room.max_ids {
+            return Err(format!(
+                "group {:?} already uses {} ids (limit max_ids_per_group)",
+                self.name,
+                self.id_count()
+            ));
+        }
+        let old = existing
+            .and_then(|m| m.get(sender))
+            .map_or(0, |d| entry_bytes(id, sender, d));
+        let new = entry_bytes(id, sender, &data);
+        if new > old {
+            let grow = new - old;
+            if self.stored_bytes + grow > room.max_group_bytes {
+                return Err(format!(
+                    "group {:?} would store more than {} bytes (limit max_group_bytes)",
+                    self.name, room.max_group_bytes
+                ));
+            }
+            if grow > room.total_free {
+                return Err("the coordinator's store is full (limit max_total_bytes)".into());
+            }
+        }
+        self.stored_bytes = self.stored_bytes + new - old;
         self.messages
             .entry(id.to_owned())
             .or_default()
             .insert(sender.to_owned(), data);
         self.dirty_messages.push((id.to_owned(), sender.to_owned()));
+        Ok(())
     }
 
     /// Records `client`'s arrival at sync `id` (once per round). Returns the reply at once
@@ -349,16 +409,24 @@ impl Group {
         id: &str,
         message: &Value,
         request_id: Option<&str>,
-    ) -> Option<Reply> {
+        room: Room,
+    ) -> Result<Option<Reply>, String> {
         let reply = if is_falsy(message) {
             Value::String(id.to_owned())
         } else {
             message.clone()
         };
+        if !self.syncs.contains_key(id) && self.id_count() >= room.max_ids {
+            return Err(format!(
+                "group {:?} already uses {} ids (limit max_ids_per_group)",
+                self.name,
+                self.id_count()
+            ));
+        }
         let sync = self.syncs.entry(id.to_owned()).or_default();
         if let (Some(call), Some((passed, reply))) = (request_id, sync.passed.get(client)) {
             if call == passed {
-                return Some(Reply::ack_message(reply.clone()));
+                return Ok(Some(Reply::ack_message(reply.clone())));
             }
         }
         self.dirty_meta = true;
@@ -381,7 +449,7 @@ impl Group {
                 );
             }
         }
-        None
+        Ok(None)
     }
 
     /// The reply for `client` waiting on `condition`, or `None` while it must wait.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use lava_protocol::{Reply, Request, RequestKind, VM_START_ID, VM_STOP_ID};
 use serde_json::{json, Map, Value};
 
-pub use group::{Change, Condition, Group, Mutation};
+pub use group::{Change, Condition, Group, Mutation, Room};
 
 /// Identifies a parked request; chosen by the caller, unique among parked requests.
 pub type WaiterId = u64;
@@ -31,6 +31,39 @@ pub struct Output {
     pub wakeups: Vec<Wakeup>,
 }
 
+/// Bounds on what clients can make the coordinator keep, so that a flood or a runaway job
+/// cannot exhaust its memory. Over a bound a request gets `nack` saying which.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_groups: usize,
+    pub max_group_size: usize,
+    /// Message ids plus sync ids in one group.
+    pub max_ids_per_group: usize,
+    /// Bytes of data (ids, senders, JSON) stored by one group.
+    pub max_group_bytes: usize,
+    /// Bytes of data stored by all groups together.
+    pub max_total_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_groups: 10_000,
+            max_group_size: 4096,
+            max_ids_per_group: 10_000,
+            max_group_bytes: 16 << 20,
+            max_total_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Compares secrets in time independent of where they differ.
+fn same_secret(expected: &str, given: Option<&str>) -> bool {
+    let Some(given) = given else { return false };
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Group lifecycle events worth a log line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -49,6 +82,9 @@ pub struct Coordinator {
     events: Vec<Event>,
     /// Groups changed (or deleted) since the last `take_mutations`.
     touched: HashSet<String>,
+    limits: Limits,
+    /// Data bytes stored by all groups.
+    total_bytes: usize,
 }
 
 impl Coordinator {
@@ -60,11 +96,24 @@ impl Coordinator {
             idle_expiry,
             events: Vec::new(),
             touched: HashSet::new(),
+            limits: Limits::default(),
+            total_bytes: 0,
         }
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Data bytes stored by all groups.
+    pub fn total_bytes(&self) -> usize {
+        self.total_bytes
     }
 
     /// Puts back a group read from the store.
     pub fn restore(&mut self, group: Group) {
+        self.total_bytes += group.stored_bytes();
         self.groups.insert(group.name.clone(), group);
     }
 
@@ -102,6 +151,11 @@ impl Coordinator {
     /// [`Wakeup`] (from this or a later call) unless [`Coordinator::cancel`] takes it back.
     pub fn handle(&mut self, req: &Request, now: Instant, park: Option<WaiterId>) -> Output {
         let mut out = Output::default();
+        let room = Room {
+            max_ids: self.limits.max_ids_per_group,
+            max_group_bytes: self.limits.max_group_bytes,
+            total_free: self.limits.max_total_bytes.saturating_sub(self.total_bytes),
+        };
         let group = match self.enter(req, now) {
             Ok(group) => group,
             Err(error) => {
@@ -110,7 +164,10 @@ impl Coordinator {
             }
         };
         let (group, registered) = group;
-        let (condition, change, reply) = Self::apply(group, req);
+        let before = group.stored_bytes();
+        let (condition, change, reply) = Self::apply(group, req, room);
+        let after = group.stored_bytes();
+        self.total_bytes = self.total_bytes + after - before;
         for change in [registered.then_some(Change::Registered), change]
             .into_iter()
             .flatten()
@@ -157,10 +214,21 @@ impl Coordinator {
                 ))
                 }
             };
-            self.groups.insert(
-                req.group_name.clone(),
-                Group::new(&req.group_name, size, now),
-            );
+            if self.groups.len() >= self.limits.max_groups {
+                return Err(format!(
+                    "the coordinator already has {} groups (limit max_groups)",
+                    self.groups.len()
+                ));
+            }
+            if size > self.limits.max_group_size {
+                return Err(format!(
+                    "group_size {size} is over the limit of {} (max_group_size)",
+                    self.limits.max_group_size
+                ));
+            }
+            let mut group = Group::new(&req.group_name, size, now);
+            group.secret = req.group_secret.clone();
+            self.groups.insert(req.group_name.clone(), group);
             self.events.push(Event::Created {
                 group: req.group_name.clone(),
                 size,
@@ -171,6 +239,14 @@ impl Coordinator {
             .groups
             .get_mut(&req.group_name)
             .ok_or_else(|| "group vanished".to_owned())?;
+        if let Some(secret) = &group.secret {
+            if !same_secret(secret, req.group_secret.as_deref()) {
+                return Err(format!(
+                    "group {:?} is protected: the request lacks its group_secret",
+                    req.group_name
+                ));
+            }
+        }
         group.last_active = now;
         // Declaring the roster comes before the declarer's own registration, so that it is
         // checked against the roster.
@@ -191,31 +267,28 @@ impl Coordinator {
     fn apply(
         group: &mut Group,
         req: &Request,
+        room: Room,
     ) -> (Option<Condition>, Option<Change>, Option<Reply>) {
         let client = req.client_name.as_str();
-        let sent = |id: &str| Some(Change::Sent(id.to_owned()));
         let wait = |condition| (Some(condition), None, None);
+        let mut send = |id: &str, data: Value| match group.send(client, id, data, room) {
+            Ok(()) => (None, Some(Change::Sent(id.to_owned())), None),
+            Err(error) => (None, None, Some(Reply::nack(error))),
+        };
         match &req.kind {
             RequestKind::GroupData => wait(Condition::GroupComplete),
             RequestKind::Roster => wait(Condition::Roster),
             RequestKind::DeclareRoster { .. } => (None, Some(Change::RosterDeclared), None),
             RequestKind::Complete => (None, None, None),
-            RequestKind::Send { id, message } => {
-                group.send(client, id, message.clone());
-                (None, sent(id), None)
-            }
-            RequestKind::VmStart { host_ip } => {
-                group.send(client, VM_START_ID, json!({ "host_ip": host_ip }));
-                (None, sent(VM_START_ID), None)
-            }
+            RequestKind::Send { id, message } => send(id, message.clone()),
+            RequestKind::VmStart { host_ip } => send(VM_START_ID, json!({ "host_ip": host_ip })),
             RequestKind::VmStop { status, reason } => {
                 let mut data = Map::new();
                 data.insert("status".into(), status.as_str().into());
                 if let Some(reason) = reason {
                     data.insert("reason".into(), reason.clone().into());
                 }
-                group.send(client, VM_STOP_ID, Value::Object(data));
-                (None, sent(VM_STOP_ID), None)
+                send(VM_STOP_ID, Value::Object(data))
             }
             RequestKind::Wait { id } => wait(Condition::Sent {
                 id: id.clone(),
@@ -236,16 +309,16 @@ impl Coordinator {
                 vm_stop: true,
             }),
             RequestKind::Sync { id, message } => {
-                if let Some(reply) =
-                    group.arrive_at_sync(client, id, message, req.request_id.as_deref())
-                {
-                    return (None, None, Some(reply));
+                match group.arrive_at_sync(client, id, message, req.request_id.as_deref(), room) {
+                    Ok(None) => (
+                        Some(Condition::Synced { id: id.clone() }),
+                        Some(Change::SyncArrived(id.clone())),
+                        None,
+                    ),
+                    // A retry of a call already answered, or over a limit.
+                    Ok(Some(reply)) => (None, None, Some(reply)),
+                    Err(error) => (None, None, Some(Reply::nack(error))),
                 }
-                (
-                    Some(Condition::Synced { id: id.clone() }),
-                    Some(Change::SyncArrived(id.clone())),
-                    None,
-                )
             }
             RequestKind::ClearGroup => {
                 group.clear(client);
@@ -290,6 +363,7 @@ impl Coordinator {
             return Vec::new();
         };
         self.touched.insert(group_name.to_owned());
+        self.total_bytes -= group.stored_bytes();
         group
             .parked
             .into_iter()

@@ -733,3 +733,106 @@ proptest! {
         }
     }
 }
+
+fn limited(limits: Limits) -> Harness {
+    let mut h = Harness::new();
+    h.machine = Coordinator::new(Duration::from_secs(3600)).with_limits(limits);
+    h
+}
+
+#[test]
+fn limits_refuse_what_is_over_them_and_keep_the_rest() {
+    let limits = Limits {
+        max_groups: 2,
+        max_group_size: 8,
+        max_ids_per_group: 3,
+        max_group_bytes: 200,
+        max_total_bytes: 250,
+    };
+    let mut h = limited(limits);
+    let nack = |r: Reply, what: &str| {
+        assert_eq!(r.response, Response::Nack, "{r:?}");
+        assert!(r.error.as_deref().unwrap().contains(what), "{r:?}");
+    };
+    nack(
+        h.call(h.req("a", "r", 9, RequestKind::GroupData)),
+        "max_group_size",
+    );
+    h.call(h.req("a", "r", 2, send("m1", json!({}))));
+    h.call(h.req("a", "r", 2, sync("s1")));
+    h.call(h.req("a", "r", 2, send("m2", json!({}))));
+    nack(
+        h.call(h.req("a", "r", 2, send("m3", json!({})))),
+        "max_ids_per_group",
+    );
+    nack(h.call(h.req("a", "r", 2, sync("s2"))), "max_ids_per_group");
+    // Existing ids can still be used and replaced.
+    assert_eq!(
+        h.call(h.req("a", "r", 2, send("m1", json!({"k": "v"})))),
+        Reply::ack()
+    );
+    nack(
+        h.call(h.req("a", "r", 2, send("m1", json!({"k": "x".repeat(300)})))),
+        "max_group_bytes",
+    );
+    assert_eq!(
+        h.call(h.req("b", "r", 2, wait("m1"))),
+        Reply::ack_message(json!({"a": {"k": "v"}})),
+        "a refused send keeps the earlier data"
+    );
+    // The total is shared by all groups.
+    let mut other = h.req("z", "r", 1, send("big", json!({"k": "y".repeat(150)})));
+    other.group_name = "other".into();
+    assert_eq!(h.call(other.clone()), Reply::ack());
+    nack(
+        h.call(h.req("a", "r", 2, send("m1", json!({"k": "w".repeat(100)})))),
+        "max_total_bytes",
+    );
+    let mut third = h.req("q", "r", 2, RequestKind::GroupData);
+    third.group_name = "third".into();
+    nack(h.call(third), "max_groups");
+    // Clearing a group frees its bytes.
+    other.kind = RequestKind::ClearGroup;
+    assert_eq!(h.call(other), Reply::ack());
+    assert!(h.machine.group("other").is_none());
+    assert_eq!(
+        h.call(h.req("a", "r", 2, send("m1", json!({"k": "w".repeat(100)})))),
+        Reply::ack()
+    );
+}
+
+#[test]
+fn a_group_secret_keeps_out_requests_without_it() {
+    let mut h = Harness::new();
+    let with = |h: &Harness, client: &str, secret: Option<&str>, kind| {
+        let mut r = h.req(client, "r", 2, kind);
+        r.group_secret = secret.map(Into::into);
+        r
+    };
+    assert!(h
+        .call(with(&h, "a", Some("s3cret"), RequestKind::GroupData))
+        .is_wait());
+    for secret in [None, Some("wrong"), Some("s3cre"), Some("s3cretX")] {
+        let reply = h.call(with(&h, "b", secret, RequestKind::GroupData));
+        assert_eq!(reply.response, Response::Nack, "{secret:?}");
+        assert!(
+            !reply.error.unwrap().contains("s3cret"),
+            "the secret is not revealed"
+        );
+    }
+    assert_eq!(
+        h.machine.group(G).unwrap().members.len(),
+        1,
+        "nobody got in"
+    );
+    assert_eq!(
+        h.call(with(&h, "b", Some("s3cret"), RequestKind::GroupData))
+            .response,
+        Response::GroupData
+    );
+    // A group created without a secret takes requests with or without one.
+    let mut open = h.req("x", "r", 1, RequestKind::GroupData);
+    open.group_name = "open".into();
+    open.group_secret = Some("anything".into());
+    assert_eq!(h.call(open).response, Response::GroupData);
+}
