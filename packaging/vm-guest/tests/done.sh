@@ -1,0 +1,3 @@
+# Waits for the start gate and reports a successful end at once.
+lava-wait lava_vm_start
+lava-vm-done
