@@ -11,6 +11,13 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
+use crate::access::{Access, Cidr};
+use crate::state::Limits;
+
+/// Environment variable that holds the lab secret (kept off the command line, where every
+/// local user could read it).
+pub const SECRET_ENV: &str = "LAVA_COORDINATOR_SECRET";
+
 pub const DEFAULT_CONFIG: &str = "/etc/lava-coordinator/lava-coordinator.conf";
 pub const DEFAULT_LOGFILE: &str = "/var/log/lava-coordinator.log";
 
@@ -36,7 +43,14 @@ Configuration file keys (JSON; all optional):
   read_timeout        time a client has to send its request, seconds [30]
   group_expiry        forget a group after this long without a request, seconds [86400]
   state               state file (SQLite) or \":memory:\" [see --state]
-  state_sync          \"full\": commits survive power loss; \"normal\": a crash only [full]
+  state_sync          \"normal\": commits survive a crash or kill -9 of the coordinator;
+                      \"full\": they also survive power loss (an fsync each) [normal]
+  allow               client networks allowed to connect, e.g. [\"10.0.0.0/8\"] [all]
+  secret              the lab secret our tools send; prefer the environment variable
+                      LAVA_COORDINATOR_SECRET, which wins [none]
+  secret_exempt       networks whose requests need no lab secret, e.g. the dispatchers [none]
+  max_groups, max_group_size, max_ids_per_group, max_group_bytes, max_total_bytes
+                      limits [10000, 4096, 10000, 16 MiB, 1 GiB]; over one: nack
 
 Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot listen, 2 for a bad configuration.
 See docs/PROTOCOL.md for the requests and the `block` extension.";
@@ -75,6 +89,29 @@ pub struct Cli {
     /// else ~/.local/state/lava-coordinator/state.db].
     #[arg(long, value_name = "FILE|:memory:")]
     pub state: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Ask a running coordinator for its groups, clients, held requests and counters.
+    ///
+    /// Exit status: 0 it answered; 1 it answered but refused (address not allowed, lab
+    /// secret missing) or has no such group; 2 it could not be reached or answered nonsense.
+    /// The lab secret is read from LAVA_COORDINATOR_SECRET or the configuration file.
+    Status {
+        /// Coordinator to ask [default: the configuration's listen address, 127.0.0.1 for
+        /// 0.0.0.0].
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
+        /// Show this group only, member by member.
+        #[arg(long, value_name = "NAME")]
+        group: Option<String>,
+        /// Print the coordinator's JSON answer as it is.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The configuration file's keys. Unknown keys are ignored, as LAVA does.
@@ -107,10 +144,22 @@ pub struct Settings {
     pub state: Option<String>,
     /// "full": commits survive power loss; "normal": they survive a crash of the process.
     pub state_sync: crate::store::Sync,
+    /// Client networks allowed to connect; empty: all.
+    pub allow: Vec<Cidr>,
+    /// The lab's shared secret (`LAVA_COORDINATOR_SECRET` in the environment wins).
+    pub secret: Option<String>,
+    /// Networks whose requests need no lab secret (e.g. LAVA's dispatchers).
+    pub secret_exempt: Vec<Cidr>,
+    pub max_groups: usize,
+    pub max_group_size: usize,
+    pub max_ids_per_group: usize,
+    pub max_group_bytes: usize,
+    pub max_total_bytes: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
+        let limits = Limits::default();
         Settings {
             port: lava_protocol::DEFAULT_PORT,
             blocksize: 4096,
@@ -124,7 +173,15 @@ impl Default for Settings {
             read_timeout: 30.0,
             group_expiry: 24.0 * 3600.0,
             state: None,
-            state_sync: crate::store::Sync::Full,
+            state_sync: crate::store::Sync::Normal,
+            allow: Vec::new(),
+            secret: None,
+            secret_exempt: Vec::new(),
+            max_groups: limits.max_groups,
+            max_group_size: limits.max_group_size,
+            max_ids_per_group: limits.max_ids_per_group,
+            max_group_bytes: limits.max_group_bytes,
+            max_total_bytes: limits.max_total_bytes,
         }
     }
 }
@@ -203,12 +260,43 @@ impl Settings {
         if self.max_request_bytes < 64 {
             return Err(invalid("max_request_bytes", "must be at least 64"));
         }
+        for (key, value) in [
+            ("max_groups", self.max_groups),
+            ("max_group_size", self.max_group_size),
+            ("max_ids_per_group", self.max_ids_per_group),
+            ("max_group_bytes", self.max_group_bytes),
+            ("max_total_bytes", self.max_total_bytes),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
         Ok(())
     }
 
     pub fn listen_addr(&self, cli: Option<SocketAddr>) -> SocketAddr {
         cli.or(self.listen)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], self.port)))
+    }
+
+    /// The access rules; the lab secret from the environment wins over the file's.
+    pub fn access(&self) -> Access {
+        let from_env = std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty());
+        Access {
+            allow: self.allow.clone(),
+            secret: from_env.or_else(|| self.secret.clone().filter(|s| !s.is_empty())),
+            secret_exempt: self.secret_exempt.clone(),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_groups: self.max_groups,
+            max_group_size: self.max_group_size,
+            max_ids_per_group: self.max_ids_per_group,
+            max_group_bytes: self.max_group_bytes,
+            max_total_bytes: self.max_total_bytes,
+        }
     }
 
     /// Where the state lives: `None` for memory only.

@@ -1,7 +1,9 @@
 //! LAVA MultiNode coordinator: the coordination rules ([`state`], a pure state machine), the
 //! configuration ([`config`]) and the thin tokio server around them ([`server`]).
 
+pub mod access;
 pub mod config;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod store;

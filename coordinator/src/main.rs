@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 
 use clap::Parser;
-use lava_coordinator::config::{Cli, LogLevel, Settings};
+use lava_coordinator::config::{Cli, Command, LogLevel, Settings};
 use lava_coordinator::server::{self, Shared};
 use lava_coordinator::store::{Store, Writer};
 use tokio_util::sync::CancellationToken;
@@ -55,8 +55,41 @@ async fn shutdown_signal() {
     }
 }
 
+/// `lava-coordinator status`: no logging, no listening.
+fn status(cli: &Cli, address: Option<&str>, group: Option<&str>, json: bool) -> ExitCode {
+    let settings = match Settings::load(&cli.config) {
+        Ok(settings) => settings.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("lava-coordinator status: {e}");
+            return ExitCode::from(lava_coordinator::status::UNREACHABLE);
+        }
+    };
+    let address = address.map(str::to_owned).unwrap_or_else(|| {
+        let mut addr = settings.listen_addr(cli.listen);
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        addr.to_string()
+    });
+    let secret = settings.access().secret;
+    ExitCode::from(lava_coordinator::status::run(
+        &address,
+        group,
+        secret.as_deref(),
+        json,
+    ))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Status {
+        address,
+        group,
+        json,
+    }) = &cli.command
+    {
+        return status(&cli, address.as_deref(), group.as_deref(), *json);
+    }
     init_logging(&cli);
     let settings = match Settings::load(&cli.config) {
         Ok(Some(settings)) => {

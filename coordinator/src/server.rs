@@ -3,17 +3,19 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lava_protocol::frame::{self, FrameError, HEADER_LEN};
-use lava_protocol::{Reply, Request};
+use lava_protocol::{Reply, Request, RequestError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::access::Access;
 use crate::config::Settings;
 use crate::state::{Coordinator, Event, Group, WaiterId, Wakeup};
 use crate::store::Writer;
@@ -74,9 +76,25 @@ impl Inner {
 }
 
 /// The state shared by all connections.
+/// What happened so far, for `status` and the logs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub nacks: AtomicU64,
+    /// Frames or requests that could not be read.
+    pub bad_input: AtomicU64,
+    /// Requests refused by the access rules.
+    pub refused: AtomicU64,
+    /// Connections being served now.
+    pub connections: AtomicU64,
+}
+
 pub struct Shared {
     inner: Mutex<Inner>,
     settings: Settings,
+    access: Access,
+    pub counters: Counters,
+    started: Instant,
     /// `None`: state in memory only.
     writer: Option<Writer>,
     /// Parked requests beyond this are answered `wait` at once, so that held connections can
@@ -88,7 +106,7 @@ impl Shared {
     /// The server's state: `groups` restored from the store, changes written by `writer`.
     pub fn new(settings: Settings, groups: Vec<Group>, writer: Option<Writer>) -> Arc<Self> {
         let max_parked = (settings.max_connections * 3 / 4).max(1);
-        let mut machine = Coordinator::new(settings.group_expiry());
+        let mut machine = Coordinator::new(settings.group_expiry()).with_limits(settings.limits());
         for group in groups {
             machine.restore(group);
         }
@@ -99,9 +117,12 @@ impl Shared {
                 next_waiter: 0,
                 ticket: 0,
             }),
+            access: settings.access(),
             settings,
             writer,
             max_parked,
+            counters: Counters::default(),
+            started: Instant::now(),
         })
     }
 
@@ -123,7 +144,9 @@ impl Shared {
     /// reply is returned once what it depends on is stored.
     pub async fn call(&self, request: &Request, shutdown: &CancellationToken) -> Reply {
         let (reply, ticket) = self.answer(request, shutdown).await;
-        if let Some(writer) = &self.writer {
+        // A `wait` needs nothing stored: the client asks again, and its asking again redoes
+        // whatever this request changed.
+        if let (Some(writer), false) = (&self.writer, reply.is_wait()) {
             writer.committed(ticket).await;
         }
         reply
@@ -168,6 +191,30 @@ impl Shared {
             rx.try_recv()
                 .unwrap_or_else(|_| (Reply::wait(), inner.ticket))
         }
+    }
+
+    /// The `status` reply: groups (or one group), clients, held requests, counters.
+    fn status(&self, group: Option<&str>) -> serde_json::Value {
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let inner = self.lock();
+        serde_json::json!({
+            "response": "status",
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime": self.started.elapsed().as_secs(),
+            "durable": self.writer.is_some(),
+            "counters": {
+                "requests": load(&c.requests),
+                "nacks": load(&c.nacks),
+                "bad_input": load(&c.bad_input),
+                "refused": load(&c.refused),
+                "connections": load(&c.connections),
+                "held": inner.machine.parked_count(),
+                "groups": inner.machine.groups().count(),
+                "stored_bytes": inner.machine.total_bytes(),
+            },
+            "groups": inner.machine.status(group, Instant::now()),
+        })
     }
 
     /// Forgets idle groups.
@@ -228,8 +275,12 @@ async fn read_body(stream: &mut TcpStream, max: usize) -> Result<Option<String>,
 }
 
 async fn write_reply(stream: &mut TcpStream, reply: &Reply) {
+    write_frame(stream, &reply.to_json()).await
+}
+
+async fn write_frame(stream: &mut TcpStream, body: &str) {
     // Header and body in one write: LAVA's readers count blocks, not bytes.
-    let bytes = frame::encode(&reply.to_json());
+    let bytes = frame::encode(body);
     let write = async {
         stream.write_all(&bytes).await?;
         stream.shutdown().await
@@ -271,15 +322,37 @@ async fn serve(
             return write_reply(&mut stream, &Reply::nack(e.to_string())).await;
         }
     };
-    let request = match Request::parse(&body) {
+    let parsed = serde_json::from_str::<serde_json::Value>(&body)
+        .map_err(|e| RequestError::NotJson(e.to_string()));
+    if let Ok(value) = &parsed {
+        if value.get("request").and_then(|r| r.as_str()) == Some("status") {
+            return serve_status(&shared, &mut stream, peer, value).await;
+        }
+    }
+    let request = match parsed.and_then(|v| Request::from_value(&v)) {
         Ok(request) => request,
         Err(e) => {
+            shared.counters.bad_input.fetch_add(1, Ordering::Relaxed);
             warn!("{peer}: bad request: {e}: {:.200}", body);
             return write_reply(&mut stream, &Reply::nack(format!("bad request: {e}"))).await;
         }
     };
+    if let Some(why) = shared.access.refuses(peer.ip(), request.secret.as_deref()) {
+        shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+        warn!(
+            "{peer}: refused {} from {:?} in {:?}: {why}",
+            request.kind.name(),
+            request.client_name,
+            request.group_name
+        );
+        return write_reply(&mut stream, &Reply::nack(why)).await;
+    }
+    shared.counters.requests.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let reply = shared.call(&request, &shutdown).await;
+    if reply.response == lava_protocol::Response::Nack {
+        shared.counters.nacks.fetch_add(1, Ordering::Relaxed);
+    }
     debug!(
         "{peer}: {} {:?} from {:?} in {:?} -> {:?} after {:?}",
         request.kind.name(),
@@ -298,6 +371,24 @@ async fn serve(
         );
     }
     write_reply(&mut stream, &reply).await;
+}
+
+/// Answers `{"request": "status"[, "group": NAME][, "secret": ...]}`.
+async fn serve_status(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    value: &serde_json::Value,
+) {
+    let secret = value.get("secret").and_then(|s| s.as_str());
+    if let Some(why) = shared.access.refuses(peer.ip(), secret) {
+        shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+        warn!("{peer}: refused status: {why}");
+        return write_reply(stream, &Reply::nack(why)).await;
+    }
+    let group = value.get("group").and_then(|g| g.as_str());
+    let body = lava_protocol::json::to_ascii_string(&shared.status(group));
+    write_frame(stream, &body).await;
 }
 
 fn request_id(request: &Request) -> &str {
@@ -367,7 +458,9 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            serve(shared, stream, peer, shutdown).await;
+            shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+            serve(shared.clone(), stream, peer, shutdown).await;
+            shared.counters.connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }

@@ -553,3 +553,223 @@ fn the_real_client_sees_the_lava_reply_layout() {
         "0000002F{\"response\": \"group_data\", \"roles\": {\"1\": \"r\"}}"
     );
 }
+
+fn status(server: &Server, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = std::process::Command::new(lava_multinode_tests::bin("lava-coordinator"))
+        .args([
+            "--config",
+            "/nonexistent.conf",
+            "status",
+            "--address",
+            &server.addr,
+        ])
+        .args(args)
+        .env_remove("LAVA_COORDINATOR_SECRET")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn status_shows_who_waits_on_what() {
+    let server = start_coordinator(&[]);
+    let c = server.client();
+    c.call(&req(
+        "job42",
+        "a",
+        3,
+        RequestKind::Send {
+            id: "ready".into(),
+            message: json!({"ip": "1"}),
+        },
+    ))
+    .unwrap();
+    let blocked: Vec<_> = [
+        ("a", sync("s1")),
+        ("b", RequestKind::Wait { id: "go".into() }),
+    ]
+    .into_iter()
+    .map(|(who, kind)| {
+        let c = server.client();
+        let mut r = req("job42", who, 3, kind);
+        r.block = Some(5.0);
+        thread::spawn(move || c.call(&r))
+    })
+    .collect();
+    thread::sleep(Duration::from_millis(300));
+    let (code, out, err) = status(&server, &["--group", "job42"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("group job42: 2/3 registered"), "{out}");
+    let line = |who: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(who))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line("a ").contains("ready") && line("a ").contains("lava_sync s1 (for"),
+        "{out}"
+    );
+    assert!(line("b ").contains("lava_wait go (for"), "{out}");
+    let (code, json_out, _) = status(&server, &["--json"], &[]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(v["counters"]["held"], 2);
+    assert_eq!(v["groups"][0]["blocked"].as_array().unwrap().len(), 2);
+    let (code, _, err) = status(&server, &["--group", "nope"], &[]);
+    assert_eq!(code, 1, "{err}");
+    for h in blocked {
+        let reply = h.join().unwrap().unwrap();
+        assert!(reply.is_wait());
+    }
+    let dead = start_coordinator(&[]);
+    let addr = dead.addr.clone();
+    drop(dead);
+    let out = std::process::Command::new(lava_multinode_tests::bin("lava-coordinator"))
+        .args(["status", "--address", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn access_control_refuses_with_a_nack_and_a_log_line() {
+    let lab = r#"{"allow": ["127.0.0.0/8"], "secret": "lab-s3cret"}"#;
+    let server = start_coordinator_with_config(Some(lab), &[]);
+    let c = server.client();
+    let mut r = req("acl", "a", 2, RequestKind::GroupData);
+    // No lab secret, a wrong one, the right one.
+    let reply = c.call(&r).unwrap();
+    assert_eq!(reply.response, Response::Nack);
+    assert!(reply.error.unwrap().contains("secret"));
+    r.secret = Some("lab-s3cre7".into());
+    assert_eq!(c.call(&r).unwrap().response, Response::Nack);
+    r.secret = Some("lab-s3cret".into());
+    // The group is created with its own secret.
+    r.group_secret = Some("group-one".into());
+    assert!(c.call(&r).unwrap().is_wait());
+    // Another group's secret, or none, does not open it.
+    let mut b = req("acl", "b", 2, RequestKind::GroupData);
+    b.secret = Some("lab-s3cret".into());
+    assert_eq!(c.call(&b).unwrap().response, Response::Nack);
+    b.group_secret = Some("group-two".into());
+    assert_eq!(c.call(&b).unwrap().response, Response::Nack);
+    b.group_secret = Some("group-one".into());
+    assert_eq!(c.call(&b).unwrap().response, Response::GroupData);
+    // status needs the lab secret too.
+    let (code, _, err) = status(&server, &[], &[]);
+    assert_eq!(code, 1, "{err}");
+    let (code, out, _) = status(&server, &[], &[("LAVA_COORDINATOR_SECRET", "lab-s3cret")]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("nacks 2") && out.contains("refused 3"),
+        "{out}"
+    );
+    let log = server.log_text();
+    assert!(
+        log.contains("refused") && log.contains("127.0.0.1:"),
+        "{log}"
+    );
+
+    // A network that is not allowed; an exempt network needs no secret.
+    let elsewhere = start_coordinator_with_config(Some(r#"{"allow": ["127.0.0.2/32"]}"#), &[]);
+    let reply = elsewhere
+        .client()
+        .call(&req("x", "a", 1, RequestKind::GroupData))
+        .unwrap();
+    assert_eq!(reply.response, Response::Nack);
+    assert!(reply.error.unwrap().contains("not allowed"));
+    let exempt = start_coordinator_with_config(
+        Some(r#"{"secret": "lab", "secret_exempt": ["127.0.0.0/8"]}"#),
+        &[],
+    );
+    let reply = exempt
+        .client()
+        .call(&req("x", "a", 1, RequestKind::GroupData))
+        .unwrap();
+    assert_eq!(reply.response, Response::GroupData);
+}
+
+/// RSS of a process in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_groups_and_messages_meets_the_limits_and_bounded_memory() {
+    let config = r#"{"max_groups": 2000, "max_ids_per_group": 50, "max_group_bytes": 20000, "max_total_bytes": 4000000}"#;
+    let server = start_coordinator_with_config(Some(config), &["--state", ":memory:"]);
+    let pid = server.child.id();
+    let before = rss_kib(pid);
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let c = server.client();
+            thread::spawn(move || {
+                let mut counts = [0usize; 2]; // [ack, nack]
+                for i in 0..3000 {
+                    let group = format!("flood{}", (w * 3000 + i) % 2600);
+                    let id = format!("m{}", i % 80);
+                    let kind = RequestKind::Send {
+                        id,
+                        message: json!({ "pad": "x".repeat(200) }),
+                    };
+                    let reply = c
+                        .call(&req(&group, &format!("c{w}"), 16, kind))
+                        .expect("every request answered");
+                    counts[usize::from(reply.response == Response::Nack)] += 1;
+                }
+                counts
+            })
+        })
+        .collect();
+    let (mut acks, mut nacks) = (0, 0);
+    for h in workers {
+        let [a, n] = h.join().unwrap();
+        acks += a;
+        nacks += n;
+    }
+    assert!(acks > 0 && nacks > 0, "acks {acks}, nacks {nacks}");
+    let v: serde_json::Value = {
+        let out = std::process::Command::new(lava_multinode_tests::bin("lava-coordinator"))
+            .args(["status", "--json", "--address", &server.addr])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let groups = v["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2000, "max_groups holds");
+    assert!(
+        v["counters"]["stored_bytes"].as_u64().unwrap() <= 4_000_000,
+        "max_total_bytes holds"
+    );
+    for g in groups {
+        assert!(g["stored_bytes"].as_u64().unwrap() <= 20_000);
+    }
+    let grown = rss_kib(pid).saturating_sub(before);
+    // 4 MB of data plus bookkeeping for 2000 groups; a bound, not a benchmark.
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    assert_serving_after_flood(&server);
+}
+
+fn assert_serving_after_flood(server: &Server) {
+    let reply = server
+        .client()
+        .call(&req(
+            "flood0",
+            "c0",
+            16,
+            RequestKind::Wait { id: "m0".into() },
+        ))
+        .unwrap();
+    assert_eq!(reply.response, Response::Ack);
+}

@@ -83,6 +83,25 @@ pub struct Parked {
     pub waiter: WaiterId,
     pub client: String,
     pub condition: Condition,
+    pub since: Instant,
+}
+
+impl Condition {
+    /// What the request waits for, in the words of the status view.
+    pub fn describe(&self) -> String {
+        match self {
+            Condition::GroupComplete => "group_data (every member registered)".into(),
+            Condition::Roster => "roster".into(),
+            Condition::Sent { id, .. } => format!("lava_wait {id}"),
+            Condition::AllSent {
+                id,
+                role: Some(role),
+                ..
+            } => format!("lava_wait_all {id} {role}"),
+            Condition::AllSent { id, role: None, .. } => format!("lava_wait_all {id}"),
+            Condition::Synced { id } => format!("lava_sync {id}"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -235,6 +254,52 @@ impl Group {
         group.dirty_meta = false;
         group.fresh = false;
         Ok(group)
+    }
+
+    /// The status view of this group.
+    pub fn status(&self, now: Instant) -> Value {
+        let ids: Vec<&String> = {
+            let mut ids: Vec<&String> = self.messages.keys().collect();
+            ids.sort();
+            ids
+        };
+        let sent: IndexMap<&String, Vec<&String>> = self
+            .members
+            .keys()
+            .map(|client| {
+                let by: Vec<&String> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| self.messages[*id].contains_key(client))
+                    .collect();
+                (client, by)
+            })
+            .collect();
+        let mut cleared: Vec<&String> = self.cleared.iter().collect();
+        cleared.sort();
+        let syncs: IndexMap<&String, Vec<&String>> = self
+            .syncs
+            .iter()
+            .map(|(id, s)| (id, s.round.keys().collect()))
+            .collect();
+        serde_json::json!({
+            "name": self.name,
+            "size": self.size,
+            "registered": self.members.len(),
+            "members": self.members,
+            "roster_declared": self.roster.is_some(),
+            "idle_seconds": now.saturating_duration_since(self.last_active).as_secs(),
+            "protected": self.secret.is_some(),
+            "cleared": cleared,
+            "sent": sent,
+            "sync_arrivals": syncs,
+            "stored_bytes": self.stored_bytes,
+            "blocked": self.parked.iter().map(|p| serde_json::json!({
+                "client": p.client,
+                "waits_for": p.condition.describe(),
+                "seconds": now.saturating_duration_since(p.since).as_secs_f64(),
+            })).collect::<Vec<_>>(),
+        })
     }
 
     /// Appends what changed since the last call to `out`.

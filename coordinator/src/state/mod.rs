@@ -57,13 +57,6 @@ impl Default for Limits {
     }
 }
 
-/// Compares secrets in time independent of where they differ.
-fn same_secret(expected: &str, given: Option<&str>) -> bool {
-    let Some(given) = given else { return false };
-    let (a, b) = (expected.as_bytes(), given.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Group lifecycle events worth a log line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -189,6 +182,7 @@ impl Coordinator {
                             waiter,
                             client: req.client_name.clone(),
                             condition,
+                            since: now,
                         });
                         self.parked_in.insert(waiter, req.group_name.clone());
                         None
@@ -240,7 +234,7 @@ impl Coordinator {
             .get_mut(&req.group_name)
             .ok_or_else(|| "group vanished".to_owned())?;
         if let Some(secret) = &group.secret {
-            if !same_secret(secret, req.group_secret.as_deref()) {
+            if !crate::access::same_secret(secret, req.group_secret.as_deref()) {
                 return Err(format!(
                     "group {:?} is protected: the request lacks its group_secret",
                     req.group_name
@@ -387,6 +381,18 @@ impl Coordinator {
             group.parked.retain(|p| p.waiter != waiter);
         }
         true
+    }
+
+    /// What `status` shows of every group (or of `only`): members, what each held request
+    /// waits on and since when, and what is stored.
+    pub fn status(&self, only: Option<&str>, now: Instant) -> Value {
+        let mut groups: Vec<&Group> = self
+            .groups
+            .values()
+            .filter(|g| only.is_none_or(|name| g.name == name))
+            .collect();
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        Value::Array(groups.into_iter().map(|g| g.status(now)).collect())
     }
 
     /// Forgets groups idle for longer than the expiry. A group with a parked request is

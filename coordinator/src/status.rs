@@ -1,0 +1,167 @@
+//! `lava-coordinator status`: asks a running coordinator over its port and prints what it
+//! says, for operators and for health checks.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use lava_protocol::Client;
+use serde_json::{json, Value};
+
+/// Exit status of `status`.
+pub const OK: u8 = 0;
+pub const REFUSED: u8 = 1;
+pub const UNREACHABLE: u8 = 2;
+
+/// Asks `address` and prints the answer; returns the exit status.
+pub fn run(address: &str, group: Option<&str>, secret: Option<&str>, raw: bool) -> u8 {
+    let mut query = json!({"request": "status"});
+    if let Some(group) = group {
+        query["group"] = group.into();
+    }
+    if let Some(secret) = secret {
+        query["secret"] = secret.into();
+    }
+    let client = Client::new(address).with_connect_timeout(Duration::from_secs(3));
+    let body = match client.call_raw(&query.to_string(), None) {
+        Ok(Some(body)) => body,
+        Ok(None) => {
+            eprintln!("lava-coordinator status: {address} closed the connection without an answer");
+            return UNREACHABLE;
+        }
+        Err(e) => {
+            eprintln!("lava-coordinator status: {e}");
+            return UNREACHABLE;
+        }
+    };
+    let Ok(answer) = serde_json::from_str::<Value>(&body) else {
+        eprintln!("lava-coordinator status: {address} answered something that is not JSON");
+        return UNREACHABLE;
+    };
+    match answer["response"].as_str() {
+        Some("status") => {}
+        Some("nack") => {
+            let why = answer["error"]
+                .as_str()
+                .unwrap_or("no reason given (not our coordinator?)");
+            eprintln!("lava-coordinator status: refused: {why}");
+            return REFUSED;
+        }
+        _ => {
+            eprintln!("lava-coordinator status: unexpected answer: {body:.200}");
+            return UNREACHABLE;
+        }
+    }
+    let groups = answer["groups"].as_array().cloned().unwrap_or_default();
+    if raw {
+        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or(body));
+    } else {
+        print!("{}", render(address, &answer, group.is_some()));
+    }
+    if let (Some(name), true) = (group, groups.is_empty()) {
+        eprintln!("lava-coordinator status: no group {name:?}");
+        return REFUSED;
+    }
+    OK
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn list(v: &Value) -> String {
+    v.as_array()
+        .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+/// The human view.
+pub fn render(address: &str, a: &Value, detailed: bool) -> String {
+    let c = &a["counters"];
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "lava-coordinator {} at {address}: up {} s, {} state, {} groups, {} connections, {} held requests",
+        text(&a["version"]),
+        text(&a["uptime"]),
+        if a["durable"] == true { "durable" } else { "in-memory" },
+        text(&c["groups"]),
+        text(&c["connections"]),
+        text(&c["held"]),
+    );
+    let _ = writeln!(
+        out,
+        "requests {}, nacks {}, bad input {}, refused {}, stored {} bytes",
+        text(&c["requests"]),
+        text(&c["nacks"]),
+        text(&c["bad_input"]),
+        text(&c["refused"]),
+        text(&c["stored_bytes"]),
+    );
+    for g in a["groups"].as_array().into_iter().flatten() {
+        let blocked = g["blocked"].as_array().map_or(0, Vec::len);
+        let _ = writeln!(
+            out,
+            "group {}: {}/{} registered{}, idle {} s, {} blocked, {} cleared{}",
+            text(&g["name"]),
+            text(&g["registered"]),
+            text(&g["size"]),
+            if g["roster_declared"] == true {
+                " (roster declared)"
+            } else {
+                ""
+            },
+            text(&g["idle_seconds"]),
+            blocked,
+            g["cleared"].as_array().map_or(0, Vec::len),
+            if g["protected"] == true {
+                ", protected"
+            } else {
+                ""
+            },
+        );
+        if !detailed {
+            continue;
+        }
+        let members = g["members"].as_object().cloned().unwrap_or_default();
+        let width = members.keys().map(String::len).max().unwrap_or(6).max(6);
+        let _ = writeln!(
+            out,
+            "  {:width$}  {:12}  {:24}  blocked on",
+            "member", "role", "sent"
+        );
+        for (client, role) in &members {
+            let waits: Vec<String> = g["blocked"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|b| b["client"] == *client.as_str())
+                .map(|b| {
+                    format!(
+                        "{} (for {:.1} s)",
+                        text(&b["waits_for"]),
+                        b["seconds"].as_f64().unwrap_or(0.0)
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {client:width$}  {:12}  {:24}  {}",
+                text(role),
+                list(&g["sent"][client]),
+                if waits.is_empty() {
+                    "-".to_owned()
+                } else {
+                    waits.join("; ")
+                }
+            );
+        }
+        for (id, arrived) in g["sync_arrivals"].as_object().into_iter().flatten() {
+            let _ = writeln!(out, "  sync {id}: arrived {}", list(arrived));
+        }
+    }
+    out
+}
