@@ -47,13 +47,15 @@ pub enum Error {
     /// A negative answer, printed as is.
     Negative(String),
     Local(String),
+    /// An invalid VM group job definition: the field and what is wrong.
+    Job(String),
 }
 
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => EXIT_USAGE,
-            Error::Config(_) => EXIT_CONFIG,
+            Error::Config(_) | Error::Job(_) => EXIT_CONFIG,
             Error::Nack { .. } => EXIT_NACK,
             Error::Timeout { .. } => EXIT_TIMEOUT,
             Error::Unreachable { .. } | Error::BadReply(_) => EXIT_COORDINATOR,
@@ -108,6 +110,7 @@ impl fmt::Display for Error {
             ),
             Error::BadReply(text) => write!(f, "unexpected reply from the coordinator: {text}"),
             Error::Negative(text) | Error::Local(text) => write!(f, "{text}"),
+            Error::Job(text) => write!(f, "invalid job definition: {text}"),
         }
     }
 }

@@ -99,6 +99,7 @@ Prints 'client<TAB>role' for every node of the group, or with ROLE the clients o
 (exit 1 when there is none). Answers from the declared roster, else once the group is
 complete."
         }
+        Command::VmGroup => VM_GROUP,
         Command::Install => {
             "\
 Usage: lava-multinode install [--force] DIR
@@ -109,8 +110,64 @@ other files only with --force."
     }
 }
 
+const VM_GROUP: &str = "\
+Usage: lava-multinode vm-group run JOB.json [OPTIONS] [-- HOST_TEST [ARGS ...]]
+       lava-multinode vm-group show JOB.json [OPTIONS]
+
+The host of a VM group (docs/VM-GROUPS.md). JOB.json is a VM group job definition: vm_group
+with host {device_type, role}, auto_start_vms (default true) and vms [{device_type, role,
+count (1), launch_with [commands], shell_prompt, image}].
+
+run: declares the group's roster as the host ('host' client = the host's role; VMs are
+ROLE-1 .. ROLE-N), opens the VMs' start gate (at once with auto_start_vms, else when the host
+test calls lava-start-vms), then starts every VM with its launch_with commands (sh -c, in
+order; the last one's output is the VM's console, kept in LOG_DIR/CLIENT.log and watched for
+shell_prompt). A VM whose process ends before its guest called lava-vm-done is reported
+failed in its name. Meanwhile HOST_TEST runs with the host's LAVA_MULTINODE_* settings and
+the lava-* tools on PATH; then the launcher reports the host's end (failed if the test
+failed), waits for every member's end (lava-wait-for-vms), waits for the VM processes, runs
+the --after commands and clears the group.
+show: prints the group and each VM's commands with the placeholders filled in.
+
+Options:
+  --coordinator HOST[:PORT]  the coordinator, as the host reaches it (LAVA_MULTINODE_COORDINATOR)
+  --group NAME               group name (LAVA_MULTINODE_GROUP; default vm-group-<time>-<pid>)
+  --host-ip IP               the host's address for the guests, sent with the start gate
+                             (LAVA_MULTINODE_HOST_IP; default 10.0.2.2, qemu user networking)
+  --guest-coordinator ADDR   the coordinator as the guests reach it (default: the host's
+                             coordinator address, with a loopback host replaced by --host-ip)
+  --log-dir DIR              console logs (CLIENT.log) and bin/ with the lava-* links
+                             (default: $TMPDIR/lava-GROUP)
+  --boot-timeout SECONDS     longest wait for a VM's shell_prompt (120)
+  --timeout SECONDS          longest wait for every member's end after the host test (600)
+  --after COMMAND            a shell command run after every VM has ended (repeatable)
+
+Placeholders in launch_with: {coordinator} {group} {client} {role} {group_size} {host_ip}
+{image} {index} {device_type} {log_dir} and {kernel_cmdline} = 'lava_multinode.coordinator=..
+lava_multinode.group=.. lava_multinode.client=.. lava_multinode.role=..
+lava_multinode.group_size=..'; also in the environment as LAVA_VM_<NAME>. '{{' and '}}' are
+literal braces; ${...} is left to the shell.
+
+Exit status:
+  0  every member finished with status=ok and every host step passed
+  1  a VM or the host failed, the host test or an --after command failed
+  2  bad arguments
+  3  invalid job definition (the message names the field) or setting
+  4  the coordinator refused a request (e.g. the group exists with another roster)
+  5  timeout waiting for the VMs
+  6  coordinator unreachable
+  7  local error (log folder, links)";
+
+/// The help of `lava-multinode vm-group`.
+pub fn vm_group_text() -> String {
+    VM_GROUP.to_owned()
+}
+
 /// The help of one command.
 pub fn text(cmd: Command) -> String {
+    if cmd == Command::VmGroup {
+        return vm_group_text();
+    }
     let settings = if cmd == Command::Install {
         String::new()
     } else {

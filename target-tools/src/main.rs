@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod error;
 mod help;
+mod vmgroup;
 mod wait;
 
 use std::ffi::OsString;
@@ -44,7 +45,7 @@ fn main_inner(argv: Vec<OsString>) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let (cmd, rest, name) = match Command::lookup(&program).filter(|c| *c != Command::Install) {
+    let (cmd, rest, name) = match Command::lookup(&program).filter(|c| c.tool_name().is_some()) {
         Some(cmd) => (cmd, &argv[..], program),
         None => {
             let Some(first) = argv.first() else {

@@ -155,6 +155,12 @@ impl Session {
         }
     }
 
+    /// Asks once, without waiting: the reply as it is now (`wait` included; `"block": 0`, so
+    /// that a coordinator holding plain requests answers at once too).
+    pub fn ask(&self, kind: RequestKind) -> Result<Reply, Error> {
+        self.attempt(&kind, Some(Duration::ZERO))
+    }
+
     /// A request that is answered at once (`lava_send`, `vm_start`, ...); `wait` is an
     /// unexpected reply.
     pub fn call(&self, kind: RequestKind) -> Result<Reply, Error> {

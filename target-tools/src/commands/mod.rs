@@ -28,6 +28,8 @@ pub enum Command {
     Role,
     Group,
     Install,
+    /// `lava-multinode vm-group`: the VM group launcher (a sub-command only).
+    VmGroup,
 }
 
 /// Settings every coordinator command takes as flags (`--host-ip` only `lava-start-vms`).
@@ -63,7 +65,7 @@ const FORCE: Opt = Opt {
 };
 
 impl Command {
-    pub const ALL: [Command; 12] = [
+    pub const ALL: [Command; 13] = [
         Command::Send,
         Command::Wait,
         Command::WaitAll,
@@ -76,6 +78,7 @@ impl Command {
         Command::Role,
         Command::Group,
         Command::Install,
+        Command::VmGroup,
     ];
 
     /// The name after `lava-multinode` (and, with `lava-` in front, the link name).
@@ -93,12 +96,15 @@ impl Command {
             Command::Role => "role",
             Command::Group => "group",
             Command::Install => "install",
+            Command::VmGroup => "vm-group",
         }
     }
 
-    /// The tool's name as test writers call it (`lava-send`); `install` has none.
+    /// The tool's name as test writers call it (`lava-send`); `install` and `vm-group`
+    /// have none (sub-commands of `lava-multinode` only).
     pub fn tool_name(self) -> Option<String> {
-        (self != Command::Install).then(|| format!("lava-{}", self.name()))
+        (!matches!(self, Command::Install | Command::VmGroup))
+            .then(|| format!("lava-{}", self.name()))
     }
 
     /// The command a program name (`lava-send`) or sub-command (`send`, `lava-send`) means.
@@ -111,7 +117,7 @@ impl Command {
 
     fn keys(self) -> &'static [Key] {
         match self {
-            Command::Install => &[],
+            Command::Install | Command::VmGroup => &[],
             Command::StartVms => &START_VMS_KEYS,
             _ => &NETWORK_KEYS,
         }
@@ -160,6 +166,9 @@ fn arity(p: &Parsed, min: usize, max: usize, what: &str) -> Result<(), Error> {
 
 /// Runs `cmd` with its arguments (program name excluded).
 pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
+    if cmd == Command::VmGroup {
+        return crate::vmgroup::run(argv, env);
+    }
     let parsed = args::parse(argv, cmd.keys(), cmd.options()).map_err(Error::Usage)?;
     if parsed.help {
         return print_lines(env.out, &[help::text(cmd)]);
@@ -240,7 +249,7 @@ pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
             }
             vm::vm_done(&session()?, failed)
         }
-        Command::Install => unreachable!("handled above"),
+        Command::Install | Command::VmGroup => unreachable!("handled above"),
     }
 }
 
@@ -257,6 +266,8 @@ mod tests {
         assert_eq!(Command::lookup("install"), Some(Command::Install));
         // Only the sub-command is called install; there is no lava-install tool.
         assert_eq!(Command::lookup("lava-install"), None);
+        assert_eq!(Command::lookup("vm-group"), Some(Command::VmGroup));
+        assert_eq!(Command::lookup("lava-vm-group"), None);
         assert_eq!(Command::lookup("lava-multinode"), None);
         assert_eq!(Command::lookup("lava-bogus"), None);
         for cmd in Command::ALL {

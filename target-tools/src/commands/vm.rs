@@ -121,32 +121,33 @@ pub fn failure_text(failed: &[String], message: &Value, total: Option<usize>) ->
 /// `lava-wait-for-vms`: reports the host's own end (`status=ok`), waits until every member
 /// of the group has reported its end, and fails naming the members that reported `failed`.
 pub fn wait_for_vms(s: &Session) -> Result<(), Error> {
-    let first_class = stop(s, None)?;
-    let what = format!("every member of group {:?} to finish", s.group);
-    let wait_all = || {
-        s.wait(
-            RequestKind::WaitAll {
-                id: VM_STOP_ID.to_owned(),
-                role: None,
-            },
-            &what,
-        )
-    };
-    let reply = if first_class {
-        match s.wait(RequestKind::VmWaitAll, &what) {
-            Err(e) if e.is_bare_nack() => wait_all()?,
-            other => other?,
-        }
-    } else {
-        wait_all()?
-    };
-    let message = reply.message.unwrap_or(Value::Null);
-    let failed = reply.failed.unwrap_or_else(|| failed_members(&message));
+    stop(s, None)?;
+    let (message, failed) = wait_all_stopped(s)?;
     if failed.is_empty() {
         return Ok(());
     }
     let total = message.as_object().map(Map::len);
     Err(Error::Negative(failure_text(&failed, &message, total)))
+}
+
+/// Waits until every member of the group has reported its end (`vm_wait_all`, or
+/// `lava_wait_all lava_vm_stop` against LAVA's coordinator); returns the `lava_vm_stop` data
+/// by sender and the members that reported `failed`.
+pub fn wait_all_stopped(s: &Session) -> Result<(Value, Vec<String>), Error> {
+    let what = format!("every member of group {:?} to finish", s.group);
+    let reply = match s.wait(RequestKind::VmWaitAll, &what) {
+        Err(e) if e.is_bare_nack() => s.wait(
+            RequestKind::WaitAll {
+                id: VM_STOP_ID.to_owned(),
+                role: None,
+            },
+            &what,
+        )?,
+        other => other?,
+    };
+    let message = reply.message.unwrap_or(Value::Null);
+    let failed = reply.failed.unwrap_or_else(|| failed_members(&message));
+    Ok((message, failed))
 }
 
 #[cfg(test)]

@@ -1,0 +1,791 @@
+//! `lava-multinode vm-group run`: the host side of a VM group.
+//!
+//! 1. declares the group's roster (every node's client name and role) as the host;
+//! 2. opens the VMs' start gate at once (`auto_start_vms: true`), or waits until the host's
+//!    test opens it with `lava-start-vms`;
+//! 3. then launches every VM: its `launch_with` commands in order, the last one's output being
+//!    the VM's console, copied to `LOG_DIR/CLIENT.log` and watched for `shell_prompt` (not
+//!    seen within the boot timeout: the VM is killed and has failed);
+//! 4. when a VM's process ends and its guest has not reported its end (`lava-vm-done`), reports
+//!    `lava_vm_stop status=failed` in the guest's name, so nobody waits for a dead VM;
+//! 5. runs the host test command meanwhile; when it has ended, reports the host's end (failed
+//!    when the test failed) and waits for every member's end (`lava-wait-for-vms`);
+//! 6. waits for the VM processes to end, runs the `--after` commands, clears the group.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lava_protocol::{RequestKind, VM_START_ID, VM_STOP_ID};
+use serde_json::Value;
+
+use super::console::{self, PromptWatch};
+use super::job::{self, Job, Node, VmSpec};
+use crate::commands::vm;
+use crate::error::Error;
+use crate::wait::{self, Session};
+
+/// Everything `run` needs, from the command line and the settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub job: Job,
+    /// The coordinator as the host reaches it.
+    pub coordinator: String,
+    /// The coordinator as the guests reach it (`{coordinator}`).
+    pub guest_coordinator: String,
+    pub group: String,
+    /// The host's address for the guests (`host_ip` of the start gate, `{host_ip}`).
+    pub host_ip: String,
+    pub log_dir: PathBuf,
+    pub boot_timeout: Duration,
+    /// Longest wait for the VMs' ends once the host test has finished.
+    pub timeout: Duration,
+    pub poll: Duration,
+    /// The host test: a program and its arguments (empty: none).
+    pub test: Vec<String>,
+    /// Shell commands run after every VM has ended.
+    pub after: Vec<String>,
+    pub debug: bool,
+}
+
+/// Time allowed for a request that is answered at once (retries included).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a VM may take to end after every member reported its end, before it is killed.
+const END_GRACE: Duration = Duration::from_secs(30);
+/// How long the VMs may still take to end when the host test has failed.
+const HOST_FAILED_GRACE: Duration = Duration::from_secs(10);
+
+/// Progress lines on stderr, with the time since the launcher started.
+struct Log {
+    start: Instant,
+}
+
+impl Log {
+    fn say(&self, text: &str) {
+        eprintln!(
+            "vm-group [{:6.1} s] {text}",
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// The process groups of the running VM consoles, to kill them on a timeout.
+#[derive(Default)]
+struct Running(Mutex<Vec<u32>>);
+
+impl Running {
+    fn add(&self, pgid: u32) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(pgid);
+    }
+    fn remove(&self, pgid: u32) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != pgid);
+    }
+    fn kill_all(&self) {
+        for pgid in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            kill_group(*pgid);
+        }
+    }
+}
+
+/// SIGKILL to a process group (std has no killpg; `kill` is on every system with a shell).
+fn kill_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pgid}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn describe_status(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => "unknown status".to_owned(),
+    }
+}
+
+/// How one VM went, as the launcher saw it.
+#[derive(Debug, Clone)]
+pub struct VmReport {
+    pub client: String,
+    pub role: String,
+    pub booted_after: Option<Duration>,
+    pub ran: Duration,
+    /// Set when the launcher reported `status=failed` in the guest's name, with the reason.
+    pub launcher_failure: Option<String>,
+    pub log: PathBuf,
+}
+
+enum Event {
+    /// The start gate is open; the host's address the gate carries.
+    Gate(Result<String, Error>),
+    /// The host test ended: `None` when it succeeded, else why not.
+    HostTest(Option<String>),
+    Vm(VmReport),
+}
+
+/// What every VM thread shares.
+struct Shared {
+    opts: Options,
+    log: Log,
+    running: Running,
+    bin_dir: PathBuf,
+}
+
+impl Shared {
+    fn session(&self, client: &str, role: &str, timeout: Duration) -> Session {
+        Session {
+            addr: self.opts.coordinator.clone(),
+            group: self.opts.group.clone(),
+            client: client.to_owned(),
+            role: role.to_owned(),
+            hostname: wait::hostname(),
+            group_size: Some(self.opts.job.group_size()),
+            timeout,
+            poll: self.opts.poll,
+            start: Instant::now(),
+            debug: self.opts.debug,
+            call_id: wait::call_id(client),
+        }
+    }
+
+    fn host(&self, timeout: Duration) -> Session {
+        let role = &self.opts.job.host_role;
+        self.session(role, role, timeout)
+    }
+
+    /// The environment of the host's commands: the host's settings and the lava-* tools.
+    fn host_env(&self) -> Vec<(String, String)> {
+        let o = &self.opts;
+        let path = match std::env::var("PATH") {
+            Ok(p) if !p.is_empty() => format!("{}:{p}", self.bin_dir.display()),
+            _ => format!("{}:/usr/local/bin:/usr/bin:/bin", self.bin_dir.display()),
+        };
+        [
+            ("LAVA_MULTINODE_COORDINATOR", o.coordinator.clone()),
+            ("LAVA_MULTINODE_GROUP", o.group.clone()),
+            ("LAVA_MULTINODE_CLIENT", o.job.host_role.clone()),
+            ("LAVA_MULTINODE_ROLE", o.job.host_role.clone()),
+            ("LAVA_MULTINODE_GROUP_SIZE", o.job.group_size().to_string()),
+            ("LAVA_MULTINODE_HOST_IP", o.host_ip.clone()),
+            ("LAVA_VM_GROUP_LOG_DIR", o.log_dir.display().to_string()),
+            ("PATH", path),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+/// The values of a VM's placeholders; `host_ip` is the gate's.
+pub fn placeholder_values(
+    opts: &Options,
+    node: &Node,
+    spec: &VmSpec,
+    host_ip: &str,
+) -> Vec<(&'static str, Option<String>)> {
+    let size = opts.job.group_size().to_string();
+    let cmdline = [
+        job::kernel_param("coordinator", &opts.guest_coordinator),
+        job::kernel_param("group", &opts.group),
+        job::kernel_param("client", &node.client),
+        job::kernel_param("role", &node.role),
+        job::kernel_param("group_size", &size),
+    ]
+    .join(" ");
+    vec![
+        ("coordinator", Some(opts.guest_coordinator.clone())),
+        ("group", Some(opts.group.clone())),
+        ("client", Some(node.client.clone())),
+        ("role", Some(node.role.clone())),
+        ("group_size", Some(size)),
+        ("host_ip", Some(host_ip.to_owned())),
+        ("image", spec.image.clone()),
+        ("kernel_cmdline", Some(cmdline)),
+        ("index", node.vm.map(|(_, n)| n.to_string())),
+        ("device_type", Some(node.device_type.clone())),
+        ("log_dir", Some(opts.log_dir.display().to_string())),
+    ]
+}
+
+/// A VM's commands with their placeholders replaced; errors name the field.
+pub fn commands_of(
+    opts: &Options,
+    node: &Node,
+    host_ip: &str,
+) -> Result<(VmSpec, Vec<String>), String> {
+    let (index, _) = node.vm.expect("a VM node");
+    let spec = opts.job.vms[index].clone();
+    let values = placeholder_values(opts, node, &spec, host_ip);
+    let value = |name: &str| {
+        values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.clone())
+    };
+    let mut out = Vec::new();
+    for (j, cmd) in spec.launch_with.iter().enumerate() {
+        let done = job::substitute(cmd, &value)
+            .map_err(|e| format!("vm_group.vms[{index}].launch_with[{j}]: {e}"))?;
+        out.push(done);
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "vm_group.vms[{index}].launch_with: is missing: the launcher needs the commands that start the VM"
+        ));
+    }
+    Ok((spec, out))
+}
+
+/// Runs one VM to its end and reports how it went.
+fn supervise(shared: &Shared, node: &Node, host_ip: &str) -> VmReport {
+    let started = Instant::now();
+    let log_path = shared.opts.log_dir.join(format!("{}.log", node.client));
+    let mut report = VmReport {
+        client: node.client.clone(),
+        role: node.role.clone(),
+        booted_after: None,
+        ran: Duration::ZERO,
+        launcher_failure: None,
+        log: log_path.clone(),
+    };
+    let failure = run_vm(shared, node, host_ip, &log_path, &mut report);
+    report.ran = started.elapsed();
+    finish_vm(shared, node, failure, &mut report);
+    report
+}
+
+/// Launches the VM and follows its console to the end; returns the launcher's reason to
+/// count it failed, if it has one (the guest's own report decides otherwise).
+fn run_vm(
+    shared: &Shared,
+    node: &Node,
+    host_ip: &str,
+    log_path: &Path,
+    report: &mut VmReport,
+) -> Option<String> {
+    let say = |t: &str| shared.log.say(&format!("{}: {t}", node.client));
+    let (spec, commands) = match commands_of(&shared.opts, node, host_ip) {
+        Ok(c) => c,
+        Err(e) => return Some(e),
+    };
+    let mut log = match File::create(log_path) {
+        Ok(f) => f,
+        Err(e) => return Some(format!("cannot create {}: {e}", log_path.display())),
+    };
+    let values = placeholder_values(&shared.opts, node, &spec, host_ip);
+    let shell = |cmd: &str| {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(cmd).stdin(Stdio::null());
+        for (name, value) in &values {
+            if let Some(v) = value {
+                c.env(format!("LAVA_VM_{}", name.to_ascii_uppercase()), v);
+            }
+        }
+        c
+    };
+    let (last, setup) = commands.split_last().expect("at least one command");
+    for (j, cmd) in setup.iter().enumerate() {
+        let (Ok(out), Ok(err)) = (log.try_clone(), log.try_clone()) else {
+            return Some(format!("cannot write {}", log_path.display()));
+        };
+        let status = shell(cmd).stdout(out).stderr(err).status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                return Some(format!(
+                    "launch_with[{j}] ended with {}: {cmd}",
+                    describe_status(&s)
+                ))
+            }
+            Err(e) => return Some(format!("launch_with[{j}] could not run: {e}")),
+        }
+    }
+
+    // The console: stdout and stderr of the last command, through one pipe.
+    let (reader, writer) = match std::io::pipe() {
+        Ok(p) => p,
+        Err(e) => return Some(format!("cannot make a pipe: {e}")),
+    };
+    let Ok(writer2) = writer.try_clone() else {
+        return Some("cannot make a pipe".into());
+    };
+    use std::os::unix::process::CommandExt;
+    let mut command = shell(last);
+    command.stdout(writer).stderr(writer2).process_group(0);
+    let spawned = command.spawn();
+    drop(command); // closes this process's copies of the pipe's write end
+    let mut child: Child = match spawned {
+        Ok(c) => c,
+        Err(e) => return Some(format!("launch_with[{}] could not run: {e}", setup.len())),
+    };
+    let pgid = child.id();
+    shared.running.add(pgid);
+    let launched = Instant::now();
+    say(&format!(
+        "launched (pid {pgid}); console in {}",
+        log_path.display()
+    ));
+
+    let prompt = spec.shell_prompt.clone().unwrap_or_default();
+    let (tx, rx) = mpsc::channel::<Option<Instant>>();
+    let reader_thread = std::thread::spawn(move || {
+        let tx2 = tx.clone();
+        let mut on_prompt = move || {
+            let _ = tx2.send(Some(Instant::now()));
+        };
+        let last = console::follow(reader, &mut log, PromptWatch::new(&prompt), &mut on_prompt);
+        let _ = tx.send(None);
+        last
+    });
+
+    let mut failure = None;
+    let boot_timeout = shared.opts.boot_timeout;
+    if spec.shell_prompt.is_some() {
+        match rx.recv_timeout(boot_timeout) {
+            Ok(Some(at)) => {
+                let took = at.duration_since(launched);
+                report.booted_after = Some(took);
+                say(&format!(
+                    "booted: shell prompt after {:.1} s",
+                    took.as_secs_f64()
+                ));
+            }
+            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                failure = Some("VM ended before its shell prompt appeared".to_owned());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let p = spec.shell_prompt.as_deref().unwrap_or_default();
+                say(&format!(
+                    "no shell prompt {p:?} within {} s: killing it",
+                    boot_timeout.as_secs_f64()
+                ));
+                kill_group(pgid);
+                failure = Some(format!(
+                    "no shell prompt {p:?} within {} s (boot timeout)",
+                    boot_timeout.as_secs_f64()
+                ));
+            }
+        }
+    }
+    let status = child.wait();
+    // Whatever the command left behind in its process group goes with it.
+    kill_group(pgid);
+    shared.running.remove(pgid);
+    let last = reader_thread.join().unwrap_or_default();
+    let status = match status {
+        Ok(s) => describe_status(&s),
+        Err(e) => format!("unknown status ({e})"),
+    };
+    say(&format!(
+        "process ended ({status}) after {:.1} s",
+        launched.elapsed().as_secs_f64()
+    ));
+    Some(match failure {
+        Some(f) => {
+            let tail = console::last_line(&last)
+                .map(|l| format!("; last console line: {l}"))
+                .unwrap_or_default();
+            format!("{f}{tail}")
+        }
+        // Only counts when the guest did not report its end itself.
+        None => format!("VM process ended ({status})"),
+    })
+}
+
+/// The guests' reports so far: `lava_vm_stop` data by sender (empty when nobody sent).
+fn stop_reports(s: &Session) -> Result<serde_json::Map<String, Value>, Error> {
+    let reply = s.ask(RequestKind::Wait {
+        id: VM_STOP_ID.to_owned(),
+    })?;
+    Ok(match reply.message {
+        Some(Value::Object(m)) if !reply.is_wait() => m,
+        _ => serde_json::Map::new(),
+    })
+}
+
+/// After a VM's process ended: when its guest did not report its end, report
+/// `status=failed` in its name.
+fn finish_vm(shared: &Shared, node: &Node, failure: Option<String>, report: &mut VmReport) {
+    let say = |t: &str| shared.log.say(&format!("{}: {t}", node.client));
+    let host = shared.host(CALL_TIMEOUT);
+    let reported = match stop_reports(&host) {
+        Ok(m) => m.get(&node.client).cloned(),
+        Err(e) => {
+            say(&format!("cannot read the VMs' reports: {e}"));
+            None
+        }
+    };
+    if let Some(data) = reported {
+        let status = data.get("status").and_then(Value::as_str).unwrap_or("ok");
+        say(&format!("the guest reported its end: status={status}"));
+        return;
+    }
+    let reason = match failure {
+        Some(f) if f.starts_with("VM process ended") => {
+            format!("{f} without the guest reporting its end (lava-vm-done)")
+        }
+        Some(f) => f,
+        None => "VM ended without reporting its end (lava-vm-done)".to_owned(),
+    };
+    let reason = format!("{reason}; console: {}", report.log.display());
+    say(&format!("reporting status=failed for it: {reason}"));
+    let guest = shared.session(&node.client, &node.role, CALL_TIMEOUT);
+    if let Err(e) = vm::vm_done(&guest, Some(&reason)) {
+        say(&format!("could not report its failure: {e}"));
+    }
+    report.launcher_failure = Some(reason);
+}
+
+/// Runs the host test (a program and its arguments).
+fn run_host_test(shared: &Shared, argv: &[String]) -> Option<String> {
+    let log = &shared.log;
+    log.say(&format!("host test: {}", argv.join(" ")));
+    let status = Command::new(&argv[0])
+        .args(&argv[1..])
+        .envs(shared.host_env())
+        .status();
+    match status {
+        Ok(s) if s.success() => {
+            log.say("host test passed");
+            None
+        }
+        Ok(s) => {
+            let why = format!("host test ended with {}", describe_status(&s));
+            log.say(&why);
+            Some(why)
+        }
+        Err(e) => {
+            let why = format!("host test {:?} could not run: {e}", argv[0]);
+            log.say(&why);
+            Some(why)
+        }
+    }
+}
+
+/// Runs one `--after` shell command.
+fn run_after(shared: &Shared, cmd: &str) -> Option<String> {
+    shared.log.say(&format!("after step: {cmd}"));
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .envs(shared.host_env())
+        .status();
+    match status {
+        Ok(s) if s.success() => None,
+        Ok(s) => Some(format!(
+            "after step ended with {}: {cmd}",
+            describe_status(&s)
+        )),
+        Err(e) => Some(format!("after step could not run: {e}")),
+    }
+}
+
+/// The host's address carried by the start gate's reply, else `fallback`.
+fn gate_host_ip(reply: &lava_protocol::Reply, fallback: &str) -> String {
+    if let Some(ip) = reply.host_ip.as_deref().filter(|ip| !ip.is_empty()) {
+        return ip.to_owned();
+    }
+    reply
+        .message
+        .as_ref()
+        .and_then(Value::as_object)
+        .and_then(|m| {
+            m.values()
+                .find_map(|d| d.get("host_ip").and_then(Value::as_str))
+        })
+        .filter(|ip| !ip.is_empty())
+        .unwrap_or(fallback)
+        .to_owned()
+}
+
+/// Waits for the start gate (`vm_wait_start`, or `lava_wait lava_vm_start` against LAVA's
+/// coordinator).
+fn wait_gate(s: &Session, fallback_ip: &str) -> Result<String, Error> {
+    let what = format!("the start gate of group {:?} (lava-start-vms)", s.group);
+    let reply = match s.wait(RequestKind::VmWaitStart, &what) {
+        Err(e) if e.is_bare_nack() => s.wait(
+            RequestKind::Wait {
+                id: VM_START_ID.to_owned(),
+            },
+            &what,
+        )?,
+        other => other?,
+    };
+    Ok(gate_host_ip(&reply, fallback_ip))
+}
+
+/// Whether the gate is open now, without waiting: its host address if so.
+fn gate_now(s: &Session, fallback_ip: &str) -> Option<String> {
+    let reply = s
+        .ask(RequestKind::Wait {
+            id: VM_START_ID.to_owned(),
+        })
+        .ok()?;
+    (!reply.is_wait()).then(|| gate_host_ip(&reply, fallback_ip))
+}
+
+/// The whole run. `Ok` when every member finished with `status=ok` and every host step passed.
+pub fn run(opts: Options) -> Result<(), Error> {
+    let log = Log {
+        start: Instant::now(),
+    };
+    let nodes = opts.job.nodes();
+    let vms: Vec<Node> = nodes.iter().filter(|n| n.vm.is_some()).cloned().collect();
+
+    // Every VM's commands must expand before anything starts.
+    for node in &vms {
+        commands_of(&opts, node, &opts.host_ip).map_err(Error::Job)?;
+    }
+    if !opts.job.auto_start_vms && opts.test.is_empty() {
+        return Err(Error::Usage(
+            "auto_start_vms is false but no host test is given: nothing would call \
+             lava-start-vms"
+                .into(),
+        ));
+    }
+    std::fs::create_dir_all(&opts.log_dir)
+        .map_err(|e| Error::Local(format!("cannot create {}: {e}", opts.log_dir.display())))?;
+    let bin_dir = opts.log_dir.join("bin");
+    std::fs::create_dir_all(&bin_dir)
+        .map_err(|e| Error::Local(format!("cannot create {}: {e}", bin_dir.display())))?;
+    crate::commands::install::install(&bin_dir, true)?;
+
+    let shared = Arc::new(Shared {
+        opts: opts.clone(),
+        log,
+        running: Running::default(),
+        bin_dir,
+    });
+    let log = &shared.log;
+    let host = shared.host(CALL_TIMEOUT);
+
+    let roster: lava_protocol::message::Roles = nodes
+        .iter()
+        .map(|n| (n.client.clone(), n.role.clone()))
+        .collect();
+    match host.call(RequestKind::DeclareRoster { roster }) {
+        Ok(_) => {}
+        // LAVA's coordinator has no roster: the group forms as members register.
+        Err(e) if e.is_bare_nack() => {
+            log.say("the coordinator has no declare_roster (LAVA's?): going on without it")
+        }
+        Err(e) => return Err(e),
+    }
+    let members: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{} ({})", n.client, n.role))
+        .collect();
+    log.say(&format!(
+        "group {:?} of {} at {}: {}; logs in {}",
+        opts.group,
+        opts.job.group_size(),
+        opts.coordinator,
+        members.join(", "),
+        opts.log_dir.display()
+    ));
+
+    let (tx, rx) = mpsc::channel::<Event>();
+    let mut gate: Option<String> = None;
+    if opts.job.auto_start_vms {
+        vm::start_vms(&host, &opts.host_ip)?;
+        log.say(&format!("start gate opened (host_ip={})", opts.host_ip));
+        gate = Some(opts.host_ip.clone());
+    } else {
+        log.say("auto_start_vms is false: the VMs start when the host test calls lava-start-vms");
+        let tx = tx.clone();
+        let s = shared.host(opts.timeout);
+        let ip = opts.host_ip.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(Event::Gate(wait_gate(&s, &ip)));
+        });
+    }
+
+    let mut vm_threads = Vec::new();
+    let launch = |host_ip: &str, threads: &mut Vec<std::thread::JoinHandle<()>>| {
+        for node in &vms {
+            let shared = Arc::clone(&shared);
+            let node = node.clone();
+            let tx = tx.clone();
+            let ip = host_ip.to_owned();
+            threads.push(std::thread::spawn(move || {
+                let report = supervise(&shared, &node, &ip);
+                let _ = tx.send(Event::Vm(report));
+            }));
+        }
+    };
+    if let Some(ip) = &gate {
+        launch(ip, &mut vm_threads);
+    }
+
+    let mut failures: Vec<String> = Vec::new();
+    let mut reports: Vec<VmReport> = Vec::new();
+    let host_failure = if opts.test.is_empty() {
+        None
+    } else {
+        let tx = tx.clone();
+        let shared = Arc::clone(&shared);
+        let argv = opts.test.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(Event::HostTest(run_host_test(&shared, &argv)));
+        });
+        loop {
+            match rx.recv().expect("the launcher holds a sender") {
+                Event::HostTest(result) => break result,
+                Event::Gate(Ok(ip)) if gate.is_none() => {
+                    log.say(&format!(
+                        "start gate opened by the host test (host_ip={ip})"
+                    ));
+                    launch(&ip, &mut vm_threads);
+                    gate = Some(ip);
+                }
+                Event::Gate(Ok(_)) => {}
+                Event::Gate(Err(e)) => log.say(&format!("stopped waiting for the start gate: {e}")),
+                Event::Vm(r) => reports.push(r),
+            }
+        }
+    };
+    if let Some(f) = &host_failure {
+        failures.push(f.clone());
+    }
+
+    if gate.is_none() {
+        // The test may have opened the gate just before it ended.
+        if let Some(ip) = gate_now(&host, &opts.host_ip) {
+            log.say(&format!(
+                "start gate opened by the host test (host_ip={ip})"
+            ));
+            launch(&ip, &mut vm_threads);
+            gate = Some(ip);
+        }
+    }
+    if gate.is_none() {
+        let reason = "never started: the host test ended without calling lava-start-vms";
+        log.say(&format!("the VMs {reason}"));
+        for node in &vms {
+            let guest = shared.session(&node.client, &node.role, CALL_TIMEOUT);
+            vm::vm_done(&guest, Some(reason))?;
+        }
+        failures.push(format!("the VMs {reason}"));
+    }
+
+    // The host's end, then everybody's (lava-wait-for-vms).
+    // After a failed host test the VMs most likely wait for a host that will not answer:
+    // they get a short grace, then are killed (and reported failed).
+    let waiter = shared.host(match host_failure {
+        Some(_) => HOST_FAILED_GRACE.min(opts.timeout),
+        None => opts.timeout,
+    });
+    log.say("waiting for every member's end (lava-wait-for-vms)");
+    let waited =
+        vm::vm_done(&waiter, host_failure.as_deref()).and_then(|()| vm::wait_all_stopped(&waiter));
+    let stop_data = match waited {
+        Ok((message, failed)) => {
+            if failed.is_empty() {
+                log.say("every member reported status=ok");
+            } else {
+                let text =
+                    vm::failure_text(&failed, &message, message.as_object().map(|m| m.len()));
+                log.say(&text);
+                failures.push(text);
+            }
+            Some(message)
+        }
+        Err(e) => {
+            log.say(&format!("lava-wait-for-vms failed: {e}; killing the VMs"));
+            shared.running.kill_all();
+            failures.push(format!("waiting for the VMs: {e}"));
+            None
+        }
+    };
+
+    // Every VM process must be gone before the after steps.
+    drop(tx);
+    let deadline = Instant::now() + END_GRACE;
+    while reports.len() < vm_threads.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Event::Vm(r)) => reports.push(r),
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                log.say(&format!(
+                    "VMs still running {} s after the group ended: killing them",
+                    END_GRACE.as_secs()
+                ));
+                shared.running.kill_all();
+                // Killed consoles end at once; their threads then report.
+                while reports.len() < vm_threads.len() {
+                    match rx.recv_timeout(CALL_TIMEOUT * 2) {
+                        Ok(Event::Vm(r)) => reports.push(r),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    for t in vm_threads {
+        let _ = t.join();
+    }
+
+    for cmd in &opts.after {
+        match run_after(&shared, cmd) {
+            None => log.say("after step passed"),
+            Some(f) => {
+                log.say(&f);
+                failures.push(f);
+            }
+        }
+    }
+
+    // The group is over: free it on the coordinator (every member clears).
+    for node in &nodes {
+        let s = shared.session(&node.client, &node.role, Duration::from_secs(5));
+        if let Err(e) = s.call(RequestKind::ClearGroup) {
+            log.say(&format!("clear_group as {}: {e}", node.client));
+            break;
+        }
+    }
+
+    reports.sort_by_key(|r| nodes.iter().position(|n| n.client == r.client));
+    for r in &reports {
+        let booted = r
+            .booted_after
+            .map(|b| format!("booted in {:.1} s, ", b.as_secs_f64()))
+            .unwrap_or_default();
+        let status = match (&r.launcher_failure, &stop_data) {
+            (Some(f), _) => format!("failed ({f})"),
+            (None, Some(data)) => data[r.client.as_str()]["status"]
+                .as_str()
+                .unwrap_or("ok")
+                .to_owned(),
+            (None, None) => "unknown".to_owned(),
+        };
+        log.say(&format!(
+            "{} ({}): {status}; {booted}ran {:.1} s; console {}",
+            r.client,
+            r.role,
+            r.ran.as_secs_f64(),
+            r.log.display()
+        ));
+    }
+    if failures.is_empty() {
+        log.say("VM group passed");
+        Ok(())
+    } else {
+        Err(Error::Negative(format!(
+            "VM group failed: {}",
+            failures.join("; ")
+        )))
+    }
+}
