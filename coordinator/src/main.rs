@@ -133,13 +133,7 @@ fn main() -> ExitCode {
                 path.display(),
                 groups.len()
             );
-            match Writer::spawn(store) {
-                Ok(writer) => (groups, Some(writer)),
-                Err(e) => {
-                    eprintln!("lava-coordinator: cannot start the state writer: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
+            (groups, Some(Writer::new(store)))
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

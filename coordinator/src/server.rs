@@ -235,41 +235,48 @@ enum ReadError {
 }
 
 /// Reads one request frame. `Ok(None)`: the peer closed without sending anything.
+/// Reads in blocks, so that a whole small request usually takes one `recv`.
 async fn read_body(stream: &mut TcpStream, max: usize) -> Result<Option<String>, FrameError> {
-    let mut header = [0u8; HEADER_LEN];
-    let mut got = 0;
-    while got < HEADER_LEN {
-        match stream.read(&mut header[got..]).await? {
-            0 if got == 0 => return Ok(None),
-            0 => {
-                return Err(FrameError::Truncated {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut need = HEADER_LEN;
+    let mut len = None;
+    while buf.len() < need {
+        if buf.capacity() == buf.len() {
+            // Grow as data arrives: a header alone must not reserve a whole large body.
+            buf.reserve((need - buf.len()).min(64 << 10));
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return match buf.len() {
+                0 => Ok(None),
+                got if got < HEADER_LEN => Err(FrameError::Truncated {
                     expected: HEADER_LEN,
                     got,
-                })
-            }
-            n => got += n,
+                }),
+                got => Err(FrameError::Truncated {
+                    expected: need - HEADER_LEN,
+                    got: got - HEADER_LEN,
+                }),
+            };
         }
-    }
-    let len = frame::parse_header(&header)?;
-    if len > max {
-        return Err(FrameError::TooLarge { len, max });
-    }
-    let mut body = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        match stream.read(&mut body[got..]).await? {
-            0 => return Err(FrameError::Truncated { expected: len, got }),
-            n => got += n,
+        if len.is_none() && buf.len() >= HEADER_LEN {
+            let mut header = [0u8; HEADER_LEN];
+            header.copy_from_slice(&buf[..HEADER_LEN]);
+            let body = frame::parse_header(&header)?;
+            if body > max {
+                return Err(FrameError::TooLarge { len: body, max });
+            }
+            len = Some(body);
+            need = HEADER_LEN + body;
         }
     }
     // Bytes after the frame mean the header lied about the length (LAVA's coordinator drops
-    // such a request too). Only what has already arrived is looked at: a client may keep its
-    // write side open while it waits for the reply.
-    let mut probe = [0u8; 1];
-    if let Ok(1..) = stream.try_read(&mut probe) {
+    // such a request too). Only what arrived with the request is looked at: a client may
+    // keep its write side open while it waits for the reply.
+    if buf.len() > need {
         return Err(FrameError::TrailingBytes);
     }
-    String::from_utf8(body)
+    buf.drain(..HEADER_LEN);
+    String::from_utf8(buf)
         .map(Some)
         .map_err(|_| FrameError::NotUtf8)
 }
@@ -281,10 +288,8 @@ async fn write_reply(stream: &mut TcpStream, reply: &Reply) {
 async fn write_frame(stream: &mut TcpStream, body: &str) {
     // Header and body in one write: LAVA's readers count blocks, not bytes.
     let bytes = frame::encode(body);
-    let write = async {
-        stream.write_all(&bytes).await?;
-        stream.shutdown().await
-    };
+    // Closing the socket (on drop) sends the FIN: no separate shutdown call.
+    let write = stream.write_all(&bytes);
     match tokio::time::timeout(WRITE_TIMEOUT, write).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => debug!("reply not delivered: {e}"),
@@ -299,7 +304,6 @@ async fn serve(
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
     let settings = &shared.settings;
     let read = tokio::time::timeout(
         settings.read_timeout(),
@@ -412,7 +416,32 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
+    defer_accept(&socket);
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// Asks the kernel to hand over a connection only once its first data arrived: the request
+/// is then read at once instead of after another trip through epoll, and clients that connect
+/// and send nothing cost no task. Best effort: without it everything works, only slower.
+fn defer_accept(socket: &tokio::net::TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let seconds: libc::c_int = 5;
+    // SAFETY: a valid socket descriptor and a correctly sized option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&seconds as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        debug!(
+            "TCP_DEFER_ACCEPT not available: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Accepts and serves connections until `shutdown` is cancelled, then lets the connections
@@ -473,5 +502,9 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
         .is_err()
     {
         warn!("some connections did not finish in time");
+    }
+    // What `wait` replies left unstored, so that a restart starts from the latest state.
+    if let Some(writer) = &shared.writer {
+        writer.commit_all();
     }
 }

@@ -1,16 +1,16 @@
 //! Durable state in SQLite: each group's members, roster, syncs and cleared members as one
 //! row, and each (message id, sender)'s data as a row of its own, so that a send writes only
-//! what it changed. A writer thread commits what the state machine changed in batches (group
-//! commit) and publishes how far it got; replies wait for that before they leave.
+//! what it changed. What the state machine changed is committed in batches (group commit) by
+//! the first task that needs it stored; replies wait for that before they leave.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::error;
 
 use crate::state::{Group, Mutation};
 
@@ -53,6 +53,7 @@ pub enum Sync {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    sync: Sync,
     /// Orders each id's senders as they first sent.
     next_seq: i64,
 }
@@ -117,6 +118,7 @@ impl Store {
             .map_err(err)?;
         Ok(Store {
             conn,
+            sync,
             path: path.to_owned(),
             next_seq,
         })
@@ -210,53 +212,90 @@ impl Store {
     }
 }
 
-/// The handle of the writer thread.
+/// Commits the state machine's changes. There is no writer thread: the first task that
+/// needs its changes stored commits everything queued so far (group commit by a leader) while
+/// the others wait for it, so a lone client pays no thread hand-off.
 pub struct Writer {
-    tx: mpsc::Sender<(u64, Vec<Mutation>)>,
-    committed: watch::Receiver<u64>,
+    store: Mutex<Store>,
+    pending: Mutex<Pending>,
+    committed: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Pending {
+    batch: Vec<Mutation>,
+    ticket: u64,
 }
 
 impl Writer {
-    /// Starts the writer thread on `store`.
-    pub fn spawn(mut store: Store) -> std::io::Result<Writer> {
-        let (tx, rx) = mpsc::channel::<(u64, Vec<Mutation>)>();
-        let (committed_tx, committed) = watch::channel(0u64);
-        std::thread::Builder::new()
-            .name("state-writer".into())
-            .spawn(move || {
-                // Blocks for the first batch, then takes everything that queued up meanwhile.
-                while let Ok((mut ticket, mut batch)) = rx.recv() {
-                    while let Ok((t, more)) = rx.try_recv() {
-                        ticket = t;
-                        batch.extend(more);
-                    }
-                    let mut delay = Duration::from_millis(50);
-                    while let Err(e) = store.apply(&batch) {
-                        // Replies wait rather than leave with their change unstored.
-                        error!(
-                            "cannot store the state in {}: {e}; retrying",
-                            store.path.display()
-                        );
-                        std::thread::sleep(delay);
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                    let _ = committed_tx.send(ticket);
-                }
-                info!("state writer stopped");
-            })?;
-        Ok(Writer { tx, committed })
+    pub fn new(store: Store) -> Writer {
+        Writer {
+            store: Mutex::new(store),
+            pending: Mutex::new(Pending::default()),
+            committed: watch::channel(0).0,
+        }
     }
 
     /// Queues a batch; tickets must increase.
     pub fn submit(&self, ticket: u64, batch: Vec<Mutation>) {
-        // The thread only ends when this handle is dropped.
-        let _ = self.tx.send((ticket, batch));
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.batch.extend(batch);
+        pending.ticket = ticket;
     }
 
-    /// Waits until every batch up to `ticket` is committed.
+    /// Waits until every batch up to `ticket` is committed, committing them itself when no
+    /// other task is.
     pub async fn committed(&self, ticket: u64) {
-        let mut rx = self.committed.clone();
-        let _ = rx.wait_for(|&c| c >= ticket).await;
+        let mut rx = self.committed.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= ticket {
+                return;
+            }
+            if let Ok(mut store) = self.store.try_lock() {
+                self.commit_pending(&mut store);
+                continue;
+            }
+            // Another task is committing; it publishes when done.
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Commits whatever is queued (at shutdown, or by a leader).
+    pub fn commit_all(&self) {
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        self.commit_pending(&mut store);
+    }
+
+    fn commit_pending(&self, store: &mut Store) {
+        let Pending { batch, ticket } =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if ticket == 0 {
+            return;
+        }
+        let mut delay = Duration::from_millis(50);
+        loop {
+            // An fsync per commit would stall this runtime thread's other tasks.
+            let result = if store.sync == Sync::Full {
+                tokio::task::block_in_place(|| store.apply(&batch))
+            } else {
+                store.apply(&batch)
+            };
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    // Replies wait rather than leave with their change unstored.
+                    error!(
+                        "cannot store the state in {}: {e}; retrying",
+                        store.path.display()
+                    );
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        self.committed.send_modify(|c| *c = (*c).max(ticket));
     }
 }
 
