@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub mod bench;
 pub mod interop;
 pub mod tools;
+pub mod vm;
 
 /// The Cargo workspace's root folder.
 pub fn workspace_root() -> PathBuf {
