@@ -127,9 +127,10 @@ fn dead_process_guest_is_reported_failed_and_the_host_does_not_hang() {
             script_vm("client", 1, &done, Some("guest# ")),
         ],
     );
-    // The seed's manual flow: the host test opens the gate and waits for the VMs itself.
+    // The seed's manual flow: the host test opens the gate and waits for the VMs itself
+    // (with the seed's other name, lava-wait-vms).
     let host = r#"lava-start-vms
-lava-wait-for-vms 2>"$LAVA_VM_GROUP_LOG_DIR/wait.err"
+lava-wait-vms 2>"$LAVA_VM_GROUP_LOG_DIR/wait.err"
 echo "wait-for-vms=$?" >"$LAVA_VM_GROUP_LOG_DIR/wait.rc"
 "#;
     let run = l.run(&job, &["sh", "-c", host], QUICK);
