@@ -58,7 +58,7 @@ pub fn start_vms(s: &Session, host_ip: &str) -> Result<(), Error> {
 
 /// Reports this node's end. Returns whether the coordinator took the first-class request
 /// (`false`: LAVA's coordinator, message ids used).
-fn stop(s: &Session, reason: Option<&str>) -> Result<bool, Error> {
+pub fn stop(s: &Session, reason: Option<&str>) -> Result<bool, Error> {
     let status = if reason.is_some() {
         VmStatus::Failed
     } else {
@@ -121,8 +121,8 @@ pub fn failure_text(failed: &[String], message: &Value, total: Option<usize>) ->
 /// `lava-wait-for-vms`: reports the host's own end (`status=ok`), waits until every member
 /// of the group has reported its end, and fails naming the members that reported `failed`.
 pub fn wait_for_vms(s: &Session) -> Result<(), Error> {
-    stop(s, None)?;
-    let (message, failed) = wait_all_stopped(s)?;
+    let first_class = stop(s, None)?;
+    let (message, failed) = wait_all_stopped(s, first_class)?;
     if failed.is_empty() {
         return Ok(());
     }
@@ -132,18 +132,26 @@ pub fn wait_for_vms(s: &Session) -> Result<(), Error> {
 
 /// Waits until every member of the group has reported its end (`vm_wait_all`, or
 /// `lava_wait_all lava_vm_stop` against LAVA's coordinator); returns the `lava_vm_stop` data
-/// by sender and the members that reported `failed`.
-pub fn wait_all_stopped(s: &Session) -> Result<(Value, Vec<String>), Error> {
+/// by sender and the members that reported `failed`. `first_class`: the coordinator took
+/// `vm_stop` (else it is LAVA's, which is not asked `vm_wait_all` either).
+pub fn wait_all_stopped(s: &Session, first_class: bool) -> Result<(Value, Vec<String>), Error> {
     let what = format!("every member of group {:?} to finish", s.group);
-    let reply = match s.wait(RequestKind::VmWaitAll, &what) {
-        Err(e) if e.is_bare_nack() => s.wait(
+    let wait_all = || {
+        s.wait(
             RequestKind::WaitAll {
                 id: VM_STOP_ID.to_owned(),
                 role: None,
             },
             &what,
-        )?,
-        other => other?,
+        )
+    };
+    let reply = if first_class {
+        match s.wait(RequestKind::VmWaitAll, &what) {
+            Err(e) if e.is_bare_nack() => wait_all()?,
+            other => other?,
+        }
+    } else {
+        wait_all()?
     };
     let message = reply.message.unwrap_or(Value::Null);
     let failed = reply.failed.unwrap_or_else(|| failed_members(&message));

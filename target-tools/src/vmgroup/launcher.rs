@@ -685,8 +685,8 @@ pub fn run(opts: Options) -> Result<(), Error> {
         None => opts.timeout,
     });
     log.say("waiting for every member's end (lava-wait-for-vms)");
-    let waited =
-        vm::vm_done(&waiter, host_failure.as_deref()).and_then(|()| vm::wait_all_stopped(&waiter));
+    let waited = vm::stop(&waiter, host_failure.as_deref())
+        .and_then(|first_class| vm::wait_all_stopped(&waiter, first_class));
     let stop_data = match waited {
         Ok((message, failed)) => {
             if failed.is_empty() {
