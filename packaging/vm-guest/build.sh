@@ -49,8 +49,17 @@ if [ ! -x "$TOOLS" ]; then
 fi
 
 # The versioned kernel package behind the meta package, e.g. linux-image-6.1.0-56-cloud-amd64.
-KPKG=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-    awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+resolve_kernel() {
+    apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }'
+}
+KPKG=$(resolve_kernel)
+if [ -z "$KPKG" ] && [ "$(id -u)" = 0 ]; then
+    # A fresh machine may have no package lists yet.
+    say "apt-cache does not know linux-image-cloud-amd64: running apt-get update"
+    apt-get update -qq >&2 || true
+    KPKG=$(resolve_kernel)
+fi
 [ -n "$KPKG" ] || die "cannot resolve linux-image-cloud-amd64 with apt-cache depends (run apt-get update)"
 KVER=$(apt-cache policy "$KPKG" | awk '$1 == "Candidate:" { print $2 }')
 
