@@ -93,6 +93,29 @@ impl Running {
     }
 }
 
+/// Makes the kernel send SIGTERM to a VM's process when the launcher's thread that started it
+/// dies (the launcher killed, or interrupted with Ctrl-C, which does not reach the VMs' own
+/// process groups), so that no VM outlives its launcher.
+#[cfg(target_os = "linux")]
+fn die_with_launcher(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    extern "C" {
+        fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
+    }
+    const PR_SET_PDEATHSIG: i32 = 1;
+    const SIGTERM: u64 = 15;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_launcher(_cmd: &mut Command) {}
+
 /// SIGKILL to a process group (std has no killpg; `kill` is on every system with a shell).
 fn kill_group(pgid: u32) {
     let _ = Command::new("kill")
@@ -321,6 +344,7 @@ fn run_vm(
     use std::os::unix::process::CommandExt;
     let mut command = shell(last);
     command.stdout(writer).stderr(writer2).process_group(0);
+    die_with_launcher(&mut command);
     let spawned = command.spawn();
     drop(command); // closes this process's copies of the pipe's write end
     let mut child: Child = match spawned {
