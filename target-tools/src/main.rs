@@ -54,11 +54,16 @@ fn main_inner(argv: Vec<OsString>) -> i32 {
             };
             match first.as_str() {
                 "-h" | "--help" | "help" => {
-                    println!("{}", help::main_text());
+                    // A closed pipe (`--help | head`) is no error worth a panic.
+                    let _ = writeln!(std::io::stdout(), "{}", help::main_text());
                     return EXIT_OK;
                 }
                 "-V" | "--version" => {
-                    println!("lava-multinode {}", env!("CARGO_PKG_VERSION"));
+                    let _ = writeln!(
+                        std::io::stdout(),
+                        "lava-multinode {}",
+                        env!("CARGO_PKG_VERSION")
+                    );
                     return EXIT_OK;
                 }
                 _ => {}
