@@ -50,7 +50,7 @@ Configuration file keys (JSON; all optional):
                       LAVA_COORDINATOR_SECRET, which wins [none]
   secret_exempt       networks whose requests need no lab secret, e.g. the dispatchers [none]
   max_groups, max_group_size, max_ids_per_group, max_group_bytes, max_total_bytes
-                      limits [10000, 4096, 10000, 16 MiB, 1 GiB]; over one: nack
+                      limits [50000, 4096, 10000, 16 MiB, 1 GiB]; over one: nack
 
 Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot listen, 2 for a bad configuration.
 See docs/PROTOCOL.md for the requests and the `block` extension.";

@@ -252,10 +252,13 @@ impl Writer {
                 return;
             }
             if let Ok(mut store) = self.store.try_lock() {
-                self.commit_pending(&mut store);
+                let done = self.commit_pending(&mut store);
+                drop(store);
+                self.publish(done);
                 continue;
             }
-            // Another task is committing; it publishes when done.
+            // Another task is committing; it publishes once it let go of the store, so that
+            // a waiter it wakes can always become the next leader.
             if rx.changed().await.is_err() {
                 return;
             }
@@ -265,14 +268,25 @@ impl Writer {
     /// Commits whatever is queued (at shutdown, or by a leader).
     pub fn commit_all(&self) {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        self.commit_pending(&mut store);
+        let done = self.commit_pending(&mut store);
+        drop(store);
+        self.publish(done);
     }
 
-    fn commit_pending(&self, store: &mut Store) {
+    fn publish(&self, ticket: u64) {
+        self.committed.send_if_modified(|c| {
+            let newer = ticket > *c;
+            *c = (*c).max(ticket);
+            newer
+        });
+    }
+
+    /// Commits the queued batches; returns the ticket they reach (0: nothing queued).
+    fn commit_pending(&self, store: &mut Store) -> u64 {
         let Pending { batch, ticket } =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         if ticket == 0 {
-            return;
+            return 0;
         }
         let mut delay = Duration::from_millis(50);
         loop {
@@ -295,7 +309,7 @@ impl Writer {
                 }
             }
         }
-        self.committed.send_modify(|c| *c = (*c).max(ticket));
+        ticket
     }
 }
 
@@ -430,6 +444,57 @@ mod tests {
             "rows of the cleared group are gone"
         );
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// Many tasks submit and wait at once, as the server's connections do: every one of them
+    /// must see its batch committed (a waiter woken while the leader still held the store
+    /// once waited for ever).
+    #[test]
+    fn concurrent_waiters_all_get_committed() {
+        let path = temp_db("leader");
+        let writer = std::sync::Arc::new(Writer::new(Store::open(&path, Sync::Normal).unwrap()));
+        let ticket = std::sync::Arc::new(std::sync::Mutex::new(0u64));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..64)
+                .map(|t| {
+                    let (writer, ticket) = (writer.clone(), ticket.clone());
+                    tokio::spawn(async move {
+                        for i in 0..50 {
+                            let mine = {
+                                let mut last = ticket.lock().unwrap();
+                                *last += 1;
+                                writer.submit(
+                                    *last,
+                                    vec![Mutation::PutGroup {
+                                        group: format!("g{t}"),
+                                        meta: format!("{{\"i\": {i}}}"),
+                                    }],
+                                );
+                                *last
+                            };
+                            writer.committed(mine).await;
+                        }
+                    })
+                })
+                .collect();
+            let all = futures_join(tasks);
+            tokio::time::timeout(Duration::from_secs(30), all)
+                .await
+                .expect("every waiter saw its commit");
+        });
+        assert_eq!(*writer.committed.borrow(), 64 * 50);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+        for t in tasks {
+            t.await.unwrap();
+        }
     }
 
     #[test]

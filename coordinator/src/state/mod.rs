@@ -48,7 +48,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_groups: 10_000,
+            max_groups: 50_000,
             max_group_size: 4096,
             max_ids_per_group: 10_000,
             max_group_bytes: 16 << 20,
