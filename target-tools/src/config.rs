@@ -37,10 +37,14 @@ pub enum Key {
     Poll,
     Cache,
     HostIp,
+    /// The lab's secret: environment, file or kernel command line only, never a flag.
+    Secret,
+    /// The group's secret: likewise.
+    GroupSecret,
 }
 
 impl Key {
-    pub const ALL: [Key; 9] = [
+    pub const ALL: [Key; 11] = [
         Key::Coordinator,
         Key::Group,
         Key::Client,
@@ -50,6 +54,8 @@ impl Key {
         Key::Poll,
         Key::Cache,
         Key::HostIp,
+        Key::Secret,
+        Key::GroupSecret,
     ];
 
     /// The environment variable, also the key in the configuration file.
@@ -65,6 +71,8 @@ impl Key {
             // LAVA's own name.
             Key::Cache => "LAVA_MULTI_NODE_CACHE",
             Key::HostIp => "LAVA_MULTINODE_HOST_IP",
+            Key::Secret => "LAVA_MULTINODE_SECRET",
+            Key::GroupSecret => "LAVA_MULTINODE_GROUP_SECRET",
         }
     }
 
@@ -80,6 +88,9 @@ impl Key {
             Key::Poll => "poll",
             Key::Cache => "cache",
             Key::HostIp => "host-ip",
+            // No command accepts these as flags (a flag shows in `ps`).
+            Key::Secret => "secret",
+            Key::GroupSecret => "group-secret",
         }
     }
 
@@ -95,6 +106,8 @@ impl Key {
             Key::Poll => "poll",
             Key::Cache => "cache",
             Key::HostIp => "host_ip",
+            Key::Secret => "secret",
+            Key::GroupSecret => "group_secret",
         }
     }
 
@@ -110,6 +123,8 @@ impl Key {
             Key::Poll => "polling interval",
             Key::Cache => "cache file",
             Key::HostIp => "host address",
+            Key::Secret => "lab secret",
+            Key::GroupSecret => "group secret",
         }
     }
 

@@ -38,6 +38,9 @@ pub struct Session {
     pub poll: Duration,
     pub start: Instant,
     pub debug: bool,
+    /// The lab's and the group's secrets, when configured.
+    pub secret: Option<String>,
+    pub group_secret: Option<String>,
     /// Names this command's call across its retries (`request_id`): a `lava-sync` whose
     /// `ack` was lost to a reset or a coordinator restart is answered again, not re-run.
     pub call_id: String,
@@ -79,6 +82,8 @@ impl Session {
             start: Instant::now(),
             debug,
             call_id: call_id(cfg.require(Key::Client)?),
+            secret: cfg.get(Key::Secret).map(str::to_owned),
+            group_secret: cfg.get(Key::GroupSecret).map(str::to_owned),
         })
     }
 
@@ -93,6 +98,8 @@ impl Session {
         // Milliseconds are plenty, and keep the JSON short.
         req.block = block.map(|b| (b.as_secs_f64() * 1000.0).floor() / 1000.0);
         req.request_id = Some(self.call_id.clone());
+        req.secret = self.secret.clone();
+        req.group_secret = self.group_secret.clone();
         req
     }
 
@@ -243,6 +250,8 @@ mod tests {
             start: Instant::now(),
             debug: false,
             call_id: call_id("c"),
+            secret: None,
+            group_secret: None,
         }
     }
 

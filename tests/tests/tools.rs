@@ -703,3 +703,38 @@ fn install_help_and_subcommands() {
     node.run("lava-multinode", &["install", "/nonexistent/dir"])
         .fails(LOCAL);
 }
+
+#[test]
+fn secrets_come_from_the_environment_the_file_or_the_kernel_command_line() {
+    let server =
+        lava_multinode_tests::start_coordinator_with_config(Some(r#"{"secret": "lab-key"}"#), &[]);
+    let tools = Tools::native();
+    let cfg = GroupConfig::new(&server.addr, "secret-group", 2);
+    let mut a = Node::new(&tools, &cfg, "a", "r");
+    // No lab secret: refused with the coordinator's reason.
+    assert!(a
+        .run("lava-send", &["m", "k=v"])
+        .fails(NACK)
+        .contains("secret"));
+    // A flag would show in `ps`: there is none.
+    assert_eq!(
+        a.run("lava-send", &["--secret", "lab-key", "m"]).code,
+        USAGE
+    );
+    a.set_env("LAVA_MULTINODE_SECRET", Some("lab-key"));
+    a.set_env("LAVA_MULTINODE_GROUP_SECRET", Some("grp-key"));
+    a.run("lava-send", &["m", "k=v"]).ok();
+    // b has the lab secret in its file and the group's on its kernel command line.
+    let b = Node::new(&tools, &cfg, "b", "r");
+    std::fs::write(b.conf_file(), "LAVA_MULTINODE_SECRET=lab-key\n").unwrap();
+    assert!(b
+        .run("lava-wait", &["m"])
+        .fails(NACK)
+        .contains("group_secret"));
+    std::fs::write(
+        b.cmdline_file(),
+        "quiet lava_multinode.group_secret=grp-key\n",
+    )
+    .unwrap();
+    assert_eq!(b.run("lava-wait", &["m"]).ok(), "a:k=v\n");
+}

@@ -49,6 +49,9 @@ pub struct Options {
     /// Shell commands run after every VM has ended.
     pub after: Vec<String>,
     pub debug: bool,
+    /// The lab's and the group's secrets, passed on to the host test and the guests.
+    pub secret: Option<String>,
+    pub group_secret: Option<String>,
 }
 
 /// Time allowed for a request that is answered at once (retries included).
@@ -177,6 +180,8 @@ impl Shared {
             start: Instant::now(),
             debug: self.opts.debug,
             call_id: wait::call_id(client),
+            secret: self.opts.secret.clone(),
+            group_secret: self.opts.group_secret.clone(),
         }
     }
 
@@ -203,6 +208,14 @@ impl Shared {
             ("PATH", path),
         ]
         .into_iter()
+        .chain(
+            [
+                ("LAVA_MULTINODE_SECRET", &o.secret),
+                ("LAVA_MULTINODE_GROUP_SECRET", &o.group_secret),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k, v))),
+        )
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     }
@@ -223,6 +236,16 @@ pub fn placeholder_values(
         job::kernel_param("role", &node.role),
         job::kernel_param("group_size", &size),
     ]
+    .into_iter()
+    .chain(
+        [
+            ("secret", &opts.secret),
+            ("group_secret", &opts.group_secret),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| job::kernel_param(k, v))),
+    )
+    .collect::<Vec<_>>()
     .join(" ");
     vec![
         ("coordinator", Some(opts.guest_coordinator.clone())),

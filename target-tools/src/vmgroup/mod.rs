@@ -177,6 +177,8 @@ pub fn run(argv: &[String], env: Env<'_>) -> Result<(), Error> {
         test,
         after,
         debug,
+        secret: cfg.get(Key::Secret).map(str::to_owned),
+        group_secret: cfg.get(Key::GroupSecret).map(str::to_owned),
     };
     match action {
         "show" => show(&opts, env.out),
