@@ -49,6 +49,7 @@ Configuration file keys (JSON; all optional):
   secret              the lab secret our tools send; prefer the environment variable
                       LAVA_COORDINATOR_SECRET, which wins [none]
   secret_exempt       networks whose requests need no lab secret, e.g. the dispatchers [none]
+  metrics_listen      address of the Prometheus endpoint, e.g. \"127.0.0.1:9079\" [none]
   max_groups, max_group_size, max_ids_per_group, max_group_bytes, max_total_bytes
                       limits [50000, 4096, 10000, 16 MiB, 1 GiB]; over one: nack
 
@@ -89,6 +90,10 @@ pub struct Cli {
     /// else ~/.local/state/lava-coordinator/state.db].
     #[arg(long, value_name = "FILE|:memory:")]
     pub state: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics [default: the config's
+    /// `metrics_listen`, else none].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -155,6 +160,8 @@ pub struct Settings {
     pub max_ids_per_group: usize,
     pub max_group_bytes: usize,
     pub max_total_bytes: usize,
+    /// Address of the Prometheus metrics endpoint; none when unset.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Settings {
@@ -182,6 +189,7 @@ impl Default for Settings {
             max_ids_per_group: limits.max_ids_per_group,
             max_group_bytes: limits.max_group_bytes,
             max_total_bytes: limits.max_total_bytes,
+            metrics_listen: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod config;
+pub mod metrics;
 pub mod server;
 pub mod state;
 pub mod status;

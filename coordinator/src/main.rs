@@ -164,7 +164,25 @@ fn main() -> ExitCode {
             settings.max_connections
         );
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(server::run(listener, Shared::new(settings, groups, writer), shutdown.clone()));
+        let metrics = match cli.metrics.or(settings.metrics_listen) {
+            None => None,
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    info!("metrics at http://{addr}/metrics");
+                    Some(listener)
+                }
+                Err(e) => {
+                    error!("cannot listen for metrics on {addr}: {e}");
+                    eprintln!("lava-coordinator: cannot listen for metrics on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        let shared = Shared::new(settings, groups, writer);
+        if let Some(listener) = metrics {
+            tokio::spawn(lava_coordinator::metrics::serve(listener, shared.clone(), shutdown.clone()));
+        }
+        let server = tokio::spawn(server::run(listener, shared, shutdown.clone()));
         shutdown_signal().await;
         shutdown.cancel();
         let _ = server.await;

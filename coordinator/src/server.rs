@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::access::Access;
 use crate::config::Settings;
+use crate::metrics::{Failure, Gauges, Metrics};
 use crate::state::{Coordinator, Event, Group, WaiterId, Wakeup};
 use crate::store::Writer;
 
@@ -26,10 +27,13 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A reply, and the store ticket that must be committed before it leaves.
 type Ticketed = (Reply, u64);
 
+/// A held request's reply, and when the change that released it happened.
+type Released = (Ticketed, Instant);
+
 struct Inner {
     machine: Coordinator,
     /// Where each parked request's reply goes.
-    waiters: HashMap<WaiterId, oneshot::Sender<Ticketed>>,
+    waiters: HashMap<WaiterId, oneshot::Sender<Released>>,
     next_waiter: WaiterId,
     /// The last batch of changes handed to the store.
     ticket: u64,
@@ -50,11 +54,12 @@ impl Inner {
     }
 
     fn deliver(&mut self, wakeups: Vec<Wakeup>, ticket: u64) {
+        let now = Instant::now();
         for Wakeup { waiter, reply } in wakeups {
             if let Some(tx) = self.waiters.remove(&waiter) {
                 // The receiver may have timed out at this very moment; it then finds the
                 // reply with `try_recv` after `cancel` returned false.
-                let _ = tx.send((reply, ticket));
+                let _ = tx.send(((reply, ticket), now));
             }
         }
         for event in self.machine.take_events() {
@@ -76,24 +81,11 @@ impl Inner {
 }
 
 /// The state shared by all connections.
-/// What happened so far, for `status` and the logs.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub requests: AtomicU64,
-    pub nacks: AtomicU64,
-    /// Frames or requests that could not be read.
-    pub bad_input: AtomicU64,
-    /// Requests refused by the access rules.
-    pub refused: AtomicU64,
-    /// Connections being served now.
-    pub connections: AtomicU64,
-}
-
 pub struct Shared {
     inner: Mutex<Inner>,
     settings: Settings,
     access: Access,
-    pub counters: Counters,
+    pub metrics: Metrics,
     started: Instant,
     /// `None`: state in memory only.
     writer: Option<Writer>,
@@ -121,7 +113,7 @@ impl Shared {
             settings,
             writer,
             max_parked,
-            counters: Counters::default(),
+            metrics: Metrics::default(),
             started: Instant::now(),
         })
     }
@@ -176,7 +168,8 @@ impl Shared {
         };
         tokio::select! {
             reply = &mut rx => {
-                if let Ok(reply) = reply {
+                if let Ok((reply, released)) = reply {
+                    self.metrics.wakeup(released.elapsed());
                     return reply;
                 }
             }
@@ -188,15 +181,19 @@ impl Shared {
             inner.waiters.remove(&waiter);
             (Reply::wait(), inner.ticket)
         } else {
-            rx.try_recv()
-                .unwrap_or_else(|_| (Reply::wait(), inner.ticket))
+            match rx.try_recv() {
+                Ok((reply, released)) => {
+                    self.metrics.wakeup(released.elapsed());
+                    reply
+                }
+                Err(_) => (Reply::wait(), inner.ticket),
+            }
         }
     }
 
     /// The `status` reply: groups (or one group), clients, held requests, counters.
     fn status(&self, group: Option<&str>) -> serde_json::Value {
-        let c = &self.counters;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let m = &self.metrics;
         let inner = self.lock();
         serde_json::json!({
             "response": "status",
@@ -204,17 +201,35 @@ impl Shared {
             "uptime": self.started.elapsed().as_secs(),
             "durable": self.writer.is_some(),
             "counters": {
-                "requests": load(&c.requests),
-                "nacks": load(&c.nacks),
-                "bad_input": load(&c.bad_input),
-                "refused": load(&c.refused),
-                "connections": load(&c.connections),
+                "requests": m.requests_total(),
+                "nacks": m.nacks_total(),
+                "bad_input": m.failures_of(Failure::BadFrame)
+                    + m.failures_of(Failure::BadRequest)
+                    + m.failures_of(Failure::ReadTimeout),
+                "refused": m.failures_of(Failure::Refused),
+                "connections": m.connections.load(Ordering::Relaxed),
                 "held": inner.machine.parked_count(),
                 "groups": inner.machine.groups().count(),
                 "stored_bytes": inner.machine.total_bytes(),
             },
             "groups": inner.machine.status(group, Instant::now()),
         })
+    }
+
+    /// The Prometheus metrics.
+    pub fn metrics_text(&self) -> String {
+        let gauges = {
+            let inner = self.lock();
+            let now = Instant::now();
+            Gauges {
+                groups: inner.machine.groups().count(),
+                clients: inner.machine.groups().map(|g| g.members.len()).sum(),
+                blocked: inner.machine.parked_count(),
+                stored_bytes: inner.machine.total_bytes(),
+                blocked_ages: inner.machine.blocked_ages(now),
+            }
+        };
+        self.metrics.render(&gauges)
     }
 
     /// Forgets idle groups.
@@ -317,11 +332,13 @@ async fn serve(
         Ok(Ok(None)) => return debug!("{peer}: closed without a request"),
         Ok(Err(FrameError::Io(e))) => return debug!("{peer}: {e}"),
         Ok(Err(e)) => {
+            shared.metrics.failure(Failure::BadFrame);
             let e = ReadError::from(e);
             warn!("{peer}: bad request frame: {e}");
             return write_reply(&mut stream, &Reply::nack(format!("bad request frame: {e}"))).await;
         }
         Err(e) => {
+            shared.metrics.failure(Failure::ReadTimeout);
             warn!("{peer}: {e}");
             return write_reply(&mut stream, &Reply::nack(e.to_string())).await;
         }
@@ -336,13 +353,13 @@ async fn serve(
     let request = match parsed.and_then(|v| Request::from_value(&v)) {
         Ok(request) => request,
         Err(e) => {
-            shared.counters.bad_input.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.failure(Failure::BadRequest);
             warn!("{peer}: bad request: {e}: {:.200}", body);
             return write_reply(&mut stream, &Reply::nack(format!("bad request: {e}"))).await;
         }
     };
     if let Some(why) = shared.access.refuses(peer.ip(), request.secret.as_deref()) {
-        shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.failure(Failure::Refused);
         warn!(
             "{peer}: refused {} from {:?} in {:?}: {why}",
             request.kind.name(),
@@ -351,12 +368,9 @@ async fn serve(
         );
         return write_reply(&mut stream, &Reply::nack(why)).await;
     }
-    shared.counters.requests.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let reply = shared.call(&request, &shutdown).await;
-    if reply.response == lava_protocol::Response::Nack {
-        shared.counters.nacks.fetch_add(1, Ordering::Relaxed);
-    }
+    shared.metrics.request(&request.kind, reply.response);
     debug!(
         "{peer}: {} {:?} from {:?} in {:?} -> {:?} after {:?}",
         request.kind.name(),
@@ -386,7 +400,7 @@ async fn serve_status(
 ) {
     let secret = value.get("secret").and_then(|s| s.as_str());
     if let Some(why) = shared.access.refuses(peer.ip(), secret) {
-        shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.failure(Failure::Refused);
         warn!("{peer}: refused status: {why}");
         return write_reply(stream, &Reply::nack(why)).await;
     }
@@ -487,9 +501,9 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
             serve(shared.clone(), stream, peer, shutdown).await;
-            shared.counters.connections.fetch_sub(1, Ordering::Relaxed);
+            shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }

@@ -773,3 +773,92 @@ fn assert_serving_after_flood(server: &Server) {
         .unwrap();
     assert_eq!(reply.response, Response::Ack);
 }
+
+fn scrape(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_count_requests_errors_and_wakeups() {
+    let metrics_addr = format!("127.0.0.1:{}", lava_multinode_tests::free_port());
+    let server = start_coordinator(&["--metrics", &metrics_addr]);
+    assert!(lava_multinode_tests::wait_for_port(
+        &metrics_addr,
+        Duration::from_secs(5)
+    ));
+    let c = server.client();
+    let waiter = {
+        let c = server.client();
+        thread::spawn(move || {
+            let mut r = req("gm", "b", 2, RequestKind::Wait { id: "go".into() });
+            r.block = Some(10.0);
+            c.call(&r).unwrap()
+        })
+    };
+    thread::sleep(Duration::from_millis(200));
+    let blocked = scrape(&metrics_addr, "/metrics");
+    assert_eq!(metric(&blocked, "lava_coordinator_blocked_requests"), 1.0);
+    c.call(&req(
+        "gm",
+        "a",
+        2,
+        RequestKind::Send {
+            id: "go".into(),
+            message: json!({}),
+        },
+    ))
+    .unwrap();
+    assert_eq!(waiter.join().unwrap().response, Response::Ack);
+    c.call(&req("gm", "a", 2, RequestKind::GroupData)).unwrap();
+    raw_exchange(&server.addr, b"0000000Xjunk", Duration::from_secs(5)).unwrap();
+    raw_exchange(
+        &server.addr,
+        &lava_protocol::frame::encode("[]"),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let text = scrape(&metrics_addr, "/metrics");
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Content-Type: text/plain; version=0.0.4"));
+    for (name, value) in [
+        (
+            "lava_coordinator_requests_total{request=\"lava_send\",response=\"ack\"}",
+            1.0,
+        ),
+        (
+            "lava_coordinator_requests_total{request=\"lava_wait\",response=\"ack\"}",
+            1.0,
+        ),
+        (
+            "lava_coordinator_requests_total{request=\"group_data\",response=\"group_data\"}",
+            1.0,
+        ),
+        ("lava_coordinator_errors_total{kind=\"bad_frame\"}", 1.0),
+        ("lava_coordinator_errors_total{kind=\"bad_request\"}", 1.0),
+        ("lava_coordinator_groups", 1.0),
+        ("lava_coordinator_clients", 2.0),
+        ("lava_coordinator_blocked_requests", 0.0),
+        ("lava_coordinator_wakeup_seconds_count", 1.0),
+        ("lava_coordinator_wakeup_seconds_bucket{le=\"+Inf\"}", 1.0),
+    ] {
+        assert_eq!(metric(&text, name), value, "{name}");
+    }
+    assert!(
+        metric(&text, "lava_coordinator_wakeup_seconds_bucket{le=\"0.1\"}") == 1.0,
+        "woken within 100 ms"
+    );
+    assert!(scrape(&metrics_addr, "/other").starts_with("HTTP/1.1 404"));
+}

@@ -395,6 +395,15 @@ impl Coordinator {
         Value::Array(groups.into_iter().map(|g| g.status(now)).collect())
     }
 
+    /// How long each held request has been blocked, seconds.
+    pub fn blocked_ages(&self, now: Instant) -> Vec<f64> {
+        self.groups
+            .values()
+            .flat_map(|g| g.parked.iter())
+            .map(|p| now.saturating_duration_since(p.since).as_secs_f64())
+            .collect()
+    }
+
     /// Forgets groups idle for longer than the expiry. A group with a parked request is
     /// not idle: somebody is waiting in it.
     pub fn expire(&mut self, now: Instant) -> Vec<Wakeup> {

@@ -1,0 +1,276 @@
+//! Counters for `status` and Prometheus metrics (text format) on an optional HTTP address.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lava_protocol::{RequestKind, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::server::Shared;
+
+/// Every request kind, in the order of the counters.
+const KINDS: [&str; 14] = [
+    "group_data",
+    "lava_send",
+    "lava_wait",
+    "lava_wait_all",
+    "lava_sync",
+    "clear_group",
+    "complete",
+    "aggregate",
+    "declare_roster",
+    "roster",
+    "vm_start",
+    "vm_wait_start",
+    "vm_stop",
+    "vm_wait_all",
+];
+const RESPONSES: [(Response, &str); 5] = [
+    (Response::Wait, "wait"),
+    (Response::Ack, "ack"),
+    (Response::Nack, "nack"),
+    (Response::GroupData, "group_data"),
+    (Response::Roster, "roster"),
+];
+
+/// What went wrong with a connection or request before the state machine saw it.
+#[derive(Debug, Clone, Copy)]
+pub enum Failure {
+    /// Not a frame: bad header, too large, truncated, not UTF-8, bytes after it.
+    BadFrame,
+    /// A frame whose body is not a valid request.
+    BadRequest,
+    /// No whole request within `read_timeout`.
+    ReadTimeout,
+    /// Refused by the access rules.
+    Refused,
+}
+
+const FAILURES: [(Failure, &str); 4] = [
+    (Failure::BadFrame, "bad_frame"),
+    (Failure::BadRequest, "bad_request"),
+    (Failure::ReadTimeout, "read_timeout"),
+    (Failure::Refused, "refused"),
+];
+
+/// Upper bounds of the wake-up latency buckets, seconds.
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: [[AtomicU64; RESPONSES.len()]; KINDS.len()],
+    failures: [AtomicU64; FAILURES.len()],
+    /// Connections being served now.
+    pub connections: AtomicU64,
+    wakeup_buckets: [AtomicU64; BUCKETS.len()],
+    wakeup_count: AtomicU64,
+    wakeup_sum_micros: AtomicU64,
+}
+
+/// Values that live in the state, read when the metrics are rendered.
+pub struct Gauges {
+    pub groups: usize,
+    pub clients: usize,
+    pub blocked: usize,
+    pub stored_bytes: usize,
+    /// Ages of the blocked requests, seconds.
+    pub blocked_ages: Vec<f64>,
+}
+
+fn kind_index(kind: &RequestKind) -> usize {
+    KINDS.iter().position(|k| *k == kind.name()).unwrap_or(0)
+}
+
+fn response_index(response: Response) -> usize {
+    RESPONSES
+        .iter()
+        .position(|(r, _)| *r == response)
+        .unwrap_or(0)
+}
+
+impl Metrics {
+    pub fn request(&self, kind: &RequestKind, response: Response) {
+        self.requests[kind_index(kind)][response_index(response)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn failure(&self, failure: Failure) {
+        self.failures[failure as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A held request was released `latency` after the change that released it.
+    pub fn wakeup(&self, latency: Duration) {
+        let seconds = latency.as_secs_f64();
+        for (bucket, bound) in self.wakeup_buckets.iter().zip(BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.wakeup_count.fetch_add(1, Ordering::Relaxed);
+        self.wakeup_sum_micros.fetch_add(
+            latency.as_micros().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Requests answered, in all.
+    pub fn requests_total(&self) -> u64 {
+        self.requests
+            .iter()
+            .flatten()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Requests answered `nack` by the state machine.
+    pub fn nacks_total(&self) -> u64 {
+        let nack = response_index(Response::Nack);
+        self.requests
+            .iter()
+            .map(|r| r[nack].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub fn failures_of(&self, failure: Failure) -> u64 {
+        self.failures[failure as usize].load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        out.push_str("# HELP lava_coordinator_requests_total Requests answered, by request kind and reply.\n");
+        out.push_str("# TYPE lava_coordinator_requests_total counter\n");
+        for (kind, row) in KINDS.iter().zip(&self.requests) {
+            for ((_, response), count) in RESPONSES.iter().zip(row) {
+                let n = load(count);
+                if n > 0 {
+                    let _ = writeln!(out, "lava_coordinator_requests_total{{request=\"{kind}\",response=\"{response}\"}} {n}");
+                }
+            }
+        }
+        out.push_str("# HELP lava_coordinator_errors_total Connections or requests that failed before the coordination rules, by kind.\n");
+        out.push_str("# TYPE lava_coordinator_errors_total counter\n");
+        for ((_, name), count) in FAILURES.iter().zip(&self.failures) {
+            let _ = writeln!(
+                out,
+                "lava_coordinator_errors_total{{kind=\"{name}\"}} {}",
+                load(count)
+            );
+        }
+        for (name, help, value) in [
+            ("groups", "Groups in the coordinator.", g.groups as u64),
+            (
+                "clients",
+                "Registered members of all groups.",
+                g.clients as u64,
+            ),
+            (
+                "blocked_requests",
+                "Requests held until their condition holds.",
+                g.blocked as u64,
+            ),
+            (
+                "stored_bytes",
+                "Bytes of message data stored.",
+                g.stored_bytes as u64,
+            ),
+            (
+                "connections",
+                "Connections being served.",
+                load(&self.connections),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP lava_coordinator_{name} {help}\n# TYPE lava_coordinator_{name} gauge\nlava_coordinator_{name} {value}");
+        }
+        out.push_str("# HELP lava_coordinator_blocked_requests_by_age Held requests blocked at least this long (seconds).\n");
+        out.push_str("# TYPE lava_coordinator_blocked_requests_by_age gauge\n");
+        for age in [0.0, 1.0, 10.0, 60.0, 600.0] {
+            let n = g.blocked_ages.iter().filter(|a| **a >= age).count();
+            let _ = writeln!(
+                out,
+                "lava_coordinator_blocked_requests_by_age{{older_than=\"{age}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP lava_coordinator_wakeup_seconds Time from the change that released a held request to its reply.\n");
+        out.push_str("# TYPE lava_coordinator_wakeup_seconds histogram\n");
+        for (bound, count) in BUCKETS.iter().zip(&self.wakeup_buckets) {
+            let _ = writeln!(
+                out,
+                "lava_coordinator_wakeup_seconds_bucket{{le=\"{bound}\"}} {}",
+                load(count)
+            );
+        }
+        let count = load(&self.wakeup_count);
+        let _ = writeln!(
+            out,
+            "lava_coordinator_wakeup_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "lava_coordinator_wakeup_seconds_sum {}",
+            load(&self.wakeup_sum_micros) as f64 / 1e6
+        );
+        let _ = writeln!(out, "lava_coordinator_wakeup_seconds_count {count}");
+        out
+    }
+}
+
+/// Serves `GET /metrics` (HTTP/1.0 style: one request per connection) until shutdown.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let (mut stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!("metrics: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::with_capacity(1024);
+            let read = async {
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+            };
+            if tokio::time::timeout(Duration::from_secs(5), read)
+                .await
+                .is_err()
+            {
+                return debug!("metrics: {peer} sent no request in time");
+            }
+            let response = if head.starts_with(b"GET /metrics ")
+                || head.starts_with(b"GET /metrics?")
+            {
+                let body = shared.metrics_text();
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                let body = "only GET /metrics is served here\n";
+                format!(
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
