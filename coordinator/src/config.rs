@@ -12,7 +12,7 @@ use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
 use crate::access::{Access, Cidr};
-use crate::state::Limits;
+use crate::state::{Limits, Verdicts};
 
 /// Environment variable that holds the lab secret (kept off the command line, where every
 /// local user could read it).
@@ -49,6 +49,9 @@ Configuration file keys (JSON; all optional):
   secret              the lab secret our tools send; prefer the environment variable
                       LAVA_COORDINATOR_SECRET, which wins [none]
   secret_exempt       networks whose requests need no lab secret, e.g. the dispatchers [none]
+  failure_propagation a member's `fail` answers what waits on it at once [true]
+  deadlock_detection  answer a group whose live members all wait on one another [true]
+  blocked_log_after   log (INFO) a request held this long, naming whom it waits for [60]
   metrics_listen      address of the Prometheus endpoint, e.g. \"127.0.0.1:9079\" [none]
   max_groups, max_group_size, max_ids_per_group, max_group_bytes, max_total_bytes
                       limits [50000, 4096, 10000, 16 MiB, 1 GiB]; over one: nack
@@ -162,6 +165,12 @@ pub struct Settings {
     pub max_total_bytes: usize,
     /// Address of the Prometheus metrics endpoint; none when unset.
     pub metrics_listen: Option<SocketAddr>,
+    /// A member's `fail` answers at once what waits on it.
+    pub failure_propagation: bool,
+    /// A group whose live members all wait on one another is answered at once.
+    pub deadlock_detection: bool,
+    /// Log (INFO) a request held longer than this, naming whom it waits for, seconds.
+    pub blocked_log_after: f64,
 }
 
 impl Default for Settings {
@@ -190,6 +199,9 @@ impl Default for Settings {
             max_group_bytes: limits.max_group_bytes,
             max_total_bytes: limits.max_total_bytes,
             metrics_listen: None,
+            failure_propagation: true,
+            deadlock_detection: true,
+            blocked_log_after: 60.0,
         }
     }
 }
@@ -256,6 +268,9 @@ impl Settings {
                 "must be a positive number of seconds",
             ));
         }
+        if !seconds(self.blocked_log_after) {
+            return Err(invalid("blocked_log_after", "must be a number of seconds"));
+        }
         if !seconds(self.group_expiry) || self.group_expiry == 0.0 {
             return Err(invalid(
                 "group_expiry",
@@ -295,6 +310,17 @@ impl Settings {
             secret: from_env.or_else(|| self.secret.clone().filter(|s| !s.is_empty())),
             secret_exempt: self.secret_exempt.clone(),
         }
+    }
+
+    pub fn verdicts(&self) -> Verdicts {
+        Verdicts {
+            failure_propagation: self.failure_propagation,
+            deadlock_detection: self.deadlock_detection,
+        }
+    }
+
+    pub fn blocked_log_after(&self) -> Duration {
+        Duration::from_secs_f64(self.blocked_log_after)
     }
 
     pub fn limits(&self) -> Limits {

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 use crate::server::Shared;
 
 /// Every request kind, in the order of the counters.
-const KINDS: [&str; 14] = [
+const KINDS: [&str; 15] = [
     "group_data",
     "lava_send",
     "lava_wait",
@@ -29,6 +29,7 @@ const KINDS: [&str; 14] = [
     "vm_wait_start",
     "vm_stop",
     "vm_wait_all",
+    "fail",
 ];
 const RESPONSES: [(Response, &str); 5] = [
     (Response::Wait, "wait"),

@@ -69,6 +69,7 @@ impl Inner {
                 Event::Cleared { group } => {
                     info!("group {group:?} cleared by all its members, deleted")
                 }
+                Event::Deadlock { group, verdict } => warn!("group {group:?}: {verdict}"),
                 Event::Expired { group, idle } => {
                     info!(
                         "group {group:?} expired after {}s without a request",
@@ -98,7 +99,9 @@ impl Shared {
     /// The server's state: `groups` restored from the store, changes written by `writer`.
     pub fn new(settings: Settings, groups: Vec<Group>, writer: Option<Writer>) -> Arc<Self> {
         let max_parked = (settings.max_connections * 3 / 4).max(1);
-        let mut machine = Coordinator::new(settings.group_expiry()).with_limits(settings.limits());
+        let mut machine = Coordinator::new(settings.group_expiry())
+            .with_limits(settings.limits())
+            .with_verdicts(settings.verdicts());
         for group in groups {
             machine.restore(group);
         }
@@ -230,6 +233,17 @@ impl Shared {
             }
         };
         self.metrics.render(&gauges)
+    }
+
+    /// Logs the requests held longer than `blocked_log_after`, once each.
+    pub fn log_long_waits(&self) {
+        let lines = self
+            .lock()
+            .machine
+            .long_waits(Instant::now(), self.settings.blocked_log_after());
+        for line in lines {
+            info!("{line}");
+        }
     }
 
     /// Forgets idle groups.
@@ -470,9 +484,12 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
             .clamp(Duration::from_millis(100), Duration::from_secs(60));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            // Long waits are reported within a second of passing the threshold.
+            let mut second = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
                     _ = tick.tick() => shared.expire(),
+                    _ = second.tick() => shared.log_long_waits(),
                     _ = shutdown.cancelled() => break,
                 }
             }

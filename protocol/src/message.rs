@@ -75,6 +75,10 @@ pub enum RequestKind {
     },
     /// Extension: wait until every member sent `lava_vm_stop` (`lava_wait_all lava_vm_stop`).
     VmWaitAll,
+    /// Extension: this member failed; what waits on it is answered `nack` naming it.
+    Fail {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +114,7 @@ impl RequestKind {
             RequestKind::VmWaitStart => "vm_wait_start",
             RequestKind::VmStop { .. } => "vm_stop",
             RequestKind::VmWaitAll => "vm_wait_all",
+            RequestKind::Fail { .. } => "fail",
         }
     }
 }
@@ -286,6 +291,9 @@ impl Request {
                 reason: string(obj, "reason")?,
             },
             "vm_wait_all" => RequestKind::VmWaitAll,
+            "fail" => RequestKind::Fail {
+                reason: string(obj, "reason")?.unwrap_or_default(),
+            },
             other => return Err(RequestError::Unknown(other.to_owned())),
         };
         Ok(Request {
@@ -352,6 +360,9 @@ impl Request {
             }
             RequestKind::VmStart { host_ip } => {
                 obj.insert("host_ip".into(), host_ip.clone().into());
+            }
+            RequestKind::Fail { reason } => {
+                obj.insert("reason".into(), reason.clone().into());
             }
             RequestKind::VmStop { status, reason } => {
                 obj.insert("status".into(), status.as_str().into());
@@ -626,6 +637,9 @@ mod tests {
                 reason: Some("boom".into()),
             },
             RequestKind::VmWaitAll,
+            RequestKind::Fail {
+                reason: "disk full".into(),
+            },
         ];
         for kind in kinds {
             let mut req = Request::new("g", "c", "r", kind);

@@ -39,6 +39,8 @@ pub enum Change {
     Sent(String),
     SyncArrived(String),
     Cleared,
+    /// A member declared that it failed.
+    Failed,
 }
 
 impl Condition {
@@ -50,6 +52,10 @@ impl Condition {
             (Condition::AllSent { id, .. }, Change::Sent(sent)) => id == sent,
             (Condition::Sent { id, .. }, Change::Sent(sent)) => id == sent,
             (Condition::Synced { id }, Change::SyncArrived(arrived)) => id == arrived,
+            (
+                Condition::Synced { .. } | Condition::AllSent { .. } | Condition::Sent { .. },
+                Change::Failed,
+            ) => true,
             _ => false,
         }
     }
@@ -84,6 +90,8 @@ pub struct Parked {
     pub client: String,
     pub condition: Condition,
     pub since: Instant,
+    /// Whether its long wait was logged already.
+    pub logged: bool,
 }
 
 impl Condition {
@@ -116,6 +124,8 @@ pub struct Group {
     pub messages: HashMap<String, IndexMap<String, Value>>,
     syncs: HashMap<String, Sync>,
     pub cleared: HashSet<String>,
+    /// Members that declared they failed, with their reason.
+    pub failed: IndexMap<String, String>,
     pub last_active: Instant,
     pub parked: Vec<Parked>,
     /// Not stored yet: everything but the messages, and these (id, sender) messages.
@@ -151,6 +161,7 @@ struct MetaRef<'a> {
     syncs: &'a HashMap<String, Sync>,
     cleared: &'a HashSet<String>,
     secret: &'a Option<String>,
+    failed: &'a IndexMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +173,8 @@ struct Meta {
     cleared: HashSet<String>,
     #[serde(default)]
     secret: Option<String>,
+    #[serde(default)]
+    failed: IndexMap<String, String>,
 }
 
 /// A change to store, as JSON text.
@@ -219,6 +232,7 @@ impl Group {
             messages: HashMap::new(),
             syncs: HashMap::new(),
             cleared: HashSet::new(),
+            failed: IndexMap::new(),
             last_active: now,
             parked: Vec::new(),
             dirty_meta: true,
@@ -247,6 +261,7 @@ impl Group {
         group.syncs = meta.syncs;
         group.cleared = meta.cleared;
         group.secret = meta.secret;
+        group.failed = meta.failed;
         for (id, sender, data) in messages {
             group.stored_bytes += entry_bytes(&id, &sender, &data);
             group.messages.entry(id).or_default().insert(sender, data);
@@ -291,6 +306,7 @@ impl Group {
             "idle_seconds": now.saturating_duration_since(self.last_active).as_secs(),
             "protected": self.secret.is_some(),
             "cleared": cleared,
+            "failed": self.failed,
             "sent": sent,
             "sync_arrivals": syncs,
             "stored_bytes": self.stored_bytes,
@@ -318,6 +334,7 @@ impl Group {
                 syncs: &self.syncs,
                 cleared: &self.cleared,
                 secret: &self.secret,
+                failed: &self.failed,
             };
             out.push(Mutation::PutGroup {
                 group: self.name.clone(),
@@ -338,6 +355,134 @@ impl Group {
                 });
             }
         }
+    }
+
+    /// Whom a held request waits for, in words.
+    pub fn waits_on(&self, condition: &Condition) -> String {
+        let roster = self.known_roster();
+        let missing = |done: &dyn Fn(&String) -> bool, role: Option<&str>| -> String {
+            let names: Vec<&String> = roster
+                .map(|r| {
+                    r.iter()
+                        .filter(|(c, r)| role.is_none_or(|role| r.as_str() == role) && !done(c))
+                        .map(|(c, _)| c)
+                        .collect()
+                })
+                .unwrap_or_default();
+            match roster {
+                None => format!(
+                    "the group is not complete ({} of {} registered)",
+                    self.members.len(),
+                    self.size
+                ),
+                Some(_) => format!(
+                    "missing: {}",
+                    names
+                        .iter()
+                        .map(|n| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        };
+        match condition {
+            Condition::GroupComplete | Condition::Roster => {
+                format!("{} of {} members registered", self.members.len(), self.size)
+            }
+            Condition::Sent { .. } => "nobody has sent it yet".into(),
+            Condition::AllSent { id, role, .. } => {
+                let sent = self.messages.get(id);
+                missing(
+                    &|c| sent.is_some_and(|m| m.contains_key(c)),
+                    role.as_deref(),
+                )
+            }
+            Condition::Synced { id } => {
+                let round = self.syncs.get(id).map(|s| &s.round);
+                missing(&|c| round.is_some_and(|r| r.contains_key(c)), None)
+            }
+        }
+    }
+
+    /// Records that `client` failed.
+    pub fn fail(&mut self, client: &str, reason: &str) {
+        self.failed.insert(client.to_owned(), reason.to_owned());
+        self.dirty_meta = true;
+    }
+
+    /// Why `condition` can no longer be met now that members failed, if it cannot.
+    fn doomed(&self, client: &str, condition: &Condition) -> Option<String> {
+        if self.failed.is_empty() {
+            return None;
+        }
+        let why = |c: &String| format!("member {c:?} failed: {}", self.failed[c]);
+        match condition {
+            Condition::Synced { id } => {
+                let round = self.syncs.get(id).map(|s| &s.round);
+                self.failed
+                    .keys()
+                    .find(|c| round.is_none_or(|r| !r.contains_key(*c)))
+                    .map(why)
+            }
+            Condition::AllSent { id, role, .. } => {
+                let sent = self.messages.get(id);
+                self.known_roster()?
+                    .iter()
+                    .filter(|(_, r)| role.as_deref().is_none_or(|role| r.as_str() == role))
+                    .map(|(c, _)| c)
+                    .find(|c| {
+                        self.failed.contains_key(*c) && sent.is_none_or(|m| !m.contains_key(*c))
+                    })
+                    .map(why)
+            }
+            // Anybody may send: only hopeless when every other member failed.
+            Condition::Sent { .. } => {
+                let mut others = self
+                    .known_roster()?
+                    .keys()
+                    .filter(|c| *c != client)
+                    .peekable();
+                if others.peek().is_none() || !others.all(|c| self.failed.contains_key(c)) {
+                    return None;
+                }
+                let names: Vec<String> = self
+                    .failed
+                    .iter()
+                    .map(|(c, r)| format!("{c:?} ({r})"))
+                    .collect();
+                Some(format!("every other member failed: {}", names.join(", ")))
+            }
+            Condition::GroupComplete | Condition::Roster => None,
+        }
+    }
+
+    /// When every live member (registered, not failed, not cleared) is held on a condition,
+    /// nobody is left to meet any of them: the description of who waits on what.
+    /// A member that is not held (it may still send) prevents the verdict, as does a member
+    /// that has not registered yet.
+    pub fn deadlock(&self) -> Option<String> {
+        if !self.is_complete() || self.parked.is_empty() {
+            return None;
+        }
+        let mut live = self
+            .members
+            .keys()
+            .filter(|c| !self.failed.contains_key(*c) && !self.cleared.contains(*c))
+            .peekable();
+        live.peek()?;
+        if !live.all(|c| self.parked.iter().any(|p| &p.client == c)) {
+            return None;
+        }
+        let what: Vec<String> = self
+            .parked
+            .iter()
+            .map(|p| format!("{} waits for {}", p.client, p.condition.describe()))
+            .collect();
+        Some(format!(
+            "deadlock in group {:?}: {}",
+            self.name,
+            what.join("; ")
+        ))
     }
 
     /// Records that `client` cleared the group.
@@ -521,6 +666,14 @@ impl Group {
     /// Answering a sync records the member's pick-up; the last pick-up ends the round so that
     /// the id can be synced again.
     pub fn answer(&mut self, client: &str, condition: &Condition) -> Option<Reply> {
+        let answer = self.answer_condition(client, condition);
+        if answer.is_some() {
+            return answer;
+        }
+        self.doomed(client, condition).map(Reply::nack)
+    }
+
+    fn answer_condition(&mut self, client: &str, condition: &Condition) -> Option<Reply> {
         match condition {
             Condition::GroupComplete => self
                 .is_complete()

@@ -45,6 +45,24 @@ pub struct Limits {
     pub max_total_bytes: usize,
 }
 
+/// Which failure verdicts the coordinator gives; operators can turn each off.
+#[derive(Debug, Clone, Copy)]
+pub struct Verdicts {
+    /// A member's `fail` answers what waits on it.
+    pub failure_propagation: bool,
+    /// A group whose live members all wait on each other is answered at once.
+    pub deadlock_detection: bool,
+}
+
+impl Default for Verdicts {
+    fn default() -> Self {
+        Verdicts {
+            failure_propagation: true,
+            deadlock_detection: true,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -64,6 +82,7 @@ pub enum Event {
     Complete { group: String },
     Cleared { group: String },
     Expired { group: String, idle: Duration },
+    Deadlock { group: String, verdict: String },
 }
 
 #[derive(Debug)]
@@ -76,6 +95,7 @@ pub struct Coordinator {
     /// Groups changed (or deleted) since the last `take_mutations`.
     touched: HashSet<String>,
     limits: Limits,
+    verdicts: Verdicts,
     /// Data bytes stored by all groups.
     total_bytes: usize,
 }
@@ -90,12 +110,18 @@ impl Coordinator {
             events: Vec::new(),
             touched: HashSet::new(),
             limits: Limits::default(),
+            verdicts: Verdicts::default(),
             total_bytes: 0,
         }
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    pub fn with_verdicts(mut self, verdicts: Verdicts) -> Self {
+        self.verdicts = verdicts;
         self
     }
 
@@ -144,6 +170,12 @@ impl Coordinator {
     /// [`Wakeup`] (from this or a later call) unless [`Coordinator::cancel`] takes it back.
     pub fn handle(&mut self, req: &Request, now: Instant, park: Option<WaiterId>) -> Output {
         let mut out = Output::default();
+        if matches!(req.kind, RequestKind::Fail { .. }) && !self.verdicts.failure_propagation {
+            out.reply = Some(Reply::nack(
+                "failure propagation is turned off on this coordinator",
+            ));
+            return out;
+        }
         let room = Room {
             max_ids: self.limits.max_ids_per_group,
             max_group_bytes: self.limits.max_group_bytes,
@@ -183,6 +215,7 @@ impl Coordinator {
                             client: req.client_name.clone(),
                             condition,
                             since: now,
+                            logged: false,
                         });
                         self.parked_in.insert(waiter, req.group_name.clone());
                         None
@@ -192,7 +225,40 @@ impl Coordinator {
             },
             (None, None) => Some(Reply::ack()),
         };
+        if self.verdicts.deadlock_detection {
+            out.wakeups.extend(self.resolve_deadlock(&req.group_name));
+        }
+        // This very request may be among those a verdict answered.
+        if let (None, Some(waiter)) = (&out.reply, park) {
+            if let Some(i) = out.wakeups.iter().position(|w| w.waiter == waiter) {
+                out.reply = Some(out.wakeups.swap_remove(i).reply);
+            }
+        }
         out
+    }
+
+    /// Answers every held request of a deadlocked group with the verdict.
+    fn resolve_deadlock(&mut self, group_name: &str) -> Vec<Wakeup> {
+        let Some(group) = self.groups.get_mut(group_name) else {
+            return Vec::new();
+        };
+        let Some(verdict) = group.deadlock() else {
+            return Vec::new();
+        };
+        self.events.push(Event::Deadlock {
+            group: group_name.to_owned(),
+            verdict: verdict.clone(),
+        });
+        std::mem::take(&mut group.parked)
+            .into_iter()
+            .map(|p| {
+                self.parked_in.remove(&p.waiter);
+                Wakeup {
+                    waiter: p.waiter,
+                    reply: Reply::nack(verdict.clone()),
+                }
+            })
+            .collect()
     }
 
     /// Finds or creates the request's group and registers its client (`true`: newly).
@@ -314,6 +380,10 @@ impl Coordinator {
                     Err(error) => (None, None, Some(Reply::nack(error))),
                 }
             }
+            RequestKind::Fail { reason } => {
+                group.fail(client, reason);
+                (None, Some(Change::Failed), None)
+            }
             RequestKind::ClearGroup => {
                 group.clear(client);
                 (None, Some(Change::Cleared), Some(Reply::ack()))
@@ -393,6 +463,32 @@ impl Coordinator {
             .collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
         Value::Array(groups.into_iter().map(|g| g.status(now)).collect())
+    }
+
+    /// Held requests that have waited `threshold` or longer and were not reported yet, one
+    /// line each, naming whom they wait for.
+    pub fn long_waits(&mut self, now: Instant, threshold: Duration) -> Vec<String> {
+        let mut lines = Vec::new();
+        for group in self.groups.values_mut() {
+            let mut report = Vec::new();
+            for p in group.parked.iter_mut().filter(|p| !p.logged) {
+                let age = now.saturating_duration_since(p.since);
+                if age >= threshold {
+                    p.logged = true;
+                    report.push((p.client.clone(), p.condition.clone(), age));
+                }
+            }
+            for (client, condition, age) in report {
+                lines.push(format!(
+                    "group {:?}: {client} has waited {}s for {} ({})",
+                    group.name,
+                    age.as_secs(),
+                    condition.describe(),
+                    group.waits_on(&condition)
+                ));
+            }
+        }
+        lines
     }
 
     /// How long each held request has been blocked, seconds.

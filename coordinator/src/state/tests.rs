@@ -836,3 +836,155 @@ fn a_group_secret_keeps_out_requests_without_it() {
     open.group_secret = Some("anything".into());
     assert_eq!(h.call(open).response, Response::GroupData);
 }
+
+fn fail(reason: &str) -> RequestKind {
+    RequestKind::Fail {
+        reason: reason.into(),
+    }
+}
+
+fn assert_nack_naming(reply: Option<Reply>, words: &[&str]) {
+    let reply = reply.expect("answered");
+    assert_eq!(reply.response, Response::Nack, "{reply:?}");
+    let error = reply.error.unwrap();
+    for w in words {
+        assert!(error.contains(w), "{error:?} does not name {w:?}");
+    }
+}
+
+#[test]
+fn a_failed_member_releases_what_waits_on_it_at_once() {
+    let mut h = Harness::new();
+    for c in ["a", "b", "c"] {
+        h.call(h.req(c, "r", 3, RequestKind::GroupData));
+    }
+    let wa = h.block(h.req("a", "r", 3, sync("s"))).unwrap_err();
+    let wb = h
+        .block(h.req("b", "r", 3, wait_all("m", None)))
+        .unwrap_err();
+    assert_eq!(h.call(h.req("c", "r", 3, fail("disk full"))), Reply::ack());
+    assert_nack_naming(h.woken(wa), &["\"c\"", "disk full"]);
+    assert_nack_naming(h.woken(wb), &["\"c\"", "disk full"]);
+    // A LAVA client polling later hears the same.
+    assert_nack_naming(Some(h.call(h.req("b", "r", 3, sync("s")))), &["\"c\""]);
+    assert_eq!(h.machine.parked_count(), 0);
+}
+
+#[test]
+fn failure_verdicts_spare_what_the_failed_member_already_did() {
+    let mut h = Harness::new();
+    for (c, r) in [("a", "client"), ("b", "server"), ("c", "server")] {
+        h.call(h.req(c, r, 3, RequestKind::GroupData));
+    }
+    h.call(h.req("c", "server", 3, sync("s")));
+    h.call(h.req("c", "server", 3, send("m", json!({}))));
+    let wa = h.block(h.req("a", "client", 3, sync("s"))).unwrap_err();
+    let wall = h
+        .block(h.req("a", "client", 3, wait_all("m", Some("server"))))
+        .unwrap_err();
+    let wany = h.block(h.req("a", "client", 3, wait("n"))).unwrap_err();
+    h.call(h.req("c", "server", 3, fail("late crash")));
+    assert!(h.woken(wa).is_none(), "c had arrived at s before failing");
+    assert!(h.woken(wall).is_none(), "c had sent m; b still can");
+    assert!(h.woken(wany).is_none(), "b can still send n");
+    assert_eq!(
+        h.call(h.req("b", "server", 3, sync("s"))).response,
+        Response::Ack
+    );
+    assert_eq!(h.woken(wa).map(|r| r.response), Some(Response::Ack));
+    // Once b fails too, nobody but a is left to send n.
+    h.call(h.req("b", "server", 3, fail("gone")));
+    assert_nack_naming(h.woken(wany), &["every other member failed"]);
+    assert_nack_naming(h.woken(wall), &["\"b\"", "gone"]);
+}
+
+#[test]
+fn a_group_whose_live_members_all_wait_is_told_at_once() {
+    let mut h = Harness::new();
+    for c in ["a", "b", "c"] {
+        h.call(h.req(c, "r", 3, RequestKind::GroupData));
+    }
+    let wa = h.block(h.req("a", "r", 3, wait("from-b"))).unwrap_err();
+    let wb = h
+        .block(h.req("b", "r", 3, wait_all("from-all", None)))
+        .unwrap_err();
+    assert!(
+        h.woken(wa).is_none() && h.woken(wb).is_none(),
+        "c may still act"
+    );
+    // c polls LAVA-style: not held, so no verdict.
+    assert!(h.call(h.req("c", "r", 3, wait("never"))).is_wait());
+    assert!(h.woken(wa).is_none());
+    // c blocks too: nobody is left to act.
+    let reply = h.block(h.req("c", "r", 3, sync("s"))).unwrap();
+    assert_nack_naming(
+        Some(reply),
+        &[
+            "deadlock",
+            "a waits for lava_wait from-b",
+            "c waits for lava_sync s",
+        ],
+    );
+    assert_nack_naming(h.woken(wa), &["deadlock"]);
+    assert_nack_naming(h.woken(wb), &["b waits for lava_wait_all from-all"]);
+    assert_eq!(h.machine.parked_count(), 0);
+    assert!(h
+        .machine
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, Event::Deadlock { .. })));
+}
+
+#[test]
+fn no_deadlock_verdict_while_a_member_has_not_registered_or_has_cleared() {
+    let mut h = Harness::new();
+    let wa = h.block(h.req("a", "r", 3, wait("x"))).unwrap_err();
+    let wb = h.block(h.req("b", "r", 3, wait("y"))).unwrap_err();
+    assert!(
+        h.woken(wa).is_none() && h.woken(wb).is_none(),
+        "c has not registered: it may still send"
+    );
+    // c registers and clears: it will not act any more.
+    h.call(h.req("c", "r", 3, RequestKind::ClearGroup));
+    assert_nack_naming(h.woken(wa), &["deadlock"]);
+    assert_nack_naming(h.woken(wb), &["deadlock"]);
+}
+
+#[test]
+fn operators_can_turn_the_verdicts_off() {
+    let mut h = Harness::new();
+    h.machine = Coordinator::new(Duration::from_secs(3600)).with_verdicts(Verdicts {
+        failure_propagation: false,
+        deadlock_detection: false,
+    });
+    let wa = h.block(h.req("a", "r", 2, wait("x"))).unwrap_err();
+    let wb = h.block(h.req("b", "r", 2, wait("y"))).unwrap_err();
+    assert!(h.woken(wa).is_none() && h.woken(wb).is_none());
+    assert_nack_naming(Some(h.call(h.req("a", "r", 2, fail("x")))), &["turned off"]);
+}
+
+#[test]
+fn long_waits_are_reported_once_naming_whom_they_wait_for() {
+    let mut h = Harness::new();
+    for c in ["a", "b", "c"] {
+        h.call(h.req(c, "r", 3, RequestKind::GroupData));
+    }
+    h.call(h.req("b", "r", 3, sync("s")));
+    h.block(h.req("a", "r", 3, sync("s"))).unwrap_err();
+    assert!(h
+        .machine
+        .long_waits(h.now + Duration::from_secs(5), Duration::from_secs(60))
+        .is_empty());
+    let lines = h
+        .machine
+        .long_waits(h.now + Duration::from_secs(61), Duration::from_secs(60));
+    assert_eq!(lines.len(), 1);
+    assert!(
+        lines[0].contains("a has waited 61s for lava_sync s (missing: c)"),
+        "{lines:?}"
+    );
+    assert!(h
+        .machine
+        .long_waits(h.now + Duration::from_secs(120), Duration::from_secs(60))
+        .is_empty());
+}
