@@ -78,6 +78,15 @@ Usage: lava-vm-done [--failed REASON]
 In a VM guest: reports that this VM has finished (lava_vm_stop status=ok), or failed with
 REASON (status=failed). The host's lava-wait-for-vms returns once every member has."
         }
+        Command::Fail => {
+            "\
+Usage: lava-fail REASON...
+
+Declares that this node failed, with REASON. Our coordinator answers at once, with a
+failure naming this node and REASON, every request that waits on it: a lava-sync it has
+not reached, a lava-wait-all that needs its lava-send, a lava-wait only it could still
+answer. Those tools exit 4. Against LAVA's own coordinator nothing can be told (exit 7)."
+        }
         Command::SelfName => {
             "\
 Usage: lava-self

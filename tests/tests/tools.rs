@@ -651,6 +651,7 @@ fn install_help_and_subcommands() {
         "lava-wait-for-vms",
         "lava-wait-vms",
         "lava-vm-done",
+        "lava-fail",
         "lava-self",
         "lava-role",
         "lava-group",
@@ -737,4 +738,72 @@ fn secrets_come_from_the_environment_the_file_or_the_kernel_command_line() {
     )
     .unwrap();
     assert_eq!(b.run("lava-wait", &["m"]).ok(), "a:k=v\n");
+}
+
+/// Issue 8: one node fails mid-script; the others, blocked on it, exit non-zero within a
+/// second naming it and its reason.
+#[test]
+fn a_failed_node_ends_the_others_waits_at_once() {
+    let server = start_coordinator(&[]);
+    let tools = Tools::native();
+    let cfg = GroupConfig::new(&server.addr, "failing", 3);
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|c| Node::new(&tools, &cfg, c, "r"))
+        .collect();
+    for n in &nodes {
+        n.run("lava-send", &["up"]).ok();
+    }
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    std::thread::scope(|scope| {
+        let sync = scope.spawn(|| a.run("lava-sync", &["step1"]));
+        let wait_all = scope.spawn(|| b.run("lava-wait-all", &["result"]));
+        std::thread::sleep(Duration::from_millis(500));
+        let failed_at = Instant::now();
+        c.run("lava-fail", &["build", "failed:", "no", "space"])
+            .ok();
+        for run in [sync.join().unwrap(), wait_all.join().unwrap()] {
+            let err = run.fails(NACK);
+            assert!(
+                err.contains("\"c\"") && err.contains("build failed: no space"),
+                "{err}"
+            );
+            assert!(
+                failed_at.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                failed_at.elapsed()
+            );
+        }
+    });
+}
+
+/// Issue 8: every node waits for something nobody will send (mismatched ids): all are told
+/// at once, with who waits on what.
+#[test]
+fn a_deadlocked_group_is_reported_at_once() {
+    let server = start_coordinator(&[]);
+    let tools = Tools::native();
+    let cfg = GroupConfig::new(&server.addr, "stuck", 2);
+    let a = Node::new(&tools, &cfg, "a", "r");
+    let b = Node::new(&tools, &cfg, "b", "r");
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let wa = scope.spawn(|| a.run("lava-wait", &["ready-b"]));
+        let wb = scope.spawn(|| b.run("lava-wait", &["ready_a"]));
+        for run in [wa.join().unwrap(), wb.join().unwrap()] {
+            let err = run.fails(NACK);
+            assert!(
+                err.contains("deadlock")
+                    && err.contains("a waits for lava_wait ready-b")
+                    && err.contains("b waits for lava_wait ready_a"),
+                "{err}"
+            );
+        }
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(server.log_text().contains("deadlock in group \"stuck\""));
 }

@@ -62,8 +62,14 @@ mod tests {
     #[test]
     fn every_tool_is_linked() {
         let names = tool_names();
-        assert_eq!(names.len(), 11);
-        for name in ["lava-send", "lava-wait-vms", "lava-vm-done", "lava-group"] {
+        assert_eq!(names.len(), 12);
+        for name in [
+            "lava-send",
+            "lava-wait-vms",
+            "lava-vm-done",
+            "lava-fail",
+            "lava-group",
+        ] {
             assert!(names.iter().any(|n| n == name), "{name}");
         }
     }

@@ -1,5 +1,6 @@
 //! The commands: names, the flags each takes, and dispatch.
 
+pub mod fail;
 pub mod install;
 pub mod messaging;
 pub mod roster;
@@ -24,6 +25,8 @@ pub enum Command {
     /// `lava-wait-vms`: the seed's other name of `lava-wait-for-vms`.
     WaitVms,
     VmDone,
+    /// `lava-fail REASON`: this node failed.
+    Fail,
     SelfName,
     Role,
     Group,
@@ -65,7 +68,7 @@ const FORCE: Opt = Opt {
 };
 
 impl Command {
-    pub const ALL: [Command; 13] = [
+    pub const ALL: [Command; 14] = [
         Command::Send,
         Command::Wait,
         Command::WaitAll,
@@ -74,6 +77,7 @@ impl Command {
         Command::WaitForVms,
         Command::WaitVms,
         Command::VmDone,
+        Command::Fail,
         Command::SelfName,
         Command::Role,
         Command::Group,
@@ -92,6 +96,7 @@ impl Command {
             Command::WaitForVms => "wait-for-vms",
             Command::WaitVms => "wait-vms",
             Command::VmDone => "vm-done",
+            Command::Fail => "fail",
             Command::SelfName => "self",
             Command::Role => "role",
             Command::Group => "group",
@@ -248,6 +253,14 @@ pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
                 return Err(Error::Usage("the --failed reason must be one line".into()));
             }
             vm::vm_done(&session()?, failed)
+        }
+        Command::Fail => {
+            arity(&parsed, 1, usize::MAX, "reason")?;
+            let reason = pos.join(" ");
+            if reason.contains(['\n', '\r']) {
+                return Err(Error::Usage("the reason must be one line".into()));
+            }
+            fail::fail(&session()?, &reason)
         }
         Command::Install | Command::VmGroup => unreachable!("handled above"),
     }

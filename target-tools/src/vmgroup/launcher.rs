@@ -489,6 +489,11 @@ fn finish_vm(shared: &Shared, node: &Node, failure: Option<String>, report: &mut
     if let Err(e) = vm::vm_done(&guest, Some(&reason)) {
         say(&format!("could not report its failure: {e}"));
     }
+    // Also end, at once, whatever the other members wait for from this guest (a sync, a
+    // wait-all); LAVA's coordinator does not know `fail`, which changes nothing there.
+    if let Err(e) = crate::commands::fail::fail(&guest, &reason) {
+        say(&format!("could not declare it failed: {e}"));
+    }
     report.launcher_failure = Some(reason);
 }
 
