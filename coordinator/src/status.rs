@@ -159,6 +159,9 @@ pub fn render(address: &str, a: &Value, detailed: bool) -> String {
                 }
             );
         }
+        for (member, reason) in g["failed"].as_object().into_iter().flatten() {
+            let _ = writeln!(out, "  failed: {member}: {}", text(reason));
+        }
         for (id, arrived) in g["sync_arrivals"].as_object().into_iter().flatten() {
             let _ = writeln!(out, "  sync {id}: arrived {}", list(arrived));
         }

@@ -126,6 +126,8 @@ pub struct Group {
     pub cleared: HashSet<String>,
     /// Members that declared they failed, with their reason.
     pub failed: IndexMap<String, String>,
+    /// When this coordinator created (or restored) the group.
+    pub created: Instant,
     pub last_active: Instant,
     pub parked: Vec<Parked>,
     /// Not stored yet: everything but the messages, and these (id, sender) messages.
@@ -233,6 +235,7 @@ impl Group {
             syncs: HashMap::new(),
             cleared: HashSet::new(),
             failed: IndexMap::new(),
+            created: now,
             last_active: now,
             parked: Vec::new(),
             dirty_meta: true,
@@ -303,6 +306,7 @@ impl Group {
             "registered": self.members.len(),
             "members": self.members,
             "roster_declared": self.roster.is_some(),
+            "age_seconds": now.saturating_duration_since(self.created).as_secs(),
             "idle_seconds": now.saturating_duration_since(self.last_active).as_secs(),
             "protected": self.secret.is_some(),
             "cleared": cleared,
@@ -464,13 +468,17 @@ impl Group {
         if !self.is_complete() || self.parked.is_empty() {
             return None;
         }
-        let mut live = self
+        let live: Vec<&String> = self
             .members
             .keys()
             .filter(|c| !self.failed.contains_key(*c) && !self.cleared.contains(*c))
-            .peekable();
-        live.peek()?;
-        if !live.all(|c| self.parked.iter().any(|p| &p.client == c)) {
+            .collect();
+        // Fewer held requests than live members: somebody is free (the usual case, O(1)).
+        if live.is_empty() || self.parked.len() < live.len() {
+            return None;
+        }
+        let held: HashSet<&String> = self.parked.iter().map(|p| &p.client).collect();
+        if !live.iter().all(|c| held.contains(c)) {
             return None;
         }
         let what: Vec<String> = self
