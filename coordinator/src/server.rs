@@ -70,6 +70,9 @@ impl Inner {
                     info!("group {group:?} cleared by all its members, deleted")
                 }
                 Event::Deadlock { group, verdict } => warn!("group {group:?}: {verdict}"),
+                Event::LeaseExpired { group, client } => {
+                    warn!("group {group:?}: {client:?} stopped asking while it waited (lease expired): counted as failed")
+                }
                 Event::Expired { group, idle } => {
                     info!(
                         "group {group:?} expired after {}s without a request",
@@ -101,6 +104,7 @@ impl Shared {
         let max_parked = (settings.max_connections * 3 / 4).max(1);
         let mut machine = Coordinator::new(settings.group_expiry())
             .with_limits(settings.limits())
+            .with_block_max(settings.block_max())
             .with_verdicts(settings.verdicts());
         for group in groups {
             machine.restore(group);
@@ -235,12 +239,19 @@ impl Shared {
         self.metrics.render(&gauges)
     }
 
-    /// Logs the requests held longer than `blocked_log_after`, once each.
-    pub fn log_long_waits(&self) {
-        let lines = self
-            .lock()
-            .machine
-            .long_waits(Instant::now(), self.settings.blocked_log_after());
+    /// Once a second: members whose lease expired count as failed; requests held longer
+    /// than `blocked_log_after` are logged, once each.
+    pub fn every_second(&self) {
+        let now = Instant::now();
+        let lines = {
+            let mut inner = self.lock();
+            let wakeups = inner.machine.expire_leases(now);
+            let ticket = inner.flush(self.writer.as_ref());
+            inner.deliver(wakeups, ticket);
+            inner
+                .machine
+                .long_waits(now, self.settings.blocked_log_after())
+        };
         for line in lines {
             info!("{line}");
         }
@@ -489,7 +500,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
             loop {
                 tokio::select! {
                     _ = tick.tick() => shared.expire(),
-                    _ = second.tick() => shared.log_long_waits(),
+                    _ = second.tick() => shared.every_second(),
                     _ = shutdown.cancelled() => break,
                 }
             }

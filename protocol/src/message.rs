@@ -24,6 +24,9 @@ pub struct Request {
     pub group_size: Option<u32>,
     /// Extension: hold the connection up to this many seconds instead of answering `wait`.
     pub block: Option<f64>,
+    /// Extension: while this call waits, its member promises to ask again within this many
+    /// seconds of each `wait`; past that it counts as gone (a killed tool).
+    pub lease: Option<f64>,
     /// Extension: identifies one logical call across its retries, so that a retried
     /// `lava_sync` whose `ack` was lost is answered again instead of starting the next round.
     pub request_id: Option<String>,
@@ -182,20 +185,19 @@ fn group_size(obj: &Map<String, Value>) -> Result<Option<u32>, RequestError> {
     Ok((n > 0).then_some(n))
 }
 
-fn block(obj: &Map<String, Value>) -> Result<Option<f64>, RequestError> {
-    match obj.get("block") {
+/// A number of seconds, 0 or more (`block`, `lease`).
+fn seconds(obj: &Map<String, Value>, field: &'static str) -> Result<Option<f64>, RequestError> {
+    let wrong = RequestError::WrongType {
+        field,
+        expected: "a number of seconds, 0 or more",
+    };
+    match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
-            Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(s)),
-            _ => Err(RequestError::WrongType {
-                field: "block",
-                expected: "a number of seconds, 0 or more",
-            }),
+            Some(s) if s.is_finite() && (0.0..=1e9).contains(&s) => Ok(Some(s)),
+            _ => Err(wrong),
         },
-        Some(_) => Err(RequestError::WrongType {
-            field: "block",
-            expected: "a number of seconds, 0 or more",
-        }),
+        Some(_) => Err(wrong),
     }
 }
 
@@ -228,6 +230,7 @@ impl Request {
             hostname: None,
             group_size: None,
             block: None,
+            lease: None,
             request_id: None,
             secret: None,
             group_secret: None,
@@ -302,7 +305,8 @@ impl Request {
             role: string(obj, "role")?,
             hostname: string(obj, "hostname")?,
             group_size: group_size(obj)?,
-            block: block(obj)?,
+            block: seconds(obj, "block")?,
+            lease: seconds(obj, "lease")?,
             request_id: string(obj, "request_id")?,
             secret: string(obj, "secret")?,
             group_secret: string(obj, "group_secret")?,
@@ -327,6 +331,9 @@ impl Request {
         }
         if let Some(block) = self.block {
             obj.insert("block".into(), block.into());
+        }
+        if let Some(lease) = self.lease {
+            obj.insert("lease".into(), lease.into());
         }
         for (field, value) in [
             ("request_id", &self.request_id),
@@ -645,6 +652,7 @@ mod tests {
             let mut req = Request::new("g", "c", "r", kind);
             req.group_size = Some(3);
             req.block = Some(2.5);
+            req.lease = Some(10.0);
             req.request_id = Some("host-1234-7".into());
             req.secret = Some("lab".into());
             req.group_secret = Some("grp".into());

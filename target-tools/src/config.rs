@@ -18,6 +18,9 @@ pub const DEFAULT_CONF: &str = "/etc/lava-multinode.conf";
 pub const DEFAULT_CMDLINE: &str = "/proc/cmdline";
 pub const DEFAULT_CACHE: &str = "/tmp/lava_multi_node_cache.txt";
 pub const DEFAULT_TIMEOUT: f64 = 600.0;
+/// A waiting tool asks again at once after each `wait`: 10 s is ample, yet a killed tool is
+/// noticed soon after its last held request ends.
+pub const DEFAULT_LEASE: f64 = 10.0;
 pub const DEFAULT_POLL: f64 = 1.0;
 /// Environment variable naming the configuration file.
 pub const CONF_ENV: &str = "LAVA_MULTINODE_CONF";
@@ -35,6 +38,8 @@ pub enum Key {
     GroupSize,
     Timeout,
     Poll,
+    /// How long the coordinator waits for a waiting tool to ask again before counting it gone.
+    Lease,
     Cache,
     HostIp,
     /// The lab's secret: environment, file or kernel command line only, never a flag.
@@ -44,7 +49,7 @@ pub enum Key {
 }
 
 impl Key {
-    pub const ALL: [Key; 11] = [
+    pub const ALL: [Key; 12] = [
         Key::Coordinator,
         Key::Group,
         Key::Client,
@@ -52,6 +57,7 @@ impl Key {
         Key::GroupSize,
         Key::Timeout,
         Key::Poll,
+        Key::Lease,
         Key::Cache,
         Key::HostIp,
         Key::Secret,
@@ -68,6 +74,7 @@ impl Key {
             Key::GroupSize => "LAVA_MULTINODE_GROUP_SIZE",
             Key::Timeout => "LAVA_MULTINODE_TIMEOUT",
             Key::Poll => "LAVA_MULTINODE_POLL",
+            Key::Lease => "LAVA_MULTINODE_LEASE",
             // LAVA's own name.
             Key::Cache => "LAVA_MULTI_NODE_CACHE",
             Key::HostIp => "LAVA_MULTINODE_HOST_IP",
@@ -86,6 +93,7 @@ impl Key {
             Key::GroupSize => "group-size",
             Key::Timeout => "timeout",
             Key::Poll => "poll",
+            Key::Lease => "lease",
             Key::Cache => "cache",
             Key::HostIp => "host-ip",
             // No command accepts these as flags (a flag shows in `ps`).
@@ -104,6 +112,7 @@ impl Key {
             Key::GroupSize => "group_size",
             Key::Timeout => "timeout",
             Key::Poll => "poll",
+            Key::Lease => "lease",
             Key::Cache => "cache",
             Key::HostIp => "host_ip",
             Key::Secret => "secret",
@@ -121,6 +130,7 @@ impl Key {
             Key::GroupSize => "group size",
             Key::Timeout => "timeout",
             Key::Poll => "polling interval",
+            Key::Lease => "lease",
             Key::Cache => "cache file",
             Key::HostIp => "host address",
             Key::Secret => "lab secret",
@@ -434,6 +444,10 @@ impl Config {
 
     pub fn poll(&self) -> Result<Duration, ConfigError> {
         self.seconds(Key::Poll, DEFAULT_POLL)
+    }
+
+    pub fn lease(&self) -> Result<Duration, ConfigError> {
+        self.seconds(Key::Lease, DEFAULT_LEASE)
     }
 
     pub fn group_size(&self) -> Result<Option<u32>, ConfigError> {

@@ -36,6 +36,8 @@ pub struct Session {
     pub group_size: Option<u32>,
     pub timeout: Duration,
     pub poll: Duration,
+    /// Sent with waiting requests (see `Key::Lease`).
+    pub lease: Duration,
     pub start: Instant,
     pub debug: bool,
     /// The lab's and the group's secrets, when configured.
@@ -79,6 +81,7 @@ impl Session {
             group_size: cfg.group_size()?,
             timeout: cfg.timeout()?,
             poll: cfg.poll()?,
+            lease: cfg.lease()?,
             start: Instant::now(),
             debug,
             call_id: call_id(cfg.require(Key::Client)?),
@@ -98,6 +101,8 @@ impl Session {
         // Milliseconds are plenty, and keep the JSON short.
         req.block = block.map(|b| (b.as_secs_f64() * 1000.0).floor() / 1000.0);
         req.request_id = Some(self.call_id.clone());
+        // Only a waiting call promises to ask again.
+        req.lease = block.map(|_| self.lease.as_secs_f64());
         req.secret = self.secret.clone();
         req.group_secret = self.group_secret.clone();
         req
@@ -247,6 +252,7 @@ mod tests {
             group_size: Some(2),
             timeout: Duration::from_secs_f64(timeout),
             poll: Duration::from_secs_f64(poll),
+            lease: Duration::from_secs(10),
             start: Instant::now(),
             debug: false,
             call_id: call_id("c"),

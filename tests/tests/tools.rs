@@ -807,3 +807,37 @@ fn a_deadlocked_group_is_reported_at_once() {
     );
     assert!(server.log_text().contains("deadlock in group \"stuck\""));
 }
+
+/// Issue 8: a tool killed while it waits stops renewing its lease; the others, waiting on
+/// it, are told soon after.
+#[test]
+fn a_killed_waiting_tool_is_counted_gone_after_its_lease() {
+    let server =
+        lava_multinode_tests::start_coordinator_with_config(Some(r#"{"block_max": 0.5}"#), &[]);
+    let tools = Tools::native();
+    let cfg = GroupConfig::new(&server.addr, "lease", 2);
+    let mut a = Node::new(&tools, &cfg, "a", "r");
+    a.set_env("LAVA_MULTINODE_LEASE", Some("0.5"));
+    let b = Node::new(&tools, &cfg, "b", "r");
+    let mut waiting = a.command("lava-wait", &["never"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    waiting.kill().unwrap();
+    waiting.wait().unwrap();
+    let killed_at = Instant::now();
+    // Once a's held request has ended (block_max), a is no longer held: no deadlock verdict,
+    // only its lease can tell that it is gone.
+    std::thread::sleep(Duration::from_millis(700));
+    // b needs a's "result": once a's lease ran out, b is told.
+    let run = b.run("lava-wait-all", &["result"]);
+    let err = run.fails(NACK);
+    assert!(
+        err.contains("\"a\"") && err.contains("lease expired"),
+        "{err}"
+    );
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed_at.elapsed()
+    );
+    assert!(server.log_text().contains("lease expired"));
+}

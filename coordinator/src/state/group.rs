@@ -128,6 +128,8 @@ pub struct Group {
     pub failed: IndexMap<String, String>,
     /// When this coordinator created (or restored) the group.
     pub created: Instant,
+    /// Members in a waiting call with a lease: when they count as gone unless they ask again.
+    pub leases: HashMap<String, Instant>,
     pub last_active: Instant,
     pub parked: Vec<Parked>,
     /// Not stored yet: everything but the messages, and these (id, sender) messages.
@@ -236,6 +238,7 @@ impl Group {
             cleared: HashSet::new(),
             failed: IndexMap::new(),
             created: now,
+            leases: HashMap::new(),
             last_active: now,
             parked: Vec::new(),
             dirty_meta: true,

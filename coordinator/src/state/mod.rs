@@ -83,6 +83,7 @@ pub enum Event {
     Cleared { group: String },
     Expired { group: String, idle: Duration },
     Deadlock { group: String, verdict: String },
+    LeaseExpired { group: String, client: String },
 }
 
 #[derive(Debug)]
@@ -96,6 +97,8 @@ pub struct Coordinator {
     touched: HashSet<String>,
     limits: Limits,
     verdicts: Verdicts,
+    /// The longest the server holds a request (its `block_max`): a lease runs from then.
+    block_max: Duration,
     /// Data bytes stored by all groups.
     total_bytes: usize,
 }
@@ -111,12 +114,18 @@ impl Coordinator {
             touched: HashSet::new(),
             limits: Limits::default(),
             verdicts: Verdicts::default(),
+            block_max: Duration::from_secs(30),
             total_bytes: 0,
         }
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    pub fn with_block_max(mut self, block_max: Duration) -> Self {
+        self.block_max = block_max;
         self
     }
 
@@ -225,6 +234,20 @@ impl Coordinator {
             },
             (None, None) => Some(Reply::ack()),
         };
+        if let (Some(lease), Some(group)) = (req.lease, self.groups.get_mut(&req.group_name)) {
+            let waiting = out.reply.as_ref().is_none_or(Reply::is_wait);
+            if waiting {
+                // The held time, then the lease: time to ask again after a `wait`.
+                let hold = Duration::from_secs_f64(req.block.unwrap_or(0.0).min(86_400.0))
+                    .min(self.block_max);
+                let lease = Duration::from_secs_f64(lease.min(86_400.0));
+                group
+                    .leases
+                    .insert(req.client_name.clone(), now + hold + lease);
+            } else {
+                group.leases.remove(&req.client_name);
+            }
+        }
         if self.verdicts.deadlock_detection {
             out.wakeups.extend(self.resolve_deadlock(&req.group_name));
         }
@@ -463,6 +486,46 @@ impl Coordinator {
             .collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
         Value::Array(groups.into_iter().map(|g| g.status(now)).collect())
+    }
+
+    /// Members whose waiting tool stopped asking past its lease count as failed; returns
+    /// what that releases.
+    pub fn expire_leases(&mut self, now: Instant) -> Vec<Wakeup> {
+        if !self.verdicts.failure_propagation {
+            return Vec::new();
+        }
+        let mut gone: Vec<(String, String)> = Vec::new();
+        for group in self.groups.values_mut() {
+            let expired: Vec<String> = group
+                .leases
+                .iter()
+                .filter(|(client, until)| {
+                    **until <= now && !group.parked.iter().any(|p| &p.client == *client)
+                })
+                .map(|(client, _)| client.clone())
+                .collect();
+            for client in expired {
+                group.leases.remove(&client);
+                group.fail(
+                    &client,
+                    "gone: its waiting tool stopped asking (lease expired)",
+                );
+                gone.push((group.name.clone(), client));
+            }
+        }
+        let mut wakeups = Vec::new();
+        for (group, client) in gone {
+            self.touched.insert(group.clone());
+            self.events.push(Event::LeaseExpired {
+                group: group.clone(),
+                client,
+            });
+            wakeups.extend(self.release(&group, &Change::Failed));
+            if self.verdicts.deadlock_detection {
+                wakeups.extend(self.resolve_deadlock(&group));
+            }
+        }
+        wakeups
     }
 
     /// Held requests that have waited `threshold` or longer and were not reported yet, one

@@ -988,3 +988,51 @@ fn long_waits_are_reported_once_naming_whom_they_wait_for() {
         .long_waits(h.now + Duration::from_secs(120), Duration::from_secs(60))
         .is_empty());
 }
+
+#[test]
+fn a_waiting_tool_that_stops_asking_counts_as_gone_after_its_lease() {
+    let mut h = Harness::new();
+    for c in ["a", "b", "c"] {
+        h.call(h.req(c, "r", 3, RequestKind::GroupData));
+    }
+    let leased = |h: &Harness, client: &str, kind| {
+        let mut r = h.req(client, "r", 3, kind);
+        r.block = Some(1.0);
+        r.lease = Some(5.0);
+        r
+    };
+    // a waits for a message, then its tool is killed: the held request times out and nobody
+    // asks again.
+    let wa = h.block(leased(&h, "a", wait("x"))).unwrap_err();
+    assert!(h.machine.cancel(wa));
+    // b waits for everyone's "m": a's included.
+    let wb = h.block(leased(&h, "b", wait_all("m", None))).unwrap_err();
+    // c polls like LAVA's client, without a lease: never leased out.
+    assert!(h.call(h.req("c", "r", 3, wait("x"))).is_wait());
+    assert!(
+        h.machine
+            .expire_leases(h.now + Duration::from_secs(5))
+            .is_empty(),
+        "within 1 + 5 s"
+    );
+    // b's own lease is kept alive by its held request.
+    let wakeups = h.machine.expire_leases(h.now + Duration::from_secs(7));
+    assert_eq!(wakeups.len(), 1);
+    assert_eq!(wakeups[0].waiter, wb);
+    assert_nack_naming(Some(wakeups[0].reply.clone()), &["\"a\"", "lease expired"]);
+    assert!(h.machine.group(G).unwrap().failed.contains_key("a"));
+    assert!(!h.machine.group(G).unwrap().failed.contains_key("c"));
+}
+
+#[test]
+fn a_finished_call_ends_its_lease() {
+    let mut h = Harness::new();
+    let mut r = h.req("a", "r", 1, sync("s"));
+    r.lease = Some(1.0);
+    assert_eq!(h.call(r).response, Response::Ack);
+    assert!(h.machine.group(G).unwrap().leases.is_empty());
+    assert!(h
+        .machine
+        .expire_leases(h.now + Duration::from_secs(60))
+        .is_empty());
+}

@@ -36,7 +36,7 @@ pub enum Command {
 }
 
 /// Settings every coordinator command takes as flags (`--host-ip` only `lava-start-vms`).
-const NETWORK_KEYS: [Key; 8] = [
+const NETWORK_KEYS: [Key; 9] = [
     Key::Coordinator,
     Key::Group,
     Key::Client,
@@ -44,9 +44,10 @@ const NETWORK_KEYS: [Key; 8] = [
     Key::GroupSize,
     Key::Timeout,
     Key::Poll,
+    Key::Lease,
     Key::Cache,
 ];
-const START_VMS_KEYS: [Key; 9] = [
+const START_VMS_KEYS: [Key; 10] = [
     Key::Coordinator,
     Key::Group,
     Key::Client,
@@ -54,6 +55,7 @@ const START_VMS_KEYS: [Key; 9] = [
     Key::GroupSize,
     Key::Timeout,
     Key::Poll,
+    Key::Lease,
     Key::Cache,
     Key::HostIp,
 ];

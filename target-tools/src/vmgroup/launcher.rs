@@ -177,6 +177,7 @@ impl Shared {
             group_size: Some(self.opts.job.group_size()),
             timeout,
             poll: self.opts.poll,
+            lease: Duration::from_secs_f64(crate::config::DEFAULT_LEASE),
             start: Instant::now(),
             debug: self.opts.debug,
             call_id: wait::call_id(client),
