@@ -22,7 +22,7 @@ pub const CLIENT_DIR_ENV: &str = "LAVA_DISPATCHER_CLIENT_DIR";
 pub const DEFAULT_CLIENT_DIR: &str = "/opt/lava-dispatcher-client";
 /// Debian's Python: the LAVA modules are installed for it (a `python3` earlier on PATH, e.g.
 /// pyenv's, does not see them).
-pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+pub use crate::SYSTEM_PYTHON;
 
 /// The folder the lava-dispatcher package was extracted into.
 pub fn client_dir() -> PathBuf {
@@ -108,63 +108,7 @@ fn start_lock() -> std::sync::MutexGuard<'static, ()> {
 pub fn reference() -> crate::Server {
     require_debian_pieces();
     let _guard = start_lock();
-    let mut last_log = String::new();
-    for _ in 0..3 {
-        let server = spawn_reference();
-        // It logs a failed bind and retries in the background: then something else holds
-        // the port (and answered the port check), so try another one.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !server.log_text().contains("Ready to accept") && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        last_log = server.log_text();
-        if last_log.contains("Ready to accept") && !last_log.contains("Unable to bind") {
-            return server;
-        }
-    }
-    panic!("the reference lava-coordinator did not bind its port:\n{last_log}");
-}
-
-/// Starts Debian's reference with exactly the command line its package knows (`--config`,
-/// `--logfile`, `--loglevel`), on a free port.
-fn spawn_reference() -> crate::Server {
-    let dir = crate::TempDir::new("interop-reference");
-    let log = dir.path().join("reference.log");
-    let conf = dir.path().join("lava-coordinator.conf");
-    let port = crate::free_port();
-    std::fs::write(
-        &conf,
-        format!(
-            r#"{{"port": {port}, "blocksize": 4096, "poll_delay": 1, "coordinator_hostname": "127.0.0.1"}}"#
-        ),
-    )
-    .expect("write the reference's configuration");
-    let child = Command::new(SYSTEM_PYTHON)
-        .arg(crate::REFERENCE_BIN)
-        .arg("--config")
-        .arg(&conf)
-        .arg("--logfile")
-        .arg(&log)
-        .args(["--loglevel", "DEBUG"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the reference lava-coordinator");
-    let addr = format!("127.0.0.1:{port}");
-    let mut server = crate::Server {
-        child,
-        addr: addr.clone(),
-        port,
-        log,
-        _dir: dir,
-    };
-    assert!(
-        crate::wait_for_port(&addr, Duration::from_secs(10)) && server.is_running(),
-        "the reference lava-coordinator did not start on {addr}:\n{}",
-        server.log_text()
-    );
-    server
+    crate::start_reference()
 }
 
 /// Our coordinator on a free loopback port.
@@ -600,7 +544,10 @@ pub fn normalise_ours(answer: &Answer) -> Answer {
 pub fn same_answer(a: &Answer, b: &Answer) -> bool {
     match (a, b) {
         (None, None) => true,
-        (Some(a), Some(b)) => a == b && a.to_string() == b.to_string(),
+        // The serialisations compare key order, which `==` ignores.
+        (Some(a), Some(b)) => {
+            a == b && serde_json::to_string(a).ok() == serde_json::to_string(b).ok()
+        }
         _ => false,
     }
 }

@@ -121,99 +121,129 @@ pub fn start_coordinator(extra: &[&str]) -> Server {
     start_coordinator_with_config(None, extra)
 }
 
+/// Starts a server on a free loopback port: `command(port, dir)` builds its command line (its
+/// log goes to `dir/server.log`), and it is ready once `ready` says so. A port taken by
+/// something else in the meantime costs another try on another port.
+fn start_on_free_port(
+    tag: &str,
+    command: impl Fn(u16, &Path) -> Command,
+    ready: impl Fn(&Server) -> bool,
+) -> Server {
+    let mut last_log = String::new();
+    for _ in 0..5 {
+        let dir = TempDir::new(tag);
+        let port = free_port();
+        let child = command(port, dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {tag}: {e}"));
+        let mut server = Server {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+            port,
+            log: dir.path().join("server.log"),
+            _dir: dir,
+        };
+        if wait_for_port(&server.addr, Duration::from_secs(10))
+            && server.is_running()
+            && ready(&server)
+        {
+            return server;
+        }
+        last_log = server.log_text();
+    }
+    panic!("{tag} did not start:\n{last_log}");
+}
+
 /// Starts our `lava-coordinator` with `config` (JSON text) as its configuration file.
 pub fn start_coordinator_with_config(config: Option<&str>, extra: &[&str]) -> Server {
-    let dir = TempDir::new("coordinator");
-    let log = dir.path().join("coordinator.log");
-    let conf = dir.path().join("lava-coordinator.conf");
-    if let Some(config) = config {
-        std::fs::write(&conf, config).expect("write coordinator config");
-    }
-    for _ in 0..5 {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(bin("lava-coordinator"))
-            .args(["--listen", &addr, "--loglevel", "DEBUG", "--logfile"])
-            .arg(&log)
+    start_on_free_port(
+        "coordinator",
+        |port, dir| {
+            let conf = dir.join("lava-coordinator.conf");
+            if let Some(config) = config {
+                std::fs::write(&conf, config).expect("write coordinator config");
+            }
+            let mut cmd = Command::new(bin("lava-coordinator"));
+            cmd.args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--loglevel",
+                "DEBUG",
+            ])
+            .arg("--logfile")
+            .arg(dir.join("server.log"))
             .arg("--config")
             .arg(&conf)
             .arg("--state")
-            .arg(dir.path().join("state.db"))
+            .arg(dir.join("state.db"))
             .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn lava-coordinator");
-        let mut server = Server {
-            child,
-            addr: addr.clone(),
-            port,
-            log: log.clone(),
-            _dir: TempDir::new("unused"),
-        };
-        if wait_for_port(&addr, Duration::from_secs(10)) && server.is_running() {
-            server._dir = dir;
-            return server;
-        }
-        // Port taken in the meantime: try another one.
-    }
-    panic!("lava-coordinator did not start");
+            .stderr(Stdio::inherit());
+            cmd
+        },
+        |_| true,
+    )
 }
 
 /// Debian's reference coordinator, when the `lava-coordinator` package is installed.
 pub const REFERENCE_BIN: &str = "/usr/bin/lava-coordinator";
+
+/// Debian's Python, which sees Debian's LAVA modules (a `python3` earlier on `PATH` may not).
+pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 pub fn reference_available() -> bool {
     Path::new(REFERENCE_BIN).exists()
         && Path::new("/usr/lib/python3/dist-packages/lava/coordinator/__init__.py").exists()
 }
 
-/// Starts Debian's reference coordinator on a free port (it binds 0.0.0.0; we talk to it
-/// over 127.0.0.1 only).
+/// Starts Debian's reference coordinator on a free port with exactly the command line its
+/// package knows (it binds 0.0.0.0; we talk to it over 127.0.0.1 only).
 pub fn start_reference() -> Server {
     assert!(
         reference_available(),
         "Debian's lava-coordinator is not installed: `apt-get install lava-coordinator` (.ci/run does)"
     );
-    let dir = TempDir::new("reference");
-    let log = dir.path().join("reference.log");
-    for _ in 0..5 {
-        let port = free_port();
-        let conf = dir.path().join("lava-coordinator.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"{{"port": {port}, "blocksize": 4096, "poll_delay": 1, "coordinator_hostname": "127.0.0.1"}}"#
-            ),
-        )
-        .expect("write reference config");
-        let child = Command::new("/usr/bin/python3")
-            .arg(REFERENCE_BIN)
-            .arg("--config")
-            .arg(&conf)
-            .arg("--logfile")
-            .arg(&log)
-            .args(["--loglevel", "DEBUG"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn reference lava-coordinator");
-        let addr = format!("127.0.0.1:{port}");
-        let mut server = Server {
-            child,
-            addr: addr.clone(),
-            port,
-            log: log.clone(),
-            _dir: TempDir::new("unused"),
-        };
-        if wait_for_port(&addr, Duration::from_secs(10)) && server.is_running() {
-            server._dir = dir;
-            return server;
-        }
-    }
-    panic!("reference lava-coordinator did not start");
+    start_on_free_port(
+        "reference",
+        |port, dir| {
+            let conf = dir.join("lava-coordinator.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    r#"{{"port": {port}, "blocksize": 4096, "poll_delay": 1, "coordinator_hostname": "127.0.0.1"}}"#
+                ),
+            )
+            .expect("write reference config");
+            let mut cmd = Command::new(SYSTEM_PYTHON);
+            cmd.arg(REFERENCE_BIN)
+                .arg("--config")
+                .arg(&conf)
+                .arg("--logfile")
+                .arg(dir.join("server.log"))
+                .args(["--loglevel", "DEBUG"])
+                .stderr(Stdio::null());
+            cmd
+        },
+        // It logs a failed bind and retries in the background: then something else holds
+        // the port (and answered the port check).
+        |server| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let log = server.log_text();
+                if log.contains("Unable to bind") {
+                    return false;
+                }
+                if log.contains("Ready to accept") {
+                    return true;
+                }
+                if Instant::now() > deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        },
+    )
 }
 
 /// A scratch folder removed on drop (std only).

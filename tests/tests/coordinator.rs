@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use lava_multinode_tests::{
     raw_exchange, start_coordinator, start_coordinator_with_config, Server,
 };
-use lava_protocol::{Client, Reply, Request, RequestKind, Response};
+use lava_protocol::{Reply, Request, RequestKind, Response};
 use serde_json::json;
 
 fn req(group: &str, client: &str, size: u32, kind: RequestKind) -> Request {

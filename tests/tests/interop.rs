@@ -1726,8 +1726,8 @@ fn deviation_aggregate_is_nacked() {
     );
     assert_answer(&r[4], nack(), "reference: no sub_id");
     assert_answer(&r[5], nack(), "reference: no bundle");
-    for i in 2..=5 {
-        assert_answer(&o[i], nack(), &format!("ours, step {i}"));
+    for (i, answer) in o.iter().enumerate().take(6).skip(2) {
+        assert_answer(answer, nack(), &format!("ours, step {i}"));
     }
     assert_answer(&r[7], ack_msg(json!({"101": {}})), "reference");
     assert_answer(&o[7], ack_msg(json!({"101": {}})), "ours");
