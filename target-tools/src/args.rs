@@ -97,14 +97,7 @@ mod tests {
         args.iter().map(|s| s.to_string()).collect()
     }
 
-    const FAILED: Opt = Opt {
-        name: "failed",
-        takes_value: true,
-    };
-    const FORCE: Opt = Opt {
-        name: "force",
-        takes_value: false,
-    };
+    use crate::commands::{FAILED, FORCE};
 
     #[test]
     fn flags_anywhere_before_double_dash() {

@@ -35,19 +35,9 @@ pub enum Command {
     VmGroup,
 }
 
-/// Settings every coordinator command takes as flags (`--host-ip` only `lava-start-vms`).
-const NETWORK_KEYS: [Key; 9] = [
-    Key::Coordinator,
-    Key::Group,
-    Key::Client,
-    Key::Role,
-    Key::GroupSize,
-    Key::Timeout,
-    Key::Poll,
-    Key::Lease,
-    Key::Cache,
-];
-const START_VMS_KEYS: [Key; 10] = [
+/// Settings every coordinator command takes as flags; the last, `--host-ip`, only
+/// `lava-start-vms` takes.
+const FLAG_KEYS: [Key; 10] = [
     Key::Coordinator,
     Key::Group,
     Key::Client,
@@ -60,11 +50,11 @@ const START_VMS_KEYS: [Key; 10] = [
     Key::HostIp,
 ];
 
-const FAILED: Opt = Opt {
+pub(crate) const FAILED: Opt = Opt {
     name: "failed",
     takes_value: true,
 };
-const FORCE: Opt = Opt {
+pub(crate) const FORCE: Opt = Opt {
     name: "force",
     takes_value: false,
 };
@@ -125,8 +115,8 @@ impl Command {
     fn keys(self) -> &'static [Key] {
         match self {
             Command::Install | Command::VmGroup => &[],
-            Command::StartVms => &START_VMS_KEYS,
-            _ => &NETWORK_KEYS,
+            Command::StartVms => &FLAG_KEYS,
+            _ => &FLAG_KEYS[..FLAG_KEYS.len() - 1],
         }
     }
 
