@@ -115,10 +115,9 @@ fn main() -> ExitCode {
             (Vec::new(), None)
         }
         Some(path) => {
-            let opened = Store::open(&path, settings.state_sync).and_then(|store| {
-                store
-                    .load(std::time::Instant::now())
-                    .map(|groups| (store, groups))
+            let opened = Store::open(&path, settings.state_sync).and_then(|mut store| {
+                let groups = store.load(std::time::Instant::now())?;
+                Ok((store, groups))
             });
             let (store, groups) = match opened {
                 Ok(opened) => opened,

@@ -58,6 +58,24 @@ pub struct Store {
     next_seq: i64,
 }
 
+/// One group from its stored rows, or why it cannot be read.
+fn read_group(
+    name: &str,
+    meta: &str,
+    messages: &[(String, String, String)],
+    now: Instant,
+) -> Result<Group, String> {
+    let messages = messages
+        .iter()
+        .map(|(id, sender, data)| {
+            serde_json::from_str::<Value>(data)
+                .map(|data| (id.clone(), sender.clone(), data))
+                .map_err(|e| format!("message {id:?} of {sender:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Group::restore(name, meta, messages, now).map_err(|e| e.to_string())
+}
+
 impl Store {
     /// Opens (or creates) the state file and takes it for this process alone.
     pub fn open(path: &Path, sync: Sync) -> Result<Store, StoreError> {
@@ -89,6 +107,9 @@ impl Store {
                  grp TEXT NOT NULL, id TEXT NOT NULL, sender TEXT NOT NULL,
                  seq INTEGER NOT NULL, data TEXT NOT NULL,
                  PRIMARY KEY (grp, id, sender));
+             CREATE TABLE IF NOT EXISTS set_aside (
+                 name TEXT NOT NULL, reason TEXT NOT NULL, meta TEXT NOT NULL,
+                 messages TEXT NOT NULL, at INTEGER NOT NULL);
              BEGIN EXCLUSIVE; COMMIT;"
         ))
         .map_err(err)?;
@@ -124,50 +145,73 @@ impl Store {
         })
     }
 
-    /// Reads every stored group.
-    pub fn load(&self, now: Instant) -> Result<Vec<Group>, StoreError> {
+    /// Reads every stored group. A group that cannot be read back is moved to the table
+    /// `set_aside` (its rows kept as they were, with the reason) and logged at ERROR: one bad
+    /// group must not cost the lab every other one.
+    pub fn load(&mut self, now: Instant) -> Result<Vec<Group>, StoreError> {
+        let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
-            path: self.path.clone(),
+            path: path.clone(),
             source,
         };
-        let mut groups_stmt = self
+        let rows: Vec<(String, String)> = self
             .conn
             .prepare("SELECT name, meta FROM groups")
-            .map_err(err)?;
-        let rows: Vec<(String, String)> = groups_stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        let mut messages_stmt = self
-            .conn
-            .prepare("SELECT id, sender, data FROM messages WHERE grp = ?1 ORDER BY seq")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()
+            })
             .map_err(err)?;
         let mut groups = Vec::with_capacity(rows.len());
-        for (name, meta) in rows {
-            let corrupt = |reason: String| StoreError::Corrupt {
-                path: self.path.clone(),
-                group: name.clone(),
-                reason,
-            };
-            let messages: Vec<(String, String, String)> = messages_stmt
-                .query_map([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(err)?
-                .collect::<Result<_, _>>()
+        let mut unreadable = Vec::new();
+        {
+            let mut messages_stmt = self
+                .conn
+                .prepare("SELECT id, sender, data FROM messages WHERE grp = ?1 ORDER BY seq")
                 .map_err(err)?;
-            let messages = messages
-                .into_iter()
-                .map(|(id, sender, data)| {
-                    serde_json::from_str::<Value>(&data)
-                        .map(|data| (id, sender, data))
-                        .map_err(|e| corrupt(e.to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let group =
-                Group::restore(&name, &meta, messages, now).map_err(|e| corrupt(e.to_string()))?;
-            groups.push(group);
+            for (name, meta) in rows {
+                let messages: Vec<(String, String, String)> = messages_stmt
+                    .query_map([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .and_then(|rows| rows.collect::<Result<_, _>>())
+                    .map_err(err)?;
+                match read_group(&name, &meta, &messages, now) {
+                    Ok(group) => groups.push(group),
+                    Err(reason) => unreadable.push((name, meta, messages, reason)),
+                }
+            }
+        }
+        for (name, meta, messages, reason) in unreadable {
+            let corrupt = StoreError::Corrupt {
+                path: path.clone(),
+                group: name.clone(),
+                reason: reason.clone(),
+            };
+            self.set_aside(&name, &meta, &messages, &reason)
+                .map_err(err)?;
+            error!("{corrupt}; set aside in table set_aside, the other groups are restored");
         }
         Ok(groups)
+    }
+
+    fn set_aside(
+        &mut self,
+        name: &str,
+        meta: &str,
+        messages: &[(String, String, String)],
+        reason: &str,
+    ) -> rusqlite::Result<()> {
+        let messages = serde_json::to_string(messages).unwrap_or_default();
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO set_aside (name, reason, meta, messages, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, reason, meta, messages, at],
+        )?;
+        tx.execute("DELETE FROM groups WHERE name = ?1", [name])?;
+        tx.execute("DELETE FROM messages WHERE grp = ?1", [name])?;
+        tx.commit()
     }
 
     /// Applies mutations in one transaction.
@@ -371,7 +415,7 @@ mod tests {
         );
         drop(store);
 
-        let store = Store::open(&path, Sync::Normal).unwrap();
+        let mut store = Store::open(&path, Sync::Normal).unwrap();
         let mut restored = Coordinator::new(Duration::from_secs(3600));
         for g in store.load(Instant::now()).unwrap() {
             restored.restore(g);
@@ -379,7 +423,6 @@ mod tests {
         let group = restored.group("g").unwrap();
         assert_eq!(group.members.len(), 2);
         assert!(group.cleared.contains("a"));
-        let mut store = store;
         let replies = run(
             &mut restored,
             &mut store,
@@ -435,7 +478,7 @@ mod tests {
             ],
         );
         drop(store);
-        let store = Store::open(&path, Sync::Normal).unwrap();
+        let mut store = Store::open(&path, Sync::Normal).unwrap();
         let groups = store.load(Instant::now()).unwrap();
         assert_eq!(groups.len(), 1);
         assert!(groups[0].members.contains_key("z"));
@@ -495,6 +538,101 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
+    }
+
+    /// A message nested `levels` deep, as a client would send it.
+    fn nested(levels: usize) -> serde_json::Value {
+        (0..levels).fold(json!("v"), |inner, _| json!({ "k": inner }))
+    }
+
+    /// The deepest message a request may carry is read back after a restart, in a sync
+    /// (stored inside the group's row) and in a send (a row of its own).
+    #[test]
+    fn the_deepest_accepted_message_survives_a_restart() {
+        let path = temp_db("deep");
+        let mut machine = Coordinator::new(Duration::from_secs(3600));
+        let mut store = Store::open(&path, Sync::Normal).unwrap();
+        let body = |request: &str| {
+            json!({"request": request, "group_name": "g", "client_name": "a",
+                   "role": "r", "group_size": 3, "messageID": "deep",
+                   "message": nested(lava_protocol::message::MAX_MESSAGE_DEPTH)})
+            .to_string()
+        };
+        let too_deep = json!({"request": "lava_sync", "group_name": "g", "client_name": "a",
+            "messageID": "x", "message": nested(lava_protocol::message::MAX_MESSAGE_DEPTH + 1)});
+        assert!(Request::parse(&too_deep.to_string()).is_err());
+        let reqs = vec![
+            Request::parse(&body("lava_send")).unwrap(),
+            Request::parse(&body("lava_sync")).unwrap(),
+        ];
+        run(&mut machine, &mut store, reqs);
+        drop(store);
+        let mut store = Store::open(&path, Sync::Normal).unwrap();
+        let groups = store.load(Instant::now()).unwrap();
+        assert_eq!(groups.len(), 1, "the group was read back");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// One group that cannot be read back is set aside (rows kept, reason given); every
+    /// other group is restored and the coordinator starts.
+    #[test]
+    fn an_unreadable_group_is_set_aside_and_the_rest_restored() {
+        let path = temp_db("aside");
+        let mut machine = Coordinator::new(Duration::from_secs(3600));
+        let mut store = Store::open(&path, Sync::Normal).unwrap();
+        run(
+            &mut machine,
+            &mut store,
+            vec![req(
+                "a",
+                RequestKind::Send {
+                    id: "m".into(),
+                    message: json!({"k": "1"}),
+                },
+            )],
+        );
+        // As a coordinator without the depth bound stored it (finding: a sync message 123
+        // levels deep was accepted, and no restart could read the state file again).
+        let mut deep = Request::new(
+            "broken",
+            "a",
+            "r",
+            RequestKind::Sync {
+                id: "s".into(),
+                message: nested(123),
+            },
+        );
+        deep.group_size = Some(2);
+        run(&mut machine, &mut store, vec![deep]);
+        store
+            .apply(&[Mutation::PutGroup {
+                group: "garbled".into(),
+                meta: "not json".into(),
+            }])
+            .unwrap();
+        drop(store);
+
+        let mut store = Store::open(&path, Sync::Normal).unwrap();
+        let groups = store.load(Instant::now()).unwrap();
+        let names: Vec<_> = groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["g"]);
+        let aside: Vec<(String, String)> = store
+            .conn
+            .prepare("SELECT name, reason FROM set_aside ORDER BY name")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(aside.len(), 2, "{aside:?}");
+        assert_eq!(aside[0].0, "broken");
+        assert!(aside[0].1.contains("recursion limit"), "{aside:?}");
+        assert_eq!(aside[1].0, "garbled");
+        drop(store);
+        // Set aside once: the next start restores the good group without complaint.
+        let mut store = Store::open(&path, Sync::Normal).unwrap();
+        assert_eq!(store.load(Instant::now()).unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]

@@ -141,6 +141,28 @@ pub enum RequestError {
     Invalid { field: &'static str, reason: String },
 }
 
+/// The deepest `message` a request may carry. The store wraps a message in a few levels of its
+/// own and serde_json reads back at most 128, so an accepted message must stay well below that
+/// (LAVA's messages are flat `key: value` objects: depth 1).
+pub const MAX_MESSAGE_DEPTH: usize = 32;
+
+/// Nesting depth of a JSON value: 0 for a scalar, 1 for a flat object or array.
+fn depth(value: &Value) -> usize {
+    // Iterative, so that no input can exhaust the stack here.
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(d + 1);
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
+}
+
 fn string(obj: &Map<String, Value>, field: &'static str) -> Result<Option<String>, RequestError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
@@ -251,14 +273,18 @@ impl Request {
         let id = || required(obj, "messageID");
         // LAVA stores a missing or null message as an empty object.
         let message = || match obj.get("message") {
-            None | Some(Value::Null) => Value::Object(Map::new()),
-            Some(v) => v.clone(),
+            None | Some(Value::Null) => Ok(Value::Object(Map::new())),
+            Some(v) if depth(v) > MAX_MESSAGE_DEPTH => Err(RequestError::Invalid {
+                field: "message",
+                reason: format!("nests deeper than {MAX_MESSAGE_DEPTH} levels"),
+            }),
+            Some(v) => Ok(v.clone()),
         };
         let kind = match request.as_str() {
             "group_data" => RequestKind::GroupData,
             "lava_send" => RequestKind::Send {
                 id: id()?,
-                message: message(),
+                message: message()?,
             },
             "lava_wait" => RequestKind::Wait { id: id()? },
             "lava_wait_all" => RequestKind::WaitAll {
@@ -267,7 +293,7 @@ impl Request {
             },
             "lava_sync" => RequestKind::Sync {
                 id: id()?,
-                message: message(),
+                message: message()?,
             },
             "clear_group" => RequestKind::ClearGroup,
             "complete" => RequestKind::Complete,
@@ -546,6 +572,33 @@ mod tests {
         assert!(with(json!("two")).is_err());
         assert!(with(json!([2])).is_err());
         assert!(with(json!(1u64 << 40)).is_err());
+    }
+
+    /// A message nested `levels` deep: `{"k": {"k": ... "v"}}`.
+    pub(crate) fn nested(levels: usize) -> Value {
+        (0..levels).fold(json!("v"), |inner, _| json!({ "k": inner }))
+    }
+
+    #[test]
+    fn messages_deeper_than_the_store_reads_back_are_refused() {
+        for request in ["lava_send", "lava_sync"] {
+            let with = |levels| {
+                parse(
+                    json!({"request": request, "group_name": "g", "client_name": "c",
+                             "messageID": "m", "message": nested(levels)}),
+                )
+            };
+            assert!(with(MAX_MESSAGE_DEPTH).is_ok());
+            assert_eq!(
+                with(MAX_MESSAGE_DEPTH + 1).unwrap_err(),
+                RequestError::Invalid {
+                    field: "message",
+                    reason: format!("nests deeper than {MAX_MESSAGE_DEPTH} levels")
+                }
+            );
+        }
+        assert_eq!(depth(&json!([1, {"a": [2]}])), 3);
+        assert_eq!(depth(&json!("flat")), 0);
     }
 
     #[test]

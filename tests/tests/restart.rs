@@ -334,3 +334,54 @@ fn a_restart_keeps_groups_and_memory_only_mode_does_not() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A `lava_sync` whose message nests deeper than the store reads back is refused at the wire,
+/// and the state file stays readable: the next start restores the group.
+#[test]
+fn a_message_too_deep_to_restore_is_refused_and_restarts_still_work() {
+    let dir = TempDir::new("restart-deep");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let state = dir.path().join("state.db");
+    let log = dir.path().join("coordinator.log");
+    let client = Client::new(addr.clone());
+    let nested = |levels: usize| (0..levels).fold(json!("v"), |inner, _| json!({ "k": inner }));
+    let request = |levels: usize, sync: bool| {
+        let (id, message) = ("s".to_owned(), nested(levels));
+        let kind = if sync {
+            RequestKind::Sync { id, message }
+        } else {
+            RequestKind::Send { id, message }
+        };
+        let mut r = Request::new("deep", "a", "r", kind);
+        r.group_size = Some(2);
+        r
+    };
+    let sync = |levels| request(levels, true);
+
+    let mut child = spawn(port, &state, &log);
+    assert!(wait_for_port(&addr, Duration::from_secs(10)));
+    let refused = client.call(&sync(123)).unwrap();
+    assert_eq!(refused.response, Response::Nack, "{refused:?}");
+    assert!(
+        refused.error.as_deref().unwrap_or("").contains("message"),
+        "{refused:?}"
+    );
+    let deepest = lava_protocol::message::MAX_MESSAGE_DEPTH;
+    assert!(client.call(&sync(deepest)).unwrap().is_wait());
+    // An `ack` leaves only once committed, and commits are in order: the sync is stored too.
+    assert_eq!(client.call(&request(deepest, false)).unwrap(), Reply::ack());
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mut child = spawn(port, &state, &log);
+    assert!(
+        wait_for_port(&addr, Duration::from_secs(10)),
+        "it starts again"
+    );
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("1 groups restored"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
