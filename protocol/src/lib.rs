@@ -7,6 +7,7 @@
 //! client ([`client`]). It uses std only, so the target tools that link it stay small.
 
 pub mod client;
+pub mod console;
 pub mod frame;
 pub mod json;
 pub mod message;
