@@ -23,9 +23,13 @@ pub const QEMU: &str = "qemu-system-x86_64";
 /// The prompt marker the test guest's /init prints.
 pub const GUEST_PROMPT: &str = "lava-guest# ";
 
-/// `target/vm-guest`, where `packaging/vm-guest/build.sh` writes the guest.
+/// Where `packaging/vm-guest/build.sh` writes the guest: `$LAVA_VM_GUEST_DIR` (the same
+/// variable as the build script's), else `target/vm-guest`.
 pub fn guest_dir() -> PathBuf {
-    workspace_root().join("target").join("vm-guest")
+    match std::env::var_os("LAVA_VM_GUEST_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => workspace_root().join("target").join("vm-guest"),
+    }
 }
 
 /// The test guest's kernel and initramfs.
@@ -112,14 +116,40 @@ pub fn qemu_command(guest: &Guest, test: &str) -> String {
     )
 }
 
+/// The `launch_with` command of a qemu test guest with no network device (`-nic none`,
+/// `lava_multinode.net=none`) whose tools use the console transport
+/// (`lava_multinode.transport=console`): it takes part through its console only, which the
+/// launcher relays. Otherwise as [`qemu_command`].
+pub fn qemu_console_command(guest: &Guest, test: &str) -> String {
+    format!(
+        "exec {QEMU} -name {{client}} -M q35 -accel tcg -m 256 -nographic -no-reboot \
+         -pidfile {{log_dir}}/{{client}}.pid \
+         -kernel {} -initrd {{image}} \
+         -append 'console=ttyS0 quiet lava_multinode.test={test} lava_multinode.net=none \
+         lava_multinode.transport=console lava_multinode.timeout=60 {{kernel_cmdline}}' \
+         -nic none",
+        guest.kernel.display()
+    )
+}
+
 /// A `vms[]` entry: a qemu test guest of `role` running guest test `test`.
 pub fn qemu_vm(guest: &Guest, role: &str, test: &str) -> Value {
+    vm_entry(guest, role, qemu_command(guest, test))
+}
+
+/// A `vms[]` entry: a qemu test guest of `role` without a network device, running guest test
+/// `test` with the tools on the console ([`qemu_console_command`]).
+pub fn qemu_console_vm(guest: &Guest, role: &str, test: &str) -> Value {
+    vm_entry(guest, role, qemu_console_command(guest, test))
+}
+
+fn vm_entry(guest: &Guest, role: &str, command: String) -> Value {
     json!({
         "device_type": "qemu",
         "role": role,
         "image": guest.initrd.display().to_string(),
         "shell_prompt": GUEST_PROMPT,
-        "launch_with": [qemu_command(guest, test)],
+        "launch_with": [command],
     })
 }
 

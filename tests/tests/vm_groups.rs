@@ -442,3 +442,224 @@ exit $rc
     // Fails fast: within seconds of the guests' boot, nowhere near any timeout (60 s).
     assert!(run.elapsed < Duration::from_secs(30), "{}", run.text());
 }
+
+// --- qemu guests without a network device: the MultiNode API over their consoles -------------
+
+/// The host's side of the console tests (over TCP, as every host test): opens the gate, sends
+/// each role its data, collects the guests' answers, syncs with both, and waits for their ends
+/// with `lava-wait-for-vms`, whose exit status it records.
+const CONSOLE_HOST: &str = r#"set -e
+D=$LAVA_VM_GROUP_LOG_DIR
+lava-start-vms
+lava-send host-data token=console-t42 server_data=for-server client_data=for-client
+lava-wait-all guest-data server >"$D/server.txt"
+lava-wait-all guest-data client >"$D/client.txt"
+lava-sync console-done
+rc=0
+lava-wait-for-vms 2>"$D/wait.err" || rc=$?
+echo "wait-for-vms=$rc" >"$D/wait.rc"
+echo "console host done"
+exit $rc
+"#;
+
+/// Whether a line of `console` holds every one of `needles` (a marker's pairs may come in
+/// any order).
+fn has_line(console: &str, needles: &[&str]) -> bool {
+    console
+        .lines()
+        .any(|l| needles.iter().all(|n| l.contains(n)))
+}
+
+/// Two qemu guests with no network device (`server`, `client`) running guest test `test`,
+/// which takes part through the console only; the host test over TCP. Checks what each side
+/// received: the host the guests' data, the guests the host's (a guest test exits non-zero on
+/// a mismatch, which fails its VM and the host's `lava-wait-for-vms`).
+fn qemu_console_group(test: &str, tag: &str) -> Option<(Launcher, vm::LauncherRun)> {
+    let name = format!("qemu console guests ({test})");
+    let guest = vm::guest_or_skip(&name)?;
+    let _lock = vm::qemu_lock();
+    let server = coordinator();
+    let l = Launcher::new(&server.addr, tag);
+    let job = job(
+        Some(false),
+        vec![
+            vm::qemu_console_vm(&guest, "server", test),
+            vm::qemu_console_vm(&guest, "client", test),
+        ],
+    );
+    let run = l.run(&job, &["sh", "-c", CONSOLE_HOST], SLOW);
+    println!(
+        "{name}: the VM group run (2 qemu guests, consoles only) took {:.1} s",
+        run.elapsed.as_secs_f64()
+    );
+    let consoles = format!(
+        "--- server-1.log\n{}\n--- client-1.log\n{}",
+        l.console("server-1"),
+        l.console("client-1")
+    );
+    assert_eq!(run.code, 0, "{}\n{consoles}", run.text());
+    assert!(run.stdout.contains("console host done"), "{}", run.text());
+    let rc = std::fs::read_to_string(l.log_dir().join("wait.rc")).unwrap_or_default();
+    assert_eq!(rc.trim(), "wait-for-vms=0", "{}\n{consoles}", run.text());
+    // The host got each guest's data, sent from its console.
+    for (role, client) in [("server", "server-1"), ("client", "client-1")] {
+        let got = std::fs::read_to_string(l.log_dir().join(format!("{role}.txt"))).unwrap();
+        for pair in [
+            format!("{client}:client={client}"),
+            format!("{client}:role={role}"),
+            format!("{client}:echo=console-t42"),
+            format!("{client}:via={test}"),
+        ] {
+            assert!(got.contains(&pair), "{role}.txt lacks {pair}: {got}");
+        }
+    }
+    for client in ["server-1", "client-1"] {
+        let console = l.console(client);
+        // No network device, so no network: everything went through the console, as LAVA's
+        // markers and the replies typed back (echoed by the guest's tty).
+        assert!(
+            console.contains("lava-guest: no network"),
+            "{client}: {console}"
+        );
+        assert!(!console.contains("eth0"), "{client}: {console}");
+        assert!(
+            console.contains("<LAVA_MULTI_NODE> <LAVA_WAIT host-data>"),
+            "{client}: {console}"
+        );
+        assert!(
+            has_line(
+                &console,
+                &["<LAVA_WAIT_COMPLETE ", " host:token=console-t42"]
+            ),
+            "{client}: {console}"
+        );
+        assert!(
+            console.contains("<LAVA_MULTI_NODE> <LAVA_SYNC console-done>"),
+            "{client}: {console}"
+        );
+        assert!(
+            console.contains("<LAVA_SYNC_COMPLETE"),
+            "{client}: {console}"
+        );
+        assert!(
+            has_line(
+                &console,
+                &[
+                    "<LAVA_MULTI_NODE> <LAVA_SEND guest-data ",
+                    &format!(" client={client}")
+                ]
+            ),
+            "{client}: {console}"
+        );
+        assert!(
+            console.contains(&format!("lava-guest: test {test} exited 0")),
+            "{client}: {console}"
+        );
+        assert!(console.contains("Power down"), "{client}: {console}");
+    }
+    for member in ["server-1 (server): ok", "client-1 (client): ok"] {
+        assert!(run.stderr.contains(member), "{}", run.text());
+    }
+    assert!(
+        run.elapsed < Duration::from_secs(45),
+        "the VM group run took {:.1} s (budget 45 s)\n{}",
+        run.elapsed.as_secs_f64(),
+        run.text()
+    );
+    Some((l, run))
+}
+
+#[test]
+fn qemu_console_guests_with_our_tools() {
+    let Some((l, _)) = qemu_console_group("console-tools", "qcons") else {
+        return;
+    };
+    for client in ["server-1", "client-1"] {
+        let console = l.console(client);
+        // lava-vm-done over the console is LAVA's send of lava_vm_stop.
+        assert!(
+            has_line(
+                &console,
+                &["<LAVA_MULTI_NODE> <LAVA_SEND lava_vm_stop ", " status=ok"]
+            ),
+            "{client}: {console}"
+        );
+    }
+}
+
+#[test]
+fn qemu_console_guests_with_lava_helpers() {
+    let Some((l, _)) = qemu_console_group("console-lava", "qlava") else {
+        return;
+    };
+    for client in ["server-1", "client-1"] {
+        let console = l.console(client);
+        assert!(
+            console.contains("<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=console-lava RESULT=pass>"),
+            "{client}: {console}"
+        );
+        assert!(
+            console.contains("<LAVA_MULTI_NODE> <LAVA_SEND lava_vm_stop status=ok>"),
+            "{client}: {console}"
+        );
+    }
+}
+
+#[test]
+fn qemu_console_guest_with_a_garbled_marker_fails_without_hanging() {
+    let Some(guest) = vm::guest_or_skip("qemu_console_guest_with_a_garbled_marker") else {
+        return;
+    };
+    let _lock = vm::qemu_lock();
+    let server = coordinator();
+    let mut l = Launcher::new(&server.addr, "qgarbled");
+    l.timeout = 40.0;
+    // Once every VM has ended: did the good marker after the garbage reach the coordinator?
+    l.after = vec![
+        "lava-wait --timeout 5 garbled-after >\"$LAVA_VM_GROUP_LOG_DIR/after.txt\"; \
+         echo \"after-wait=$?\" >>\"$LAVA_VM_GROUP_LOG_DIR/after.txt\""
+            .into(),
+    ];
+    let job = job(
+        Some(true),
+        vec![
+            vm::qemu_console_vm(&guest, "server", "console-garbled"),
+            vm::qemu_console_vm(&guest, "client", "done"),
+        ],
+    );
+    let run = l.run(&job, &[], SLOW);
+    println!(
+        "qemu garbled marker: the launcher ended after {:.1} s",
+        run.elapsed.as_secs_f64()
+    );
+    let console = l.console("server-1");
+    // A clear failure, not a timeout (exit 5) nor a hang.
+    assert_eq!(run.code, 1, "{}\n--- server-1.log\n{console}", run.text());
+    assert!(
+        run.elapsed < Duration::from_secs_f64(l.timeout),
+        "{}",
+        run.text()
+    );
+    assert!(
+        console.contains("<LAVA_MULTI_NODE> <LAVA_WAIT garbled-id"),
+        "{console}"
+    );
+    let summary = run
+        .stderr
+        .lines()
+        .find(|line| line.contains("server-1 (server): "))
+        .unwrap_or_else(|| panic!("no summary line of server-1:\n{}", run.text()));
+    assert!(summary.contains("failed"), "{summary}\n{}", run.text());
+    assert!(
+        run.stderr.contains("client-1 (client): ok"),
+        "{}",
+        run.text()
+    );
+    // The launcher kept relaying after the garbage.
+    let after = std::fs::read_to_string(l.log_dir().join("after.txt")).unwrap_or_default();
+    assert!(
+        after.contains("server-1:relayed=yes"),
+        "the good marker after the garbled ones was not relayed: {after}\n{}\n--- server-1.log\n{console}",
+        run.text()
+    );
+}
