@@ -233,7 +233,7 @@ fn parse_pairs(body: &str) -> Map<String, Value> {
     for word in body.split(' ').filter(|w| !w.is_empty()) {
         let pair = word.split_once(':').and_then(|(sender, kv)| {
             let (k, v) = kv.split_once('=')?;
-            (!sender.is_empty() && !k.is_empty()).then(|| (sender, k, v))
+            (!sender.is_empty() && !k.is_empty()).then_some((sender, k, v))
         });
         match pair {
             Some((sender, k, v)) => {

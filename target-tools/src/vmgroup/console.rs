@@ -1,84 +1,112 @@
-//! A VM's console: the output of its last `launch_with` command, copied to a log file as it
-//! comes, and watched for the VM's shell prompt.
+//! A VM's console: the last `launch_with` command runs on a pseudo-terminal whose master side
+//! the launcher reads (every byte to the VM's log) and writes (what the session types).
+//!
+//! The terminal is raw (no echo, no line editing, no CR/LF translation on the host side), so
+//! that what the VM's program prints and what the launcher types pass unchanged; the
+//! program's own terminal handling (qemu's `-serial stdio`, ssh, a guest's tty) applies. The
+//! program gets it as its controlling terminal in a session of its own (its process group is
+//! the launcher's handle to kill it and whatever it started).
 
+use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Sender;
 
-/// Finds `needle` in a stream read in arbitrary pieces (a match may span two pieces).
-#[derive(Debug)]
-pub struct PromptWatch {
-    needle: Vec<u8>,
-    /// The end of what was fed so far that could still be the start of a match.
-    tail: Vec<u8>,
-    seen: bool,
+use nix::pty::openpty;
+use nix::sys::termios::{self, SetArg};
+
+/// Columns of the console: wide, so that guests wrap long lines late (LAVA's consoles are
+/// often 80 columns; the session does not depend on either).
+const COLUMNS: u16 = 200;
+
+/// Both sides of a fresh pseudo-terminal.
+pub struct Pty {
+    pub master: File,
+    slave: OwnedFd,
 }
 
-impl PromptWatch {
-    pub fn new(prompt: &str) -> Self {
-        PromptWatch {
-            needle: prompt.as_bytes().to_vec(),
-            tail: Vec::new(),
-            seen: prompt.is_empty(),
-        }
-    }
-
-    /// Feeds a piece of output; returns true the first time the prompt is complete.
-    pub fn feed(&mut self, piece: &[u8]) -> bool {
-        if self.seen {
-            return false;
-        }
-        self.tail.extend_from_slice(piece);
-        if self
-            .tail
-            .windows(self.needle.len())
-            .any(|w| w == self.needle.as_slice())
-        {
-            self.seen = true;
-            self.tail = Vec::new();
-            return true;
-        }
-        let keep = self.needle.len().saturating_sub(1);
-        if self.tail.len() > keep {
-            self.tail.drain(..self.tail.len() - keep);
-        }
-        false
-    }
-
-    #[cfg(test)]
-    pub fn seen(&self) -> bool {
-        self.seen
-    }
-}
-
-/// Copies `console` to `log` until the end of the stream, calling `on_prompt` once when the
-/// prompt has appeared. Returns the last bytes of the console (for error messages).
-pub fn follow(
-    mut console: impl Read,
-    log: &mut dyn Write,
-    mut watch: PromptWatch,
-    on_prompt: &mut dyn FnMut(),
-) -> Vec<u8> {
-    const LAST: usize = 2048;
-    let mut buf = [0u8; 8192];
-    let mut last = Vec::new();
-    loop {
-        let n = match console.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+impl Pty {
+    pub fn open() -> std::io::Result<Pty> {
+        let size = nix::pty::Winsize {
+            ws_row: 50,
+            ws_col: COLUMNS,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
         };
-        let piece = &buf[..n];
-        // A log that cannot be written must not stop the VM: keep reading.
-        let _ = log.write_all(piece).and_then(|()| log.flush());
-        last.extend_from_slice(piece);
-        if last.len() > LAST {
-            last.drain(..last.len() - LAST);
-        }
-        if watch.feed(piece) {
-            on_prompt();
-        }
+        let pty = openpty(Some(&size), None).map_err(std::io::Error::from)?;
+        let mut mode = termios::tcgetattr(&pty.slave).map_err(std::io::Error::from)?;
+        termios::cfmakeraw(&mut mode);
+        termios::tcsetattr(&pty.slave, SetArg::TCSANOW, &mode).map_err(std::io::Error::from)?;
+        Ok(Pty {
+            master: File::from(pty.master),
+            slave: pty.slave,
+        })
     }
-    last
+
+    /// Makes the terminal `cmd`'s standard input, output and error and its controlling
+    /// terminal, in a new session. The launcher's copy of the slave side must be dropped
+    /// after the spawn (`Pty::into_master`), or the console never reports its end.
+    pub fn attach(&self, cmd: &mut Command) -> std::io::Result<()> {
+        let io = || -> std::io::Result<Stdio> { Ok(Stdio::from(self.slave.try_clone()?)) };
+        cmd.stdin(io()?).stdout(io()?).stderr(io()?);
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid and ioctl are async-signal-safe; nothing is allocated.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if nix::libc::ioctl(0, nix::libc::TIOCSCTTY as _, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(())
+    }
+
+    /// The master side alone: the slave's last copy in this process goes.
+    pub fn into_master(self) -> File {
+        drop(self.slave);
+        self.master
+    }
+}
+
+/// What the reader thread sees on a console.
+pub enum Output {
+    Bytes(Vec<u8>),
+    /// The program and everything holding the terminal have gone.
+    Closed,
+}
+
+/// Reads the console until it closes, sending every piece to `tx` (wrapped by `wrap`).
+pub fn read_into<E: Send + 'static>(
+    mut master: File,
+    tx: Sender<E>,
+    wrap: impl Fn(Output) -> E + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            match master.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.send(wrap(Output::Bytes(buf[..n].to_vec()))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // EIO: the last holder of the slave side closed it.
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(wrap(Output::Closed));
+    })
+}
+
+/// Types `text` on the console.
+pub fn type_text(master: &mut File, text: &str) -> std::io::Result<()> {
+    master.write_all(text.as_bytes())?;
+    master.flush()
 }
 
 /// The last non-empty line of console output, cleaned of control characters, for a message.
@@ -101,49 +129,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prompt_across_pieces() {
-        let mut w = PromptWatch::new("lava-guest# ");
-        assert!(!w.feed(b"booting...\nlava-gu"));
-        assert!(!w.seen());
-        assert!(w.feed(b"est# \n"));
-        assert!(w.seen());
-        // Reported once.
-        assert!(!w.feed(b"lava-guest# "));
-    }
-
-    #[test]
-    fn prompt_in_one_byte_pieces() {
-        let mut w = PromptWatch::new("ab#");
-        let mut hits = 0;
-        for b in b"xxaab#yy" {
-            hits += w.feed(&[*b]) as usize;
-        }
-        assert_eq!(hits, 1);
-    }
-
-    #[test]
-    fn empty_prompt_counts_as_seen() {
-        assert!(PromptWatch::new("").seen());
-    }
-
-    #[test]
-    fn follow_copies_and_reports() {
-        let console: &[u8] = b"line 1\r\nroot@vm:~# \nbye\n";
-        let mut log = Vec::new();
-        let mut prompts = 0;
-        let last = follow(
-            console,
-            &mut log,
-            PromptWatch::new("root@vm:~# "),
-            &mut || prompts += 1,
-        );
-        assert_eq!(log, console);
-        assert_eq!(prompts, 1);
-        assert_eq!(last_line(&last).as_deref(), Some("bye"));
+    fn last_line_is_clean() {
+        assert_eq!(last_line(b"line 1\r\nbye\n").as_deref(), Some("bye"));
         assert_eq!(
             last_line(b"\x1b[2Jpanic: x\n\n").as_deref(),
             Some("[2Jpanic: x")
         );
         assert_eq!(last_line(b"\n \n"), None);
+    }
+
+    /// A program on the terminal sees a tty and gets what is typed; its output comes back.
+    #[test]
+    fn a_program_on_the_pty_reads_what_is_typed() {
+        let pty = Pty::open().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "test -t 0 && read line && echo \"got:$line\""]);
+        pty.attach(&mut cmd).unwrap();
+        let mut child = cmd.spawn().unwrap();
+        drop(cmd);
+        let mut master = pty.into_master();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = read_into(master.try_clone().unwrap(), tx, |o| o);
+        type_text(&mut master, "hello\n").unwrap();
+        let mut seen = Vec::new();
+        while let Output::Bytes(b) = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap() {
+            seen.extend(b);
+        }
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        assert_eq!(String::from_utf8_lossy(&seen), "got:hello\n");
+        assert!(status.success());
     }
 }

@@ -10,6 +10,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+pub use super::session::Login;
+
 /// What the definition says about one VM entry of `vms[]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmSpec {
@@ -17,8 +19,20 @@ pub struct VmSpec {
     pub role: String,
     pub count: u32,
     pub launch_with: Vec<String>,
-    pub shell_prompt: Option<String>,
+    /// `shell_prompt`: one prompt or a list; empty when the job gives none.
+    pub shell_prompt: Vec<String>,
     pub image: Option<String>,
+    /// `auto_login`: how to log in on the console.
+    pub auto_login: Option<Login>,
+    /// `console_commands`: shell commands typed at the VM's prompt once it is up.
+    pub console_commands: Vec<String>,
+}
+
+impl VmSpec {
+    /// Whether the launcher must reach a shell on the console (else it only watches it).
+    pub fn needs_shell(&self) -> bool {
+        self.auto_login.is_some() || !self.console_commands.is_empty()
+    }
 }
 
 /// A VM group job definition.
@@ -98,6 +112,78 @@ fn optional_string(
         None | Some(Value::Null) => Ok(None),
         Some(_) => string(obj, parent, name).map(Some),
     }
+}
+
+/// A string or a list of non-empty strings (absent: empty).
+fn strings(obj: &Map<String, Value>, parent: &str, name: &str) -> Result<Vec<String>, JobError> {
+    let field = format!("{parent}.{name}");
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => err(&field, "is empty"),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(j, v)| match v {
+                Value::String(s) if !s.is_empty() => Ok(s.clone()),
+                Value::String(_) => err(&format!("{field}[{j}]"), "is empty"),
+                v => err(
+                    &format!("{field}[{j}]"),
+                    format!("must be a string, not {}", kind(v)),
+                ),
+            })
+            .collect(),
+        Some(v) => err(
+            &field,
+            format!("must be a string or a list of strings, not {}", kind(v)),
+        ),
+    }
+}
+
+/// `auto_login`: `login_prompt` and `username` together, then optionally `password_prompt`
+/// and `password` together (LAVA v2's fields).
+fn login(obj: &Map<String, Value>, parent: &str) -> Result<Option<Login>, JobError> {
+    let field = format!("{parent}.auto_login");
+    let login = match obj.get("auto_login") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => object(v, &field)?,
+    };
+    for key in login.keys() {
+        if !["login_prompt", "username", "password_prompt", "password"].contains(&key.as_str()) {
+            return err(&format!("{field}.{key}"), "is not a field of auto_login");
+        }
+    }
+    let login_prompt = string(login, &field, "login_prompt")?;
+    let username = string(login, &field, "username")?;
+    let password_prompt = optional_string(login, &field, "password_prompt")?;
+    let password = match login.get("password") {
+        None | Some(Value::Null) => None,
+        // An empty password is a real one.
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(v) => {
+            return err(
+                &format!("{field}.password"),
+                format!("must be a string, not {}", kind(v)),
+            )
+        }
+    };
+    if password.is_some() != password_prompt.is_some() {
+        let missing = if password.is_some() {
+            "password_prompt"
+        } else {
+            "password"
+        };
+        return err(
+            &format!("{field}.{missing}"),
+            "is missing: password_prompt and password go together",
+        );
+    }
+    Ok(Some(Login {
+        login_prompt,
+        username,
+        password_prompt,
+        password,
+    }))
 }
 
 /// Roles become parts of client names, shell words and kernel parameters.
@@ -231,8 +317,10 @@ impl Job {
                     )
                 }
             };
-            let shell_prompt = optional_string(obj, &parent, "shell_prompt")?;
+            let shell_prompt = strings(obj, &parent, "shell_prompt")?;
             let image = optional_string(obj, &parent, "image")?;
+            let auto_login = login(obj, &parent)?;
+            let console_commands = strings(obj, &parent, "console_commands")?;
             vms.push(VmSpec {
                 device_type,
                 role,
@@ -240,6 +328,8 @@ impl Job {
                 launch_with,
                 shell_prompt,
                 image,
+                auto_login,
+                console_commands,
             });
         }
         Ok(Job {
@@ -419,7 +509,7 @@ mod tests {
         assert_eq!(nodes[4].client, "db-1");
         assert_eq!(nodes[4].device_type, "qemu");
         assert_eq!(job.vms[1].launch_with, ["qemu-db"]);
-        assert_eq!(job.vms[0].shell_prompt.as_deref(), Some("# "));
+        assert_eq!(job.vms[0].shell_prompt, ["# "]);
     }
 
     #[test]

@@ -22,8 +22,12 @@ use std::time::{Duration, Instant};
 use lava_protocol::{RequestKind, VM_START_ID, VM_STOP_ID};
 use serde_json::Value;
 
-use super::console::{self, PromptWatch};
+use lava_protocol::console::Call;
+
+use super::console::{self, Output, Pty};
 use super::job::{self, Job, Node, VmSpec};
+use super::relay::{self, Relayed};
+use super::session::{Action, ConsoleSession};
 use crate::commands::vm;
 use crate::error::Error;
 use crate::wait::{self, Session};
@@ -293,7 +297,7 @@ pub fn commands_of(
 }
 
 /// Runs one VM to its end and reports how it went.
-fn supervise(shared: &Shared, node: &Node, host_ip: &str) -> VmReport {
+fn supervise(shared: &Arc<Shared>, node: &Node, host_ip: &str) -> VmReport {
     let started = Instant::now();
     let log_path = shared.opts.log_dir.join(format!("{}.log", node.client));
     let mut report = VmReport {
@@ -313,7 +317,7 @@ fn supervise(shared: &Shared, node: &Node, host_ip: &str) -> VmReport {
 /// Launches the VM and follows its console to the end; returns the launcher's reason to
 /// count it failed, if it has one (the guest's own report decides otherwise).
 fn run_vm(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     node: &Node,
     host_ip: &str,
     log_path: &Path,
@@ -357,24 +361,27 @@ fn run_vm(
         }
     }
 
-    // The console: stdout and stderr of the last command, through one pipe.
-    let (reader, writer) = match std::io::pipe() {
+    // The console: the last command on a pseudo-terminal.
+    let pty = match Pty::open() {
         Ok(p) => p,
-        Err(e) => return Some(format!("cannot make a pipe: {e}")),
+        Err(e) => return Some(format!("cannot open a pseudo-terminal: {e}")),
     };
-    let Ok(writer2) = writer.try_clone() else {
-        return Some("cannot make a pipe".into());
-    };
-    use std::os::unix::process::CommandExt;
     let mut command = shell(last);
-    command.stdout(writer).stderr(writer2).process_group(0);
+    if let Err(e) = pty.attach(&mut command) {
+        return Some(format!(
+            "cannot give the console to launch_with[{}]: {e}",
+            setup.len()
+        ));
+    }
     die_with_launcher(&mut command);
     let spawned = command.spawn();
-    drop(command); // closes this process's copies of the pipe's write end
+    drop(command); // closes this process's copies of the terminal
     let mut child: Child = match spawned {
         Ok(c) => c,
         Err(e) => return Some(format!("launch_with[{}] could not run: {e}", setup.len())),
     };
+    let master = pty.into_master();
+    // A session of its own: its process group is its pid.
     let pgid = child.id();
     shared.running.add(pgid);
     let launched = Instant::now();
@@ -383,52 +390,13 @@ fn run_vm(
         log_path.display()
     ));
 
-    let prompt = spec.shell_prompt.clone().unwrap_or_default();
-    let (tx, rx) = mpsc::channel::<Option<Instant>>();
-    let reader_thread = std::thread::spawn(move || {
-        let tx2 = tx.clone();
-        let mut on_prompt = move || {
-            let _ = tx2.send(Some(Instant::now()));
-        };
-        let last = console::follow(reader, &mut log, PromptWatch::new(&prompt), &mut on_prompt);
-        let _ = tx.send(None);
-        last
-    });
-
-    let mut failure = None;
-    let boot_timeout = shared.opts.boot_timeout;
-    if spec.shell_prompt.is_some() {
-        match rx.recv_timeout(boot_timeout) {
-            Ok(Some(at)) => {
-                let took = at.duration_since(launched);
-                report.booted_after = Some(took);
-                say(&format!(
-                    "booted: shell prompt after {:.1} s",
-                    took.as_secs_f64()
-                ));
-            }
-            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                failure = Some("VM ended before its shell prompt appeared".to_owned());
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let p = spec.shell_prompt.as_deref().unwrap_or_default();
-                say(&format!(
-                    "no shell prompt {p:?} within {} s: killing it",
-                    boot_timeout.as_secs_f64()
-                ));
-                kill_group(pgid);
-                failure = Some(format!(
-                    "no shell prompt {p:?} within {} s (boot timeout)",
-                    boot_timeout.as_secs_f64()
-                ));
-            }
-        }
-    }
+    let driven = drive_console(
+        shared, node, &spec, master, &mut log, pgid, launched, report,
+    );
     let status = child.wait();
     // Whatever the command left behind in its process group goes with it.
     kill_group(pgid);
     shared.running.remove(pgid);
-    let last = reader_thread.join().unwrap_or_default();
     let status = match status {
         Ok(s) => describe_status(&s),
         Err(e) => format!("unknown status ({e})"),
@@ -437,9 +405,9 @@ fn run_vm(
         "process ended ({status}) after {:.1} s",
         launched.elapsed().as_secs_f64()
     ));
-    Some(match failure {
+    Some(match driven.failure {
         Some(f) => {
-            let tail = console::last_line(&last)
+            let tail = console::last_line(&driven.last)
                 .map(|l| format!("; last console line: {l}"))
                 .unwrap_or_default();
             format!("{f}{tail}")
@@ -447,6 +415,196 @@ fn run_vm(
         // Only counts when the guest did not report its end itself.
         None => format!("VM process ended ({status})"),
     })
+}
+
+/// What happens on a VM's console, for its thread's loop.
+enum VmEvent {
+    Console(Output),
+    Relayed(Relayed),
+}
+
+/// How a console session ended.
+struct Driven {
+    /// Why the launcher counts the VM failed, if it does.
+    failure: Option<String>,
+    /// The last bytes of the console, for messages.
+    last: Vec<u8>,
+}
+
+/// Drives a VM's console until it closes: logs every byte (and marks what the launcher
+/// types), relays the guest's MultiNode calls, waits for its prompts, logs in, and types its
+/// `console_commands`. When the last command has ended, reports the VM's end in its name and
+/// powers it off (kills its process group); a command that fails, or a prompt that does not
+/// come in time, ends it as failed.
+#[allow(clippy::too_many_arguments)]
+fn drive_console(
+    shared: &Arc<Shared>,
+    node: &Node,
+    spec: &VmSpec,
+    mut master: File,
+    log: &mut File,
+    pgid: u32,
+    launched: Instant,
+    report: &mut VmReport,
+) -> Driven {
+    use std::collections::VecDeque;
+    use std::io::Write;
+    const LAST: usize = 2048;
+    let say = |t: &str| shared.log.say(&format!("{}: {t}", node.client));
+    let (tx, rx) = mpsc::channel::<VmEvent>();
+    let _reader = match master.try_clone() {
+        Ok(m) => console::read_into(m, tx.clone(), VmEvent::Console),
+        Err(e) => {
+            kill_group(pgid);
+            return Driven {
+                failure: Some(format!("cannot read the console: {e}")),
+                last: Vec::new(),
+            };
+        }
+    };
+    let (calls, call_rx) = mpsc::channel();
+    let relay_shared = Arc::clone(shared);
+    let (client, role) = (node.client.clone(), node.role.clone());
+    // The worker may be blocked in a call when the console closes: it is left to finish.
+    let _relay = relay::worker(
+        move || relay_shared.session(&client, &role, relay_shared.opts.timeout),
+        call_rx,
+        tx,
+        VmEvent::Relayed,
+    );
+    let now = Instant::now();
+    let mut session = if spec.needs_shell() || !spec.shell_prompt.is_empty() {
+        ConsoleSession::new(
+            spec.shell_prompt.clone(),
+            spec.auto_login.clone(),
+            now,
+            shared.opts.boot_timeout,
+        )
+    } else {
+        ConsoleSession::watch_only()
+    };
+    let mut commands = spec.console_commands.iter().enumerate();
+    let mut current: Option<(usize, &String)> = None;
+    let mut failure: Option<String> = None;
+    let mut last: Vec<u8> = Vec::new();
+    // The launcher's own input, marked in the log.
+    let typed = |master: &mut File, log: &mut File, text: &str, secret: bool| {
+        let shown = if secret { "********" } else { text.trim_end() };
+        let _ = writeln!(log, "\n[vm-group typed] {shown}");
+        if let Err(e) = console::type_text(master, text) {
+            say(&format!("cannot type on the console: {e}"));
+        }
+    };
+    let end_vm = |failure_reason: Option<&str>| {
+        let guest = shared.session(&node.client, &node.role, CALL_TIMEOUT);
+        if let Err(e) = vm::vm_done(&guest, failure_reason) {
+            say(&format!("could not report its end: {e}"));
+        }
+        kill_group(pgid);
+    };
+    loop {
+        let wait = session
+            .deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        let mut actions: VecDeque<Action> = match rx.recv_timeout(wait) {
+            Err(mpsc::RecvTimeoutError::Timeout) => session.tick(Instant::now()).into(),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Ok(VmEvent::Console(Output::Closed)) => {
+                session.close();
+                break;
+            }
+            Ok(VmEvent::Console(Output::Bytes(bytes))) => {
+                // A log that cannot be written must not stop the VM.
+                let _ = log.write_all(&bytes).and_then(|()| log.flush());
+                last.extend_from_slice(&bytes);
+                if last.len() > LAST {
+                    last.drain(..last.len() - LAST);
+                }
+                session.feed(&bytes, Instant::now()).into()
+            }
+            Ok(VmEvent::Relayed(done)) => {
+                let what = done.call.marker();
+                match (&done.error, &done.call) {
+                    (None, _) => say(&format!("relayed {what}")),
+                    (Some(e), Call::Send { .. }) => {
+                        // LAVA's dispatcher fails the job here: the guest cannot know.
+                        let why = format!("the coordinator did not take {what}: {e}");
+                        say(&why);
+                        failure.get_or_insert(why.clone());
+                        end_vm(Some(&why));
+                    }
+                    (Some(e), _) => say(&format!("{what}: answering nack: {e}")),
+                }
+                if let Some(line) = done.reply {
+                    typed(&mut master, log, &format!("{line}\n"), false);
+                }
+                VecDeque::new()
+            }
+        };
+        while let Some(action) = actions.pop_front() {
+            match action {
+                Action::Type { text, secret } => typed(&mut master, log, &text, secret),
+                Action::Relay(call) => {
+                    let _ = calls.send(call);
+                }
+                Action::Garbled { text, error } => say(&format!(
+                    "garbled MultiNode marker on the console: {error}: {text:?}"
+                )),
+                Action::Booted => {
+                    let took = launched.elapsed();
+                    report.booted_after = Some(took);
+                    say(&format!("booted: prompt after {:.1} s", took.as_secs_f64()));
+                }
+                Action::Ready | Action::CommandEnded { status: 0 } => {
+                    if let Some((i, _)) = current.take() {
+                        say(&format!("console_commands[{i}] passed"));
+                    } else if spec.auto_login.is_some() {
+                        say("logged in");
+                    }
+                    match commands.next() {
+                        Some((i, cmd)) => {
+                            say(&format!("console_commands[{i}]: {cmd}"));
+                            current = Some((i, cmd));
+                            actions.extend(session.run(cmd, Instant::now(), shared.opts.timeout));
+                        }
+                        None if !spec.console_commands.is_empty() => {
+                            say("its commands have ended: reporting its end and powering it off");
+                            end_vm(None);
+                        }
+                        None => {}
+                    }
+                }
+                Action::CommandEnded { status } => {
+                    let why = match current.take() {
+                        Some((i, cmd)) => {
+                            format!("console_commands[{i}] ended with status {status}: {cmd}")
+                        }
+                        None => format!("a command ended with status {status}"),
+                    };
+                    say(&why);
+                    failure.get_or_insert(why.clone());
+                    end_vm(Some(&why));
+                }
+                Action::TimedOut { waiting_for } => {
+                    let why = match &current {
+                        Some((i, cmd)) => format!(
+                            "console_commands[{i}] did not end within {} s: {cmd}",
+                            shared.opts.timeout.as_secs_f64()
+                        ),
+                        None => format!(
+                            "no {waiting_for} within {} s (boot timeout)",
+                            shared.opts.boot_timeout.as_secs_f64()
+                        ),
+                    };
+                    say(&format!("{why}: killing it"));
+                    failure.get_or_insert(why);
+                    kill_group(pgid);
+                }
+            }
+        }
+    }
+    Driven { failure, last }
 }
 
 /// The guests' reports so far: `lava_vm_stop` data by sender (empty when nobody sent).

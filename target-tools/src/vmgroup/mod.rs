@@ -6,6 +6,8 @@
 pub mod console;
 pub mod job;
 pub mod launcher;
+pub mod relay;
+pub mod session;
 
 use std::path::PathBuf;
 use std::time::Duration;

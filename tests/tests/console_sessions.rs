@@ -1,0 +1,218 @@
+//! The launcher's console sessions and its relay of LAVA's MultiNode API, with shell scripts
+//! playing the guests on the launcher's pseudo-terminal: a login dialogue, then an
+//! interactive shell whose `console_commands` call LAVA's own shell helpers (copied from
+//! Debian's lava-dispatcher package), which print markers and read the replies the
+//! launcher types. No guest here reaches the coordinator by TCP.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lava_multinode_tests::vm::{job, Launcher};
+use lava_multinode_tests::{start_coordinator, Server, TempDir};
+use serde_json::{json, Value};
+
+const QUICK: Duration = Duration::from_secs(60);
+
+/// Where tests/interop/install.sh extracts Debian's lava-dispatcher.
+const LAVA_HELPERS: &str =
+    "/opt/lava-dispatcher-client/usr/lib/python3/dist-packages/lava_dispatcher/lava_test_shell";
+
+fn coordinator() -> Server {
+    start_coordinator(&["--state", ":memory:"])
+}
+
+/// LAVA's shell helpers, copied into `dir/lava-test-bin` (multi_node/ and lava-test-case).
+fn lava_helpers(dir: &TempDir) -> PathBuf {
+    let src = Path::new(LAVA_HELPERS);
+    assert!(
+        src.join("multi_node/lava-sync").exists(),
+        "LAVA's shell helpers are missing ({}): run `bash tests/interop/install.sh` as root",
+        src.display()
+    );
+    let bin = dir.path().join("lava-test-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for entry in std::fs::read_dir(src.join("multi_node")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), bin.join(entry.file_name())).unwrap();
+    }
+    std::fs::copy(src.join("lava-test-case"), bin.join("lava-test-case")).unwrap();
+    // The package ships them 0644: LAVA makes them executable in its overlay.
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(&bin).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    bin
+}
+
+/// A guest on the console: optionally a login dialogue (`login: `, `Password: `, checked),
+/// then an interactive shell with prompt `guest# ` and LAVA's helpers on its PATH. Nothing
+/// tells it where the coordinator is.
+fn guest_script(dir: &TempDir, helpers: &Path, login: bool) -> PathBuf {
+    let login_part = if login {
+        r#"printf 'guest login: '
+read user
+printf 'Password: '
+read password
+[ "$user" = root ] && [ "$password" = s3cret ] || { echo "Login incorrect"; exit 1; }
+echo "Welcome"
+"#
+    } else {
+        ""
+    };
+    let text = format!(
+        "echo 'fake guest booting'\n{login_part}\
+         export LAVA_TEST_BIN={bin} PATH={bin}:$PATH\n\
+         export LAVA_MULTI_NODE_CACHE=\"$LOG_DIR/$CLIENT.cache\"\n\
+         PS1='guest# ' exec sh -i\n",
+        bin = helpers.display()
+    );
+    let path = dir
+        .path()
+        .join(if login { "login-guest.sh" } else { "guest.sh" });
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn console_vm(role: &str, script: &Path, login: bool, commands: &[&str]) -> Value {
+    let mut vm = json!({
+        "device_type": "process",
+        "role": role,
+        "shell_prompt": "guest# ",
+        "launch_with": [format!(
+            "LOG_DIR={{log_dir}} CLIENT={{client}} exec sh {}",
+            script.display()
+        )],
+        "console_commands": commands,
+    });
+    if login {
+        vm["auto_login"] = json!({
+            "login_prompt": "login: ",
+            "username": "root",
+            "password_prompt": "Password: ",
+            "password": "s3cret",
+        });
+    }
+    vm
+}
+
+fn host_script(dir: &TempDir, text: &str) -> String {
+    let path = dir.path().join("host.sh");
+    std::fs::write(&path, format!("set -e\n{text}")).unwrap();
+    path.display().to_string()
+}
+
+/// Two guests that reach the coordinator only through their consoles, one after a login:
+/// send with data, wait, wait-all by role, sync with the host, each checked in the guest.
+#[test]
+fn guests_use_lavas_helpers_over_the_console_only() {
+    let server = coordinator();
+    let mut l = Launcher::new(&server.addr, "console");
+    l.boot_timeout = 20.0;
+    l.timeout = 30.0;
+    // Guests that tried TCP would find nothing here.
+    l.guest_coordinator = Some("127.0.0.1:9".into());
+    let helpers = lava_helpers(&l.dir);
+    let server_commands = [
+        "lava-send ready ip=10.0.0.7 port=8080",
+        "lava-wait token",
+        "grep -qx 'host:value=t42' \"$LAVA_MULTI_NODE_CACHE\"",
+        "lava-sync all-here",
+    ];
+    let client_commands = [
+        "lava-wait-all ready server",
+        // LAVA's helper splits the reply into lines only before numeric sender names.
+        "grep -q 'server-1:ip=10.0.0.7 server-1:port=8080' \"$LAVA_MULTI_NODE_CACHE\"",
+        "lava-sync all-here",
+    ];
+    let login_guest = guest_script(&l.dir, &helpers, true);
+    let plain_guest = guest_script(&l.dir, &helpers, false);
+    let job = job(
+        None,
+        vec![
+            console_vm("server", &login_guest, true, &server_commands),
+            console_vm("client", &plain_guest, false, &client_commands),
+        ],
+    );
+    let host = host_script(
+        &l.dir,
+        "lava-wait-all ready server >/dev/null\nlava-send token value=t42\nlava-sync all-here\n",
+    );
+    let run = l.run(&job, &["sh", &host], QUICK);
+    assert_eq!(run.code, 0, "{}", run.text());
+    for needle in [
+        "server-1: logged in",
+        "server-1: relayed <LAVA_MULTI_NODE> <LAVA_SEND ready ip=10.0.0.7 port=8080>",
+        "client-1: relayed <LAVA_MULTI_NODE> <LAVA_WAIT_ALL ready server>",
+        "server-1: console_commands[3] passed",
+        "client-1: its commands have ended: reporting its end and powering it off",
+        "server-1 (server): ok",
+        "client-1 (client): ok",
+    ] {
+        run.line_of(needle);
+    }
+    let server_log = l.console("server-1");
+    assert!(
+        server_log.contains("[vm-group typed] <LAVA_SYNC_COMPLETE>"),
+        "{server_log}"
+    );
+    assert!(
+        server_log.contains("[vm-group typed] ********") && !server_log.contains("s3cret"),
+        "the password is typed, not logged: {server_log}"
+    );
+    assert!(l.console("client-1").contains(
+        "[vm-group typed] <LAVA_WAIT_ALL_COMPLETE server-1:ip=10.0.0.7 server-1:port=8080>"
+    ));
+}
+
+/// A garbled marker is reported and does not hang anything; a failing command fails its VM
+/// at once (reported in its name), and the run fails naming it.
+#[test]
+fn garbled_markers_and_failing_commands_fail_the_vm_without_hanging() {
+    let server = coordinator();
+    let mut l = Launcher::new(&server.addr, "garbled");
+    l.boot_timeout = 20.0;
+    l.timeout = 30.0;
+    let helpers = lava_helpers(&l.dir);
+    let guest = guest_script(&l.dir, &helpers, false);
+    let job = job(
+        None,
+        vec![console_vm(
+            "server",
+            &guest,
+            false,
+            &[
+                "printf '<LAVA_MULTI_NODE> <LAVA_WAIT x\\n'",
+                "false",
+                "echo never",
+            ],
+        )],
+    );
+    let run = l.run(&job, &[], QUICK);
+    assert_eq!(run.code, 1, "{}", run.text());
+    run.line_of("server-1: garbled MultiNode marker on the console");
+    run.line_of("server-1: console_commands[1] ended with status 1: false");
+    assert!(
+        !run.stderr.contains("console_commands[2]"),
+        "{}",
+        run.text()
+    );
+    run.line_of("server-1 (server): failed");
+    assert!(run.elapsed < Duration::from_secs(20), "{}", run.text());
+}
+
+/// A login prompt that never comes ends the VM at the boot timeout, naming what it waited for.
+#[test]
+fn a_missing_login_prompt_is_a_boot_timeout() {
+    let server = coordinator();
+    let mut l = Launcher::new(&server.addr, "nologin");
+    l.boot_timeout = 1.0;
+    l.timeout = 30.0;
+    let path = l.dir.path().join("silent.sh");
+    std::fs::write(&path, "echo 'booting forever'\nexec sleep 60\n").unwrap();
+    let job = job(None, vec![console_vm("server", &path, true, &["true"])]);
+    let run = l.run(&job, &[], QUICK);
+    assert_eq!(run.code, 1, "{}", run.text());
+    run.line_of("server-1: no login prompt \"login: \" within 1 s (boot timeout)");
+    assert!(run.elapsed < Duration::from_secs(15), "{}", run.text());
+}
