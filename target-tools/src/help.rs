@@ -125,14 +125,19 @@ Usage: lava-multinode vm-group run JOB.json [OPTIONS] [-- HOST_TEST [ARGS ...]]
 
 The host of a VM group (docs/VM-GROUPS.md). JOB.json is a VM group job definition: vm_group
 with host {device_type, role}, auto_start_vms (default true) and vms [{device_type, role,
-count (1), launch_with [commands], shell_prompt, image}].
+count (1), launch_with [commands], shell_prompt (one or a list), image, auto_login
+{login_prompt, username, password_prompt, password}, console_commands [commands]}].
 
 run: declares the group's roster as the host ('host' client = the host's role; VMs are
 ROLE-1 .. ROLE-N), opens the VMs' start gate (at once with auto_start_vms, else when the host
 test calls lava-start-vms), then starts every VM with its launch_with commands (sh -c, in
-order; the last one's output is the VM's console, kept in LOG_DIR/CLIENT.log and watched for
-shell_prompt). A VM whose process ends before its guest called lava-vm-done is reported
-failed in its name. Meanwhile HOST_TEST runs with the host's LAVA_MULTINODE_* settings and
+order; the last one runs on a pseudo-terminal: the VM's console, kept in LOG_DIR/CLIENT.log).
+On each console it logs in (auto_login), waits for shell_prompt ('# ' or '$ ' when it needs a
+shell and none is given), types the console_commands one by one (each must exit 0; after the
+last it reports the VM's end and powers it off), and relays LAVA's MultiNode markers
+(<LAVA_MULTI_NODE> <LAVA_SEND ...>, WAIT, WAIT_ALL, SYNC) to the coordinator in the VM's name,
+typing LAVA's reply lines back: a guest needs no network. A VM whose process ends before its
+guest called lava-vm-done is reported failed in its name. Meanwhile HOST_TEST runs with the host's LAVA_MULTINODE_* settings and
 the lava-* tools on PATH; then the launcher reports the host's end (failed if the test
 failed), waits for every member's end (lava-wait-for-vms), waits for the VM processes, runs
 the --after commands and clears the group.
@@ -147,8 +152,9 @@ Options:
                              coordinator address, with a loopback host replaced by --host-ip)
   --log-dir DIR              console logs (CLIENT.log) and bin/ with the lava-* links
                              (default: $TMPDIR/lava-GROUP)
-  --boot-timeout SECONDS     longest wait for a VM's shell_prompt (120)
-  --timeout SECONDS          longest wait for every member's end after the host test (600)
+  --boot-timeout SECONDS     longest wait for a VM's login and shell prompts (120)
+  --timeout SECONDS          longest wait for every member's end after the host test, for
+                             a console command, and for a relayed call (600)
   --after COMMAND            a shell command run after every VM has ended (repeatable)
 
 Placeholders in launch_with: {coordinator} {group} {client} {role} {group_size} {host_ip}
