@@ -22,6 +22,8 @@ pub fn vm_required() -> bool {
 pub const QEMU: &str = "qemu-system-x86_64";
 /// The prompt marker the test guest's /init prints.
 pub const GUEST_PROMPT: &str = "lava-guest# ";
+/// root's password in the test guest (`lava_multinode.console=login`).
+pub const GUEST_PASSWORD: &str = "lava";
 
 /// Where `packaging/vm-guest/build.sh` writes the guest: `$LAVA_VM_GUEST_DIR` (the same
 /// variable as the build script's), else `target/vm-guest`.
@@ -121,11 +123,17 @@ pub fn qemu_command(guest: &Guest, test: &str) -> String {
 /// (`lava_multinode.transport=console`): it takes part through its console only, which the
 /// launcher relays. Otherwise as [`qemu_command`].
 pub fn qemu_console_command(guest: &Guest, test: &str) -> String {
+    qemu_console_command_with(guest, &format!("lava_multinode.test={test}"))
+}
+
+/// [`qemu_console_command`] with the guest's kernel parameters `params` instead of a test
+/// (e.g. `lava_multinode.console=login`).
+pub fn qemu_console_command_with(guest: &Guest, params: &str) -> String {
     format!(
         "exec {QEMU} -name {{client}} -M q35 -accel tcg -m 256 -nographic -no-reboot \
          -pidfile {{log_dir}}/{{client}}.pid \
          -kernel {} -initrd {{image}} \
-         -append 'console=ttyS0 quiet lava_multinode.test={test} lava_multinode.net=none \
+         -append 'console=ttyS0 quiet {params} lava_multinode.net=none \
          lava_multinode.transport=console lava_multinode.timeout=60 {{kernel_cmdline}}' \
          -nic none",
         guest.kernel.display()
@@ -141,6 +149,25 @@ pub fn qemu_vm(guest: &Guest, role: &str, test: &str) -> Value {
 /// `test` with the tools on the console ([`qemu_console_command`]).
 pub fn qemu_console_vm(guest: &Guest, role: &str, test: &str) -> Value {
     vm_entry(guest, role, qemu_console_command(guest, test))
+}
+
+/// A `vms[]` entry: a qemu test guest of `role` without a network device whose console offers
+/// a login (`lava_multinode.console=login`: root, password lava); the launcher logs in
+/// (`auto_login`) and types `commands` (`console_commands`) at the shell prompt.
+pub fn qemu_login_vm(guest: &Guest, role: &str, commands: &[&str]) -> Value {
+    let mut vm = vm_entry(
+        guest,
+        role,
+        qemu_console_command_with(guest, "lava_multinode.console=login"),
+    );
+    vm["auto_login"] = json!({
+        "login_prompt": "login: ",
+        "username": "root",
+        "password_prompt": "Password: ",
+        "password": GUEST_PASSWORD,
+    });
+    vm["console_commands"] = json!(commands);
+    vm
 }
 
 fn vm_entry(guest: &Guest, role: &str, command: String) -> Value {

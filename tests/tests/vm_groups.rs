@@ -474,19 +474,24 @@ fn has_line(console: &str, needles: &[&str]) -> bool {
 /// which takes part through the console only; the host test over TCP. Checks what each side
 /// received: the host the guests' data, the guests the host's (a guest test exits non-zero on
 /// a mismatch, which fails its VM and the host's `lava-wait-for-vms`).
-fn qemu_console_group(test: &str, tag: &str) -> Option<(Launcher, vm::LauncherRun)> {
-    let name = format!("qemu console guests ({test})");
+///
+/// `login`: the guests offer a login on the console instead of running the test, and the
+/// launcher logs in and types `sh -e /tests/TEST.sh` then `exit`.
+fn qemu_console_group(test: &str, tag: &str, login: bool) -> Option<(Launcher, vm::LauncherRun)> {
+    let name = format!("qemu console guests ({test}, login {login})");
     let guest = vm::guest_or_skip(&name)?;
     let _lock = vm::qemu_lock();
     let server = coordinator();
     let l = Launcher::new(&server.addr, tag);
-    let job = job(
-        Some(false),
-        vec![
-            vm::qemu_console_vm(&guest, "server", test),
-            vm::qemu_console_vm(&guest, "client", test),
-        ],
-    );
+    let command = format!("sh -e /tests/{test}.sh");
+    let vm = |role| {
+        if login {
+            vm::qemu_login_vm(&guest, role, &[&command, "exit"])
+        } else {
+            vm::qemu_console_vm(&guest, role, test)
+        }
+    };
+    let job = job(Some(false), vec![vm("server"), vm("client")]);
     let run = l.run(&job, &["sh", "-c", CONSOLE_HOST], SLOW);
     println!(
         "{name}: the VM group run (2 qemu guests, consoles only) took {:.1} s",
@@ -551,10 +556,35 @@ fn qemu_console_group(test: &str, tag: &str) -> Option<(Launcher, vm::LauncherRu
             ),
             "{client}: {console}"
         );
-        assert!(
-            console.contains(&format!("lava-guest: test {test} exited 0")),
-            "{client}: {console}"
-        );
+        if login {
+            assert!(
+                console.contains(&format!("{client} login: ")),
+                "{client}: {console}"
+            );
+            // Neither the launcher's log of what it typed nor the tty's echo shows it.
+            assert!(
+                !console.lines().any(|l| l
+                    .trim_end()
+                    .ends_with(&format!(" {}", vm::GUEST_PASSWORD))
+                    || l.trim() == vm::GUEST_PASSWORD),
+                "{client}: the password was logged: {console}"
+            );
+            assert!(
+                console.contains("lava-guest: console login ended"),
+                "{client}: {console}"
+            );
+            assert!(
+                run.stderr
+                    .contains(&format!("{client}: console_commands[0] passed")),
+                "{}",
+                run.text()
+            );
+        } else {
+            assert!(
+                console.contains(&format!("lava-guest: test {test} exited 0")),
+                "{client}: {console}"
+            );
+        }
         assert!(console.contains("Power down"), "{client}: {console}");
     }
     for member in ["server-1 (server): ok", "client-1 (client): ok"] {
@@ -571,7 +601,7 @@ fn qemu_console_group(test: &str, tag: &str) -> Option<(Launcher, vm::LauncherRu
 
 #[test]
 fn qemu_console_guests_with_our_tools() {
-    let Some((l, _)) = qemu_console_group("console-tools", "qcons") else {
+    let Some((l, _)) = qemu_console_group("console-tools", "qcons", false) else {
         return;
     };
     for client in ["server-1", "client-1"] {
@@ -589,7 +619,7 @@ fn qemu_console_guests_with_our_tools() {
 
 #[test]
 fn qemu_console_guests_with_lava_helpers() {
-    let Some((l, _)) = qemu_console_group("console-lava", "qlava") else {
+    let Some((l, _)) = qemu_console_group("console-lava", "qlava", false) else {
         return;
     };
     for client in ["server-1", "client-1"] {
@@ -600,6 +630,22 @@ fn qemu_console_guests_with_lava_helpers() {
         );
         assert!(
             console.contains("<LAVA_MULTI_NODE> <LAVA_SEND lava_vm_stop status=ok>"),
+            "{client}: {console}"
+        );
+    }
+}
+
+/// The guests' login mode (`lava_multinode.console=login`): the launcher logs in as root
+/// (`auto_login`) and types the test of LAVA's helpers at the prompt.
+#[test]
+fn qemu_console_guests_logged_in_by_the_launcher() {
+    let Some((l, _)) = qemu_console_group("console-lava", "qlogin", true) else {
+        return;
+    };
+    for client in ["server-1", "client-1"] {
+        let console = l.console(client);
+        assert!(
+            console.contains("<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=console-lava RESULT=pass>"),
             "{client}: {console}"
         );
     }
