@@ -170,6 +170,19 @@ pub fn qemu_login_vm(guest: &Guest, role: &str, commands: &[&str]) -> Value {
     vm
 }
 
+/// A `vms[]` entry: a qemu test guest of `role` without a network device whose console offers
+/// a root shell (`lava_multinode.console=shell`); the launcher types `commands`
+/// (`console_commands`) at its prompt.
+pub fn qemu_shell_vm(guest: &Guest, role: &str, commands: &[&str]) -> Value {
+    let mut vm = vm_entry(
+        guest,
+        role,
+        qemu_console_command_with(guest, "lava_multinode.console=shell"),
+    );
+    vm["console_commands"] = json!(commands);
+    vm
+}
+
 fn vm_entry(guest: &Guest, role: &str, command: String) -> Value {
     json!({
         "device_type": "qemu",

@@ -475,20 +475,23 @@ fn has_line(console: &str, needles: &[&str]) -> bool {
 /// received: the host the guests' data, the guests the host's (a guest test exits non-zero on
 /// a mismatch, which fails its VM and the host's `lava-wait-for-vms`).
 ///
-/// `login`: the guests offer a login on the console instead of running the test, and the
-/// launcher logs in and types `sh -e /tests/TEST.sh` then `exit`.
-fn qemu_console_group(test: &str, tag: &str, login: bool) -> Option<(Launcher, vm::LauncherRun)> {
-    let name = format!("qemu console guests ({test}, login {login})");
+/// `mode`: the guest's `lava_multinode.console=`: `test` runs the guest test itself; with
+/// `shell` (a shell prompt) and `login` (a login, which the launcher's `auto_login` answers)
+/// the launcher types `sh -e /tests/TEST.sh` then `exit` at the prompt.
+fn qemu_console_group(test: &str, tag: &str, mode: &str) -> Option<(Launcher, vm::LauncherRun)> {
+    let name = format!("qemu console guests ({test}, console={mode})");
+    let login = mode == "login";
     let guest = vm::guest_or_skip(&name)?;
     let _lock = vm::qemu_lock();
     let server = coordinator();
     let l = Launcher::new(&server.addr, tag);
     let command = format!("sh -e /tests/{test}.sh");
     let vm = |role| {
-        if login {
-            vm::qemu_login_vm(&guest, role, &[&command, "exit"])
-        } else {
-            vm::qemu_console_vm(&guest, role, test)
+        let commands = [command.as_str(), "exit"];
+        match mode {
+            "login" => vm::qemu_login_vm(&guest, role, &commands),
+            "shell" => vm::qemu_shell_vm(&guest, role, &commands),
+            _ => vm::qemu_console_vm(&guest, role, test),
         }
     };
     let job = job(Some(false), vec![vm("server"), vm("client")]);
@@ -556,6 +559,18 @@ fn qemu_console_group(test: &str, tag: &str, login: bool) -> Option<(Launcher, v
             ),
             "{client}: {console}"
         );
+        if mode != "test" {
+            assert!(
+                run.stderr
+                    .contains(&format!("{client}: console_commands[0] passed")),
+                "{}",
+                run.text()
+            );
+            assert!(
+                console.contains(&format!("lava-guest: console {mode} ended")),
+                "{client}: {console}"
+            );
+        }
         if login {
             assert!(
                 console.contains(&format!("{client} login: ")),
@@ -569,17 +584,7 @@ fn qemu_console_group(test: &str, tag: &str, login: bool) -> Option<(Launcher, v
                     || l.trim() == vm::GUEST_PASSWORD),
                 "{client}: the password was logged: {console}"
             );
-            assert!(
-                console.contains("lava-guest: console login ended"),
-                "{client}: {console}"
-            );
-            assert!(
-                run.stderr
-                    .contains(&format!("{client}: console_commands[0] passed")),
-                "{}",
-                run.text()
-            );
-        } else {
+        } else if mode == "test" {
             assert!(
                 console.contains(&format!("lava-guest: test {test} exited 0")),
                 "{client}: {console}"
@@ -601,7 +606,7 @@ fn qemu_console_group(test: &str, tag: &str, login: bool) -> Option<(Launcher, v
 
 #[test]
 fn qemu_console_guests_with_our_tools() {
-    let Some((l, _)) = qemu_console_group("console-tools", "qcons", false) else {
+    let Some((l, _)) = qemu_console_group("console-tools", "qcons", "test") else {
         return;
     };
     for client in ["server-1", "client-1"] {
@@ -619,7 +624,7 @@ fn qemu_console_guests_with_our_tools() {
 
 #[test]
 fn qemu_console_guests_with_lava_helpers() {
-    let Some((l, _)) = qemu_console_group("console-lava", "qlava", false) else {
+    let Some((l, _)) = qemu_console_group("console-lava", "qlava", "test") else {
         return;
     };
     for client in ["server-1", "client-1"] {
@@ -639,7 +644,7 @@ fn qemu_console_guests_with_lava_helpers() {
 /// (`auto_login`) and types the test of LAVA's helpers at the prompt.
 #[test]
 fn qemu_console_guests_logged_in_by_the_launcher() {
-    let Some((l, _)) = qemu_console_group("console-lava", "qlogin", true) else {
+    let Some((l, _)) = qemu_console_group("console-lava", "qlogin", "login") else {
         return;
     };
     for client in ["server-1", "client-1"] {
@@ -649,6 +654,13 @@ fn qemu_console_guests_logged_in_by_the_launcher() {
             "{client}: {console}"
         );
     }
+}
+
+/// The guests' shell mode (`lava_multinode.console=shell`): the launcher types the test of our
+/// tools (console transport) at the shell prompt.
+#[test]
+fn qemu_console_guests_with_our_tools_typed_at_the_shell() {
+    qemu_console_group("console-tools", "qshell", "shell");
 }
 
 #[test]
@@ -701,7 +713,12 @@ fn qemu_console_guest_with_a_garbled_marker_fails_without_hanging() {
         "{}",
         run.text()
     );
-    // The launcher kept relaying after the garbage.
+    // The launcher said what it saw, and kept relaying after the garbage.
+    assert!(
+        has_line(&run.stderr, &["server-1", "garbled"]),
+        "{}",
+        run.text()
+    );
     let after = std::fs::read_to_string(l.log_dir().join("after.txt")).unwrap_or_default();
     assert!(
         after.contains("server-1:relayed=yes"),
