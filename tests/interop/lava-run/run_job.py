@@ -67,7 +67,7 @@ CACHE = "/tmp/lava_multi_node_cache.txt"
 PROMPT = "lava-mn-node# "
 # Where the node's copy of our tools lives, inside its private /root.
 NODE_TOOLS = "/root/mn"
-SLOW_CLIENT_DELAY = 5
+SLOW_CLIENT_DELAY = 4
 
 
 class Missing(Exception):
@@ -226,7 +226,6 @@ def steps_for(role, variant):
     steps += [
         "export C=%s" % CACHE,
         "export SERVER=\"$(lava-group server | tr -d '[:space:]')\"",
-        "export SLOW=\"$(lava-group client | tr -d '\\t ' | sort -n | tail -n 1)\"",
     ]
     cases = []
 
@@ -263,13 +262,27 @@ def steps_for(role, variant):
         "'[ \"$(grep -cE \"^([0-9]+):node=\\1\\$\" $C)\" = 3 ] && grep -qx \"$SERVER:role=server\" $C"
         " && [ \"$(grep -c \":role=client\\$\" $C)\" = 2 ]'",
     )
-    # lava-wait-all by role: the server waits for both clients, one of which is slow.
-    if role == "server":
-        add("wait-all-clients", "lava-wait-all client-ready client")
-        add("clients-ready-data", "'[ \"$(grep -cE \"^([0-9]+):client=\\1\\$\" $C)\" = 2 ]'")
-    else:
-        steps.append('[ "$(lava-self)" != "$SLOW" ] || sleep %d' % SLOW_CLIENT_DELAY)
-        add("send-client-ready", "'lava-send client-ready client=$(lava-self)'")
+    # lava-wait-all by role: the server waits for both clients, one of which is slow; twice,
+    # so that each client is the slow one once (Debian's coordinator releases the server
+    # as soon as the client that registered first has sent: in one of the rounds, early).
+    for round_, slow in ((1, "tail"), (2, "head")):
+        if role == "server":
+            add("wait-all-clients-%d" % round_, "lava-wait-all client-ready-%d client" % round_)
+            add(
+                "clients-ready-data-%d" % round_,
+                "'[ \"$(grep -cE \"^([0-9]+):client=\\1\\$\" $C)\" = 2 ]'",
+            )
+        else:
+            steps.append(
+                "[ \"$(lava-self)\" != \"$(lava-group client | tr -d '\\t ' | sort -n | %s -n 1)\" ]"
+                " || sleep %d" % (slow, SLOW_CLIENT_DELAY)
+            )
+            add(
+                "send-client-ready-%d" % round_,
+                "'lava-send client-ready-%d client=$(lava-self)'" % round_,
+            )
+        # Both rounds start together.
+        add("sync-round-%d" % round_, "lava-sync round-%d" % round_)
     # lava-sync, then twice in a row on one id.
     add("sync-once", "lava-sync sync-once")
     add("sync-twice-1", "lava-sync sync-twice")
@@ -503,9 +516,43 @@ class Processes:
         self.stopped_sshd = len(self.sshd)
 
 
+# Run by `unshare --mount` with $1 = the node's home, $2 = an empty folder: builds the node's
+# own root file system and starts sshd in it. `/` is a tmpfs of its own (LAVA's overlay is
+# unpacked at /lava-JOB_ID: on the node, not on this machine), holding the machine's top-level
+# folders bind-mounted (read-write, as a board's would be), its own empty /tmp (so that
+# /tmp/lava_multi_node_cache.txt is the node's), and the node's home as /root. Everything
+# goes away with the namespace.
+NODE_ROOT_SCRIPT = r"""
+set -e
+home="$1"; new="$2"
+mkdir -p "$new"
+mount -t tmpfs -o mode=0755 lava-mn-node-root "$new"
+for p in /* /.[!.]*; do
+    [ -e "$p" ] || [ -L "$p" ] || continue
+    name="${p#/}"
+    case "$name" in
+    tmp|root|mnt|media|lost+found) mkdir "$new/$name"; continue ;;
+    esac
+    if [ -L "$p" ]; then
+        ln -s "$(readlink "$p")" "$new/$name"
+    elif [ -d "$p" ]; then
+        mkdir "$new/$name"
+        mount --rbind "$p" "$new/$name"
+    else
+        touch "$new/$name"
+        mount --bind "$p" "$new/$name"
+    fi
+done
+chmod 1777 "$new/tmp"
+mount -t tmpfs -o mode=1777 lava-mn-node-tmp "$new/tmp"
+mount --bind "$home" "$new/root"
+exec /usr/sbin/chroot "$new" /usr/sbin/sshd -D -e -f /root/.sshd/sshd_config
+"""
+
+
 def start_sshd(node_dir, home, procs):
-    """An sshd on a free loopback port, in its own mount namespace where /root is `home`
-    and /tmp an empty tmpfs. Returns its port."""
+    """An sshd on a free loopback port, in its own mount namespace with its own root file
+    system (NODE_ROOT_SCRIPT). Returns its port."""
     last = ""
     for _ in range(5):
         port = free_port()
@@ -529,15 +576,10 @@ def start_sshd(node_dir, home, procs):
                 "LogLevel VERBOSE\n" % port
             )
         log_path = os.path.join(node_dir, "sshd.log")
-        script = (
-            "set -e; mount --bind \"$1\" /root; "
-            "mount -t tmpfs -o mode=1777 lava-mn-node-tmp /tmp; "
-            "exec /usr/sbin/sshd -D -e -f /root/.sshd/sshd_config"
-        )
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(
                 ["/usr/bin/unshare", "--mount", "--propagation", "private",
-                 "/bin/sh", "-c", script, "sh", home],
+                 "/bin/sh", "-c", NODE_ROOT_SCRIPT, "sh", home, os.path.join(node_dir, "root")],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,
@@ -799,15 +841,19 @@ def run(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--port", type=int, required=True,
+    p.add_argument("--check", action="store_true",
+                   help="only check that everything the run needs is installed")
+    p.add_argument("--port", type=int,
                    help="the coordinator's port on 127.0.0.1 (already listening)")
     p.add_argument("--variant", choices=["lava", "ours"], default="lava",
                    help="whose helpers the test definitions call (default: lava)")
     p.add_argument("--tools", help="our lava-multinode binary (--variant ours)")
-    p.add_argument("--work-dir", required=True, help="an empty or new folder for the run")
+    p.add_argument("--work-dir", help="an empty or new folder for the run")
     p.add_argument("--timeout", type=int, default=150,
                    help="seconds the whole job may take (default 150)")
     args = p.parse_args()
+    if not args.check and (args.port is None or args.work_dir is None):
+        p.error("--port and --work-dir are needed (or --check)")
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt("signal %d" % signum)
@@ -816,6 +862,9 @@ def main():
     signal.signal(signal.SIGHUP, on_signal)
     try:
         check_prerequisites(args.variant, args.tools)
+        if args.check:
+            log("everything the run needs is installed")
+            return 0
         return run(args)
     except Missing as exc:
         log("%s: %s" % (exc, INSTALL_HINT))
