@@ -10,6 +10,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+pub use super::actions::{JobAction, TestdefSource};
 pub use super::session::Login;
 
 /// What the definition says about one VM entry of `vms[]`.
@@ -39,6 +40,10 @@ impl VmSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub job_name: Option<String>,
+    /// The job's `timeout`: the whole run is bounded by it.
+    pub timeout: Option<std::time::Duration>,
+    /// `actions`, in order.
+    pub actions: Vec<JobAction>,
     pub host_device_type: String,
     pub host_role: String,
     pub auto_start_vms: bool,
@@ -68,14 +73,14 @@ impl fmt::Display for JobError {
     }
 }
 
-fn err<T>(field: &str, problem: impl Into<String>) -> Result<T, JobError> {
+pub(super) fn err<T>(field: &str, problem: impl Into<String>) -> Result<T, JobError> {
     Err(JobError {
         field: field.to_owned(),
         problem: problem.into(),
     })
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(super) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -86,7 +91,7 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn object<'a>(v: &'a Value, field: &str) -> Result<&'a Map<String, Value>, JobError> {
+pub(super) fn object<'a>(v: &'a Value, field: &str) -> Result<&'a Map<String, Value>, JobError> {
     v.as_object().map_or_else(
         || err(field, format!("must be an object, not {}", kind(v))),
         Ok,
@@ -212,12 +217,18 @@ fn check_role(role: &str, field: &str) -> Result<(), JobError> {
 pub const MAX_VMS: u64 = 1000;
 
 impl Job {
-    /// Parses a job definition (JSON text).
+    /// Parses a job definition: JSON, or the same structure in YAML.
     pub fn parse(text: &str) -> Result<Job, JobError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| JobError {
-            field: "(job file)".into(),
-            problem: format!("not JSON: {e}"),
-        })?;
+        let value: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(json) if text.trim_start().starts_with('{') => {
+                return err("(job file)", format!("not JSON: {json}"))
+            }
+            Err(_) => super::yaml::parse(text).map_err(|e| JobError {
+                field: "(job file)".into(),
+                problem: format!("neither JSON nor YAML: {e}"),
+            })?,
+        };
         Job::from_value(&value)
     }
 
@@ -332,8 +343,17 @@ impl Job {
                 console_commands,
             });
         }
+        let timeout = match top.get("timeout") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(super::actions::seconds(v, "timeout")?),
+        };
+        let mut roles = vec![host_role.clone()];
+        roles.extend(vms.iter().map(|v: &VmSpec| v.role.clone()));
+        let actions = super::actions::parse(top, &roles)?;
         Ok(Job {
             job_name,
+            timeout,
+            actions,
             host_device_type,
             host_role,
             auto_start_vms,

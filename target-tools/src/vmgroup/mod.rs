@@ -3,11 +3,15 @@
 //! `vm-group run JOB.json` is the host's launcher (see [`launcher`]); `vm-group show JOB.json`
 //! prints the group a definition gives, with each VM's expanded commands.
 
+pub mod actions;
 pub mod console;
 pub mod job;
 pub mod launcher;
 pub mod relay;
+pub mod results;
 pub mod session;
+pub mod testdef;
+pub mod yaml;
 
 use std::path::PathBuf;
 use std::time::Duration;
