@@ -46,10 +46,14 @@ pub enum Key {
     Secret,
     /// The group's secret: likewise.
     GroupSecret,
+    /// How the commands reach the group: `tcp` (the coordinator) or `console` (LAVA's markers
+    /// on standard output, replies on standard input). Environment, file or kernel command
+    /// line only: it belongs to the machine, not to one call.
+    Transport,
 }
 
 impl Key {
-    pub const ALL: [Key; 12] = [
+    pub const ALL: [Key; 13] = [
         Key::Coordinator,
         Key::Group,
         Key::Client,
@@ -62,6 +66,7 @@ impl Key {
         Key::HostIp,
         Key::Secret,
         Key::GroupSecret,
+        Key::Transport,
     ];
 
     /// The environment variable, also the key in the configuration file.
@@ -80,6 +85,7 @@ impl Key {
             Key::HostIp => "LAVA_MULTINODE_HOST_IP",
             Key::Secret => "LAVA_MULTINODE_SECRET",
             Key::GroupSecret => "LAVA_MULTINODE_GROUP_SECRET",
+            Key::Transport => "LAVA_MULTINODE_TRANSPORT",
         }
     }
 
@@ -99,6 +105,7 @@ impl Key {
             // No command accepts these as flags (a flag shows in `ps`).
             Key::Secret => "secret",
             Key::GroupSecret => "group-secret",
+            Key::Transport => "transport",
         }
     }
 
@@ -117,6 +124,7 @@ impl Key {
             Key::HostIp => "host_ip",
             Key::Secret => "secret",
             Key::GroupSecret => "group_secret",
+            Key::Transport => "transport",
         }
     }
 
@@ -135,6 +143,7 @@ impl Key {
             Key::HostIp => "host address",
             Key::Secret => "lab secret",
             Key::GroupSecret => "group secret",
+            Key::Transport => "transport",
         }
     }
 
@@ -160,6 +169,19 @@ pub enum Source {
     Cmdline(PathBuf),
 }
 
+impl Source {
+    /// How `key` is spelled in this source: `--timeout`, `$LAVA_MULTINODE_TIMEOUT`,
+    /// `LAVA_MULTINODE_TIMEOUT=`, `lava_multinode.timeout=`.
+    pub fn setting(&self, key: Key) -> String {
+        match self {
+            Source::Flag => format!("--{}", key.flag()),
+            Source::Env => format!("${}", key.env()),
+            Source::File(_) => format!("{}=", key.env()),
+            Source::Cmdline(_) => format!("{CMDLINE_PREFIX}{}=", key.cmdline()),
+        }
+    }
+}
+
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -183,6 +205,9 @@ pub enum ConfigError {
     },
     /// The configuration file exists (or was named) but cannot be used.
     File { path: PathBuf, reason: String },
+    /// A variable of LAVA's test shell (console transport: `$LAVA_GROUP`) is missing or
+    /// unusable; the text says which and why.
+    Shell(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -201,14 +226,25 @@ impl fmt::Display for ConfigError {
                 reason,
             } => write!(
                 f,
-                "invalid {} {value:?} (from {source}): {reason}",
-                key.describe()
+                "invalid {} {value:?} ({} from {source}): {reason}",
+                key.describe(),
+                source.setting(*key)
             ),
             ConfigError::File { path, reason } => {
                 write!(f, "configuration file {}: {reason}", path.display())
             }
+            ConfigError::Shell(text) => write!(f, "{text}"),
         }
     }
+}
+
+/// How the commands reach the group ([`Key::Transport`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Requests to the coordinator over TCP (the default).
+    Tcp,
+    /// LAVA's markers on standard output, the relay's reply lines on standard input.
+    Console,
 }
 
 /// What became of an optional file source.
@@ -460,6 +496,15 @@ impl Config {
         }
     }
 
+    /// `tcp` (the default) or `console`.
+    pub fn transport(&self) -> Result<Transport, ConfigError> {
+        match self.get(Key::Transport).map(str::trim) {
+            None | Some("tcp") => Ok(Transport::Tcp),
+            Some("console") => Ok(Transport::Console),
+            Some(_) => Err(self.invalid(Key::Transport, "expected tcp or console")),
+        }
+    }
+
     pub fn cache(&self) -> PathBuf {
         PathBuf::from(self.get(Key::Cache).unwrap_or(DEFAULT_CACHE))
     }
@@ -641,6 +686,67 @@ mod tests {
         assert!(cfg.poll().is_err());
         let cfg = load(&[(Key::Timeout, "0.5")], &[]).unwrap();
         assert_eq!(cfg.timeout(), Ok(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn transport_from_env_file_or_cmdline() {
+        let dir = Scratch::new("transport");
+        let empty = dir.file("empty", "");
+        let no_files = [
+            ("LAVA_MULTINODE_CONF", empty.as_str()),
+            ("LAVA_MULTINODE_CMDLINE", empty.as_str()),
+        ];
+        assert_eq!(
+            load(&[], &no_files).unwrap().transport(),
+            Ok(Transport::Tcp)
+        );
+        let mut env = no_files.to_vec();
+        env.push(("LAVA_MULTINODE_TRANSPORT", "console"));
+        assert_eq!(load(&[], &env).unwrap().transport(), Ok(Transport::Console));
+        env.pop();
+        env.push(("LAVA_MULTINODE_TRANSPORT", "tcp"));
+        assert_eq!(load(&[], &env).unwrap().transport(), Ok(Transport::Tcp));
+
+        let conf = dir.file("conf", "LAVA_MULTINODE_TRANSPORT=console\n");
+        let env = [
+            ("LAVA_MULTINODE_CONF", conf.as_str()),
+            ("LAVA_MULTINODE_CMDLINE", empty.as_str()),
+        ];
+        assert_eq!(load(&[], &env).unwrap().transport(), Ok(Transport::Console));
+        let cmdline = dir.file("cmdline", "quiet lava_multinode.transport=console\n");
+        let env = [
+            ("LAVA_MULTINODE_CONF", empty.as_str()),
+            ("LAVA_MULTINODE_CMDLINE", cmdline.as_str()),
+        ];
+        assert_eq!(load(&[], &env).unwrap().transport(), Ok(Transport::Console));
+
+        // Anything else names the value, the setting and where it came from.
+        let bad = dir.file("bad", "root=/dev/vda lava_multinode.transport=serial\n");
+        let env = [
+            ("LAVA_MULTINODE_CONF", empty.as_str()),
+            ("LAVA_MULTINODE_CMDLINE", bad.as_str()),
+        ];
+        let err = load(&[], &env)
+            .unwrap()
+            .transport()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "invalid transport \"serial\" (lava_multinode.transport= from kernel command line \
+                 {bad}): expected tcp or console"
+            )
+        );
+        let err = load(&[], &[("LAVA_MULTINODE_TRANSPORT", "TCP ")])
+            .unwrap()
+            .transport()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("$LAVA_MULTINODE_TRANSPORT from environment"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -13,11 +13,12 @@ pub const EXIT_NEGATIVE: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 /// A setting is missing or invalid.
 pub const EXIT_CONFIG: i32 = 3;
-/// The coordinator refused the request (`nack`).
+/// The coordinator (or, over the console, the relay) refused the request (`nack`).
 pub const EXIT_NACK: i32 = 4;
 /// The timeout passed before the coordinator gave the answer waited for.
 pub const EXIT_TIMEOUT: i32 = 5;
-/// The coordinator could not be reached until the timeout, or its reply was unusable.
+/// The coordinator could not be reached until the timeout, or its reply was unusable; over
+/// the console: the console closed (end of standard input) or could not be used.
 pub const EXIT_COORDINATOR: i32 = 6;
 /// A local failure: the cache file or the links of `install` could not be written.
 pub const EXIT_LOCAL: i32 = 7;
@@ -49,6 +50,13 @@ pub enum Error {
     Local(String),
     /// An invalid VM group job definition: the field and what is wrong.
     Job(String),
+    /// Console transport: the relay answered `nack` to this marker (LAVA's carries no reason).
+    Refused {
+        marker: String,
+    },
+    /// Console transport: the console closed (end of standard input), or standard input or
+    /// output failed; the text says which.
+    Console(String),
 }
 
 impl Error {
@@ -56,9 +64,9 @@ impl Error {
         match self {
             Error::Usage(_) => EXIT_USAGE,
             Error::Config(_) | Error::Job(_) => EXIT_CONFIG,
-            Error::Nack { .. } => EXIT_NACK,
+            Error::Nack { .. } | Error::Refused { .. } => EXIT_NACK,
             Error::Timeout { .. } => EXIT_TIMEOUT,
-            Error::Unreachable { .. } | Error::BadReply(_) => EXIT_COORDINATOR,
+            Error::Unreachable { .. } | Error::BadReply(_) | Error::Console(_) => EXIT_COORDINATOR,
             Error::Negative(_) => EXIT_NEGATIVE,
             Error::Local(_) => EXIT_LOCAL,
         }
@@ -111,6 +119,12 @@ impl fmt::Display for Error {
             Error::BadReply(text) => write!(f, "unexpected reply from the coordinator: {text}"),
             Error::Negative(text) | Error::Local(text) => write!(f, "{text}"),
             Error::Job(text) => write!(f, "invalid job definition: {text}"),
+            Error::Refused { marker } => write!(
+                f,
+                "the relay refused {marker} (nack; LAVA's nack gives no reason: the coordinator \
+                 refused the call, or the relay could not make it)"
+            ),
+            Error::Console(text) => write!(f, "{text}"),
         }
     }
 }

@@ -13,7 +13,14 @@ lava_multinode.KEY=value in $LAVA_MULTINODE_CMDLINE or /proc/cmdline):
   --group-size N             LAVA_MULTINODE_GROUP_SIZE   number of nodes (needed to create the group)
   --timeout SECONDS          LAVA_MULTINODE_TIMEOUT      give up after this long (600)
   --poll SECONDS             LAVA_MULTINODE_POLL         polling interval against LAVA's coordinator (1)
-  --cache FILE               LAVA_MULTI_NODE_CACHE       cache file (/tmp/lava_multi_node_cache.txt)";
+  --cache FILE               LAVA_MULTI_NODE_CACHE       cache file (/tmp/lava_multi_node_cache.txt)
+  (no flag)                  LAVA_MULTINODE_TRANSPORT    tcp (default) or console
+
+Transport: tcp talks to the coordinator. console prints LAVA's marker line on standard output
+(<LAVA_MULTI_NODE> <LAVA_WAIT ID>) and reads the reply line the relay (LAVA's dispatcher,
+the VM-group launcher) types on standard input, as LAVA's shell helpers do; it needs no
+coordinator, group, client or role (lava-self, lava-role, lava-group fall back to
+$LAVA_HOSTNAME, $TARGET_ROLE, $LAVA_GROUP). See docs/TOOLS.md, Transports.";
 
 const EXIT: &str = "\
 Exit status:
@@ -21,10 +28,10 @@ Exit status:
   1  negative answer (lava-group ROLE: no such member; lava-wait-for-vms: a member failed)
   2  bad arguments
   3  a setting is missing or invalid
-  4  the coordinator refused the request (nack)
+  4  the coordinator refused the request (nack; console: the relay did)
   5  timeout
-  6  coordinator unreachable until the timeout, or an unusable reply
-  7  local error (cache file, standard output, install links)";
+  6  coordinator unreachable until the timeout, or an unusable reply; console: it closed
+  7  local error (cache file, standard output, install links; lava-fail: nobody was told)";
 
 fn usage(cmd: Command) -> &'static str {
     match cmd {
@@ -33,7 +40,9 @@ fn usage(cmd: Command) -> &'static str {
 Usage: lava-send ID [KEY=VALUE ...]
 
 Sends message ID with the given pairs (split at the first '='; values may hold spaces,
-'=' and any Unicode, not line breaks) to every node of the group."
+'=' and any Unicode, not line breaks) to every node of the group. Over the console it only
+prints LAVA's marker (no reply comes), and what a marker cannot carry is refused (exit 2):
+whitespace in ID, keys other than letters, digits and '_', '=' in values, '<' or '>'."
         }
         Command::Wait => {
             "\
@@ -61,7 +70,8 @@ Usage: lava-start-vms [--host-ip IP]
 
 On the host of a VM group: opens the start gate of the VMs (message lava_vm_start with
 host_ip). The host's address defaults to this machine's address towards the coordinator
-(--host-ip, LAVA_MULTINODE_HOST_IP, or lava_multinode.host_ip= set it)."
+(--host-ip, LAVA_MULTINODE_HOST_IP, or lava_multinode.host_ip= set it); over the console
+there is no coordinator to find it from, so it must be set (else exit 3)."
         }
         Command::WaitForVms | Command::WaitVms => {
             "\
@@ -76,7 +86,9 @@ members that reported status=failed."
 Usage: lava-vm-done [--failed REASON]
 
 In a VM guest: reports that this VM has finished (lava_vm_stop status=ok), or failed with
-REASON (status=failed). The host's lava-wait-for-vms returns once every member has."
+REASON (status=failed). The host's lava-wait-for-vms returns once every member has.
+Over the console the reason travels in LAVA's reply lines: runs of whitespace become one
+space, and '=', '<', '>' become '_' (with a note on stderr)."
         }
         Command::Fail => {
             "\
@@ -85,7 +97,10 @@ Usage: lava-fail REASON...
 Declares that this node failed, with REASON. Our coordinator answers at once, with a
 failure naming this node and REASON, every request that waits on it: a lava-sync it has
 not reached, a lava-wait-all that needs its lava-send, a lava-wait only it could still
-answer. Those tools exit 4. Against LAVA's own coordinator nothing can be told (exit 7)."
+answer. Those tools exit 4. Against LAVA's own coordinator nothing can be told (exit 7).
+Over the console it prints <LAVA_MULTI_NODE> <LAVA_FAIL REASON>, which our VM-group
+launcher relays and LAVA's dispatcher ignores: no reply within 10 s (or the timeout) is
+exit 7."
         }
         Command::SelfName => {
             "\

@@ -5,8 +5,10 @@ mod args;
 mod cache;
 mod commands;
 mod config;
+mod console;
 mod error;
 mod help;
+mod link;
 mod vmgroup;
 mod wait;
 

@@ -4,9 +4,10 @@
 use lava_protocol::RequestKind;
 
 use crate::error::Error;
-use crate::wait::Session;
+use crate::link::Link;
 
-pub fn fail(s: &Session, reason: &str) -> Result<(), Error> {
+/// Over the console, the `<LAVA_FAIL reason>` marker, which only our relay answers.
+pub fn fail(s: &dyn Link, reason: &str) -> Result<(), Error> {
     match s.call(RequestKind::Fail {
         reason: reason.to_owned(),
     }) {

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::cache;
 use crate::commands::print_lines;
 use crate::error::Error;
-use crate::wait::Session;
+use crate::link::{in_group, Link};
 
 /// A message id as given: not empty, one line.
 pub fn message_id(id: &str) -> Result<&str, Error> {
@@ -46,7 +46,7 @@ pub fn parse_pairs(args: &[String]) -> Result<Map<String, Value>, Error> {
     Ok(out)
 }
 
-pub fn send(s: &Session, id: &str, message: Map<String, Value>) -> Result<(), Error> {
+pub fn send(s: &dyn Link, id: &str, message: Map<String, Value>) -> Result<(), Error> {
     s.call(RequestKind::Send {
         id: id.to_owned(),
         message: Value::Object(message),
@@ -57,7 +57,7 @@ pub fn send(s: &Session, id: &str, message: Map<String, Value>) -> Result<(), Er
 /// `lava-wait ID` (`role` = `None`) or `lava-wait-all ID [ROLE]` (`role` = `Some(..)`):
 /// prints the received pairs and replaces the cache file with them.
 pub fn wait(
-    s: &Session,
+    s: &dyn Link,
     cache_path: &Path,
     id: &str,
     role: Option<Option<&str>>,
@@ -68,14 +68,14 @@ pub fn wait(
     let (kind, what) = match role {
         None => (
             RequestKind::Wait { id: id.to_owned() },
-            format!("message {id:?} from any member of group {:?}", s.group),
+            format!("message {id:?} from any member{}", in_group(s, "of")),
         ),
         Some(None) => (
             RequestKind::WaitAll {
                 id: id.to_owned(),
                 role: None,
             },
-            format!("message {id:?} from every member of group {:?}", s.group),
+            format!("message {id:?} from every member{}", in_group(s, "of")),
         ),
         Some(Some(role)) => (
             RequestKind::WaitAll {
@@ -83,8 +83,8 @@ pub fn wait(
                 role: Some(role.to_owned()),
             },
             format!(
-                "message {id:?} from every member of role {role:?} in group {:?}",
-                s.group
+                "message {id:?} from every member of role {role:?}{}",
+                in_group(s, "in")
             ),
         ),
     };
@@ -94,13 +94,13 @@ pub fn wait(
     cache::write(cache_path, &lines)
 }
 
-pub fn sync(s: &Session, id: &str) -> Result<(), Error> {
+pub fn sync(s: &dyn Link, id: &str) -> Result<(), Error> {
     s.wait(
         RequestKind::Sync {
             id: id.to_owned(),
             message: Value::Null,
         },
-        &format!("every member of group {:?} to sync on {id:?}", s.group),
+        &format!("every member{} to sync on {id:?}", in_group(s, "of")),
     )?;
     Ok(())
 }

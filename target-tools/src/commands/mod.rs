@@ -9,9 +9,13 @@ pub mod vm;
 use std::io::Write;
 
 use crate::args::{self, Opt, Parsed};
-use crate::config::{Config, Key};
+use lava_protocol::message::Roles;
+
+use crate::config::{Config, ConfigError, Key, Transport};
+use crate::console::Console;
 use crate::error::Error;
 use crate::help;
+use crate::link::Link;
 use crate::wait::Session;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +165,64 @@ fn arity(p: &Parsed, min: usize, max: usize, what: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The variables LAVA's test shell sets for `lava-self`, `lava-role` and `lava-group`; the
+/// console transport falls back to them.
+const LAVA_CLIENT_VAR: &str = "LAVA_HOSTNAME";
+const LAVA_ROLE_VAR: &str = "TARGET_ROLE";
+const LAVA_GROUP_VAR: &str = "LAVA_GROUP";
+
+/// This node's client name or role: the setting, else (console transport, `lava`) the
+/// variable LAVA's test shell sets.
+fn identity(
+    cfg: &Config,
+    key: Key,
+    lava: Option<&str>,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, Error> {
+    if let Some(value) = cfg.get(key) {
+        return Ok(value.to_owned());
+    }
+    let Some(name) = lava else {
+        return Ok(cfg.require(key)?.to_owned());
+    };
+    match var(name).map(|v| v.trim().to_owned()) {
+        Some(value) if !value.is_empty() => Ok(value),
+        _ => {
+            let mut places = cfg.places(key);
+            places.push(format!("${name} (set by LAVA's test shell)"));
+            Err(ConfigError::Missing { key, places }.into())
+        }
+    }
+}
+
+/// The roster over the console: LAVA's `$LAVA_GROUP`.
+fn lava_roster(var: &dyn Fn(&str) -> Option<String>) -> Result<Roles, Error> {
+    match var(LAVA_GROUP_VAR).filter(|v| !v.trim().is_empty()) {
+        Some(text) => Ok(crate::console::lava_group(&text)?),
+        None => Err(ConfigError::Shell(format!(
+            "no group roster: ${LAVA_GROUP_VAR} is not set (over the console, lava-group and \
+             lava-role list answer from the client<TAB>role lines LAVA's test shell sets in it)"
+        ))
+        .into()),
+    }
+}
+
+/// A failure reason as it can travel over the console ([`crate::console::travelling_reason`]),
+/// with a note on stderr when it had to change; over TCP as it is.
+fn travelling(console: bool, reason: &str, in_value: bool) -> String {
+    if !console {
+        return reason.to_owned();
+    }
+    let adapted = crate::console::travelling_reason(reason, in_value);
+    if adapted != reason {
+        eprintln!(
+            "note: the reason is sent as {adapted:?}: LAVA's marker and reply lines cannot \
+             carry {reason:?} as it is"
+        );
+    }
+    adapted
+}
+
 /// Runs `cmd` with its arguments (program name excluded).
 pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
     if cmd == Command::VmGroup {
@@ -178,44 +240,61 @@ pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
         );
     }
     let cfg = Config::load(&parsed.config_flags(), env.var)?;
+    let transport = cfg.transport()?;
+    let console = transport == Transport::Console;
     let debug = env.debug();
-    let session = || Session::from_config(&cfg, debug);
+    // Over TCP every request names this node; over the console LAVA's markers carry no
+    // identity, and only the timeout is needed.
+    let link = || -> Result<Box<dyn Link>, Error> {
+        Ok(match transport {
+            Transport::Tcp => Box::new(Session::from_config(&cfg, debug)?),
+            Transport::Console => Box::new(Console::from_config(&cfg, debug)?),
+        })
+    };
+    let var = env.var;
+    let roles = || match transport {
+        Transport::Tcp => roster::roster(&Session::from_config(&cfg, debug)?),
+        Transport::Console => lava_roster(var),
+    };
+    let group_name = if console { None } else { cfg.get(Key::Group) };
     let pos = &parsed.positional;
     match cmd {
         Command::Send => {
             arity(&parsed, 1, usize::MAX, "message ID")?;
             let id = messaging::message_id(&pos[0])?;
             let message = messaging::parse_pairs(&pos[1..])?;
-            messaging::send(&session()?, id, message)
+            messaging::send(&*link()?, id, message)
         }
         Command::Wait => {
             arity(&parsed, 1, 1, "message ID")?;
             let id = messaging::message_id(&pos[0])?;
-            messaging::wait(&session()?, &cfg.cache(), id, None, env.out)
+            messaging::wait(&*link()?, &cfg.cache(), id, None, env.out)
         }
         Command::WaitAll => {
             arity(&parsed, 1, 2, "message ID")?;
             let id = messaging::message_id(&pos[0])?;
             let role = pos.get(1).map(String::as_str);
-            messaging::wait(&session()?, &cfg.cache(), id, Some(role), env.out)
+            messaging::wait(&*link()?, &cfg.cache(), id, Some(role), env.out)
         }
         Command::Sync => {
             arity(&parsed, 1, 1, "message ID")?;
-            messaging::sync(&session()?, messaging::message_id(&pos[0])?)
+            messaging::sync(&*link()?, messaging::message_id(&pos[0])?)
         }
         Command::SelfName => {
             arity(&parsed, 0, 0, "")?;
-            let client = cfg.require(Key::Client)?.to_owned();
+            let lava = console.then_some(LAVA_CLIENT_VAR);
+            let client = identity(&cfg, Key::Client, lava, var)?;
             print_lines(env.out, &[client])
         }
         Command::Role => {
             arity(&parsed, 0, 1, "")?;
             match pos.first().map(String::as_str) {
                 None => {
-                    let role = cfg.require(Key::Role)?.to_owned();
+                    let lava = console.then_some(LAVA_ROLE_VAR);
+                    let role = identity(&cfg, Key::Role, lava, var)?;
                     print_lines(env.out, &[role])
                 }
-                Some("list") => roster::role_list(&session()?, env.out),
+                Some("list") => roster::role_list(&roles()?, env.out),
                 Some(other) => Err(Error::Usage(format!(
                     "unexpected argument {other:?} (only \"list\" is known)"
                 ))),
@@ -223,20 +302,23 @@ pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
         }
         Command::Group => {
             arity(&parsed, 0, 1, "")?;
-            roster::group(&session()?, pos.first().map(String::as_str), env.out)
+            let role = pos.first().map(String::as_str);
+            roster::group(&roles()?, group_name, role, env.out)
         }
         Command::StartVms => {
             arity(&parsed, 0, 0, "")?;
-            let session = session()?;
-            let host_ip = match cfg.get(Key::HostIp) {
-                Some(ip) => ip.to_owned(),
-                None => vm::local_address(&session.addr)?,
+            let link = link()?;
+            let host_ip = match (cfg.get(Key::HostIp), transport) {
+                (Some(ip), _) => ip.to_owned(),
+                (None, Transport::Tcp) => vm::local_address(&cfg.coordinator()?)?,
+                // No coordinator to find the address towards: it must be set.
+                (None, Transport::Console) => cfg.require(Key::HostIp)?.to_owned(),
             };
-            vm::start_vms(&session, &host_ip)
+            vm::start_vms(&*link, &host_ip)
         }
         Command::WaitForVms | Command::WaitVms => {
             arity(&parsed, 0, 0, "")?;
-            vm::wait_for_vms(&session()?)
+            vm::wait_for_vms(&*link()?)
         }
         Command::VmDone => {
             arity(&parsed, 0, 0, "")?;
@@ -244,7 +326,8 @@ pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
             if failed.is_some_and(|r| r.contains(['\n', '\r'])) {
                 return Err(Error::Usage("the --failed reason must be one line".into()));
             }
-            vm::vm_done(&session()?, failed)
+            let reason = failed.map(|r| travelling(console, r, true));
+            vm::vm_done(&*link()?, reason.as_deref())
         }
         Command::Fail => {
             arity(&parsed, 1, usize::MAX, "reason")?;
@@ -252,7 +335,7 @@ pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
             if reason.contains(['\n', '\r']) {
                 return Err(Error::Usage("the reason must be one line".into()));
             }
-            fail::fail(&session()?, &reason)
+            fail::fail(&*link()?, &travelling(console, &reason, false))
         }
         Command::Install | Command::VmGroup => unreachable!("handled above"),
     }

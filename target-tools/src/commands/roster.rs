@@ -9,7 +9,8 @@ use crate::commands::print_lines;
 use crate::error::Error;
 use crate::wait::Session;
 
-/// The group's roster (client -> role): our coordinator's `roster` (at once when the roster
+/// The group's roster (client -> role) over TCP (the console has LAVA's `$LAVA_GROUP`
+/// instead): our coordinator's `roster` (at once when the roster
 /// was declared, else once the group is complete); against LAVA's coordinator, which
 /// answers it with a bare `nack`, `group_data` (once the group is complete).
 pub fn roster(s: &Session) -> Result<Roles, Error> {
@@ -29,14 +30,21 @@ pub fn roster(s: &Session) -> Result<Roles, Error> {
     }
 }
 
-/// `client<TAB>role` lines, or the clients of `role` (none: exit 1).
-pub fn group(s: &Session, role: Option<&str>, out: &mut dyn Write) -> Result<(), Error> {
-    let roles = roster(s)?;
-    let lines = group_lines(&roles, role);
+/// `client<TAB>role` lines of `roles` (the roster of the group called `group`, where
+/// known), or the clients of `role` (none: exit 1).
+pub fn group(
+    roles: &Roles,
+    group: Option<&str>,
+    role: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let lines = group_lines(roles, role);
     if let (Some(role), true) = (role, lines.is_empty()) {
+        let of = group
+            .map(|g| format!(" of group {g:?}"))
+            .unwrap_or_default();
         return Err(Error::Negative(format!(
-            "no member of group {:?} has the role {role:?}",
-            s.group
+            "no member{of} has the role {role:?}"
         )));
     }
     print_lines(out, &lines)
@@ -64,8 +72,8 @@ pub fn role_lines(roles: &Roles) -> Vec<String> {
     out
 }
 
-pub fn role_list(s: &Session, out: &mut dyn Write) -> Result<(), Error> {
-    print_lines(out, &role_lines(&roster(s)?))
+pub fn role_list(roles: &Roles, out: &mut dyn Write) -> Result<(), Error> {
+    print_lines(out, &role_lines(roles))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use lava_protocol::{RequestKind, VM_START_ID, VM_STOP_ID};
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
-use crate::wait::Session;
+use crate::link::{in_group, Link};
 
 /// The local address this machine uses towards `addr`: the address the kernel's routing
 /// picks as the source of a connection to the coordinator (a connected UDP socket gives it
@@ -41,51 +41,59 @@ pub fn local_address(addr: &str) -> Result<String, Error> {
     Ok(local.ip().to_string())
 }
 
-pub fn start_vms(s: &Session, host_ip: &str) -> Result<(), Error> {
+pub fn start_vms(s: &dyn Link, host_ip: &str) -> Result<(), Error> {
+    let send = || {
+        s.call(RequestKind::Send {
+            id: VM_START_ID.to_owned(),
+            message: json!({ "host_ip": host_ip }),
+        })
+        .map(drop)
+    };
+    if s.lava_only() {
+        return send();
+    }
     match s.call(RequestKind::VmStart {
         host_ip: host_ip.to_owned(),
     }) {
-        Err(e) if e.is_bare_nack() => {
-            s.call(RequestKind::Send {
-                id: VM_START_ID.to_owned(),
-                message: json!({ "host_ip": host_ip }),
-            })?;
-            Ok(())
-        }
+        Err(e) if e.is_bare_nack() => send(),
         other => other.map(drop),
     }
 }
 
 /// Reports this node's end. Returns whether the coordinator took the first-class request
-/// (`false`: LAVA's coordinator, message ids used).
-pub fn stop(s: &Session, reason: Option<&str>) -> Result<bool, Error> {
+/// (`false`: LAVA's coordinator or the console, message ids used).
+pub fn stop(s: &dyn Link, reason: Option<&str>) -> Result<bool, Error> {
     let status = if reason.is_some() {
         VmStatus::Failed
     } else {
         VmStatus::Ok
     };
+    let send = || {
+        let mut message = Map::new();
+        message.insert("status".into(), status.as_str().into());
+        if let Some(reason) = reason {
+            message.insert("reason".into(), reason.into());
+        }
+        s.call(RequestKind::Send {
+            id: VM_STOP_ID.to_owned(),
+            message: Value::Object(message),
+        })
+        .map(|_| false)
+    };
+    if s.lava_only() {
+        return send();
+    }
     match s.call(RequestKind::VmStop {
         status,
         reason: reason.map(str::to_owned),
     }) {
-        Err(e) if e.is_bare_nack() => {
-            let mut message = Map::new();
-            message.insert("status".into(), status.as_str().into());
-            if let Some(reason) = reason {
-                message.insert("reason".into(), reason.into());
-            }
-            s.call(RequestKind::Send {
-                id: VM_STOP_ID.to_owned(),
-                message: Value::Object(message),
-            })?;
-            Ok(false)
-        }
+        Err(e) if e.is_bare_nack() => send(),
         other => other.map(|_| true),
     }
 }
 
 /// `lava-vm-done [--failed REASON]`: this VM (or node) has finished.
-pub fn vm_done(s: &Session, failed: Option<&str>) -> Result<(), Error> {
+pub fn vm_done(s: &dyn Link, failed: Option<&str>) -> Result<(), Error> {
     stop(s, failed).map(drop)
 }
 
@@ -120,7 +128,7 @@ pub fn failure_text(failed: &[String], message: &Value, total: Option<usize>) ->
 
 /// `lava-wait-for-vms`: reports the host's own end (`status=ok`), waits until every member
 /// of the group has reported its end, and fails naming the members that reported `failed`.
-pub fn wait_for_vms(s: &Session) -> Result<(), Error> {
+pub fn wait_for_vms(s: &dyn Link) -> Result<(), Error> {
     let first_class = stop(s, None)?;
     let (message, failed) = wait_all_stopped(s, first_class)?;
     if failed.is_empty() {
@@ -134,8 +142,8 @@ pub fn wait_for_vms(s: &Session) -> Result<(), Error> {
 /// `lava_wait_all lava_vm_stop` against LAVA's coordinator); returns the `lava_vm_stop` data
 /// by sender and the members that reported `failed`. `first_class`: the coordinator took
 /// `vm_stop` (else it is LAVA's, which is not asked `vm_wait_all` either).
-pub fn wait_all_stopped(s: &Session, first_class: bool) -> Result<(Value, Vec<String>), Error> {
-    let what = format!("every member of group {:?} to finish", s.group);
+pub fn wait_all_stopped(s: &dyn Link, first_class: bool) -> Result<(Value, Vec<String>), Error> {
+    let what = format!("every member{} to finish", in_group(s, "of"));
     let wait_all = || {
         s.wait(
             RequestKind::WaitAll {
