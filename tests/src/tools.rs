@@ -3,8 +3,10 @@
 //! `dist/`, possibly run under qemu-user) in a scratch folder, and run them as the nodes of a
 //! group, with a clean environment that points every configuration source at scratch files.
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::{bin, workspace_root, TempDir};
@@ -291,6 +293,123 @@ impl<'a> Node<'a> {
     /// The cache file's content (`None` when it does not exist).
     pub fn cache_text(&self) -> Option<String> {
         std::fs::read_to_string(&self.cache).ok()
+    }
+
+    /// Starts `tool args` with pipes for standard input and output, the test playing the
+    /// relay of the console transport: it reads the marker from the tool's output and
+    /// writes the reply line to its input.
+    pub fn console(&self, tool: &str, args: &[&str]) -> ConsoleRun {
+        let mut child = self
+            .command(tool, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {tool}: {e}"));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if tx.send(line).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        let errors = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        ConsoleRun {
+            child: Some(child),
+            stdin,
+            lines,
+            seen: String::new(),
+            errors: Some(errors),
+            started: Instant::now(),
+            what: format!("[{}] {tool} {} (console)", self.client, args.join(" ")),
+        }
+    }
+}
+
+/// A tool running over the console transport, its standard input and output in the test's
+/// hands ([`Node::console`]); killed if dropped before [`ConsoleRun::finish`].
+pub struct ConsoleRun {
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    /// Everything read from its standard output so far.
+    seen: String,
+    errors: Option<std::thread::JoinHandle<String>>,
+    started: Instant,
+    what: String,
+}
+
+impl ConsoleRun {
+    /// The next line the tool printed (without its line end), waiting 10 s at most.
+    #[track_caller]
+    pub fn read_line(&mut self) -> String {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{}: no line on stdout ({e})", self.what));
+        self.seen.push_str(&line);
+        line.trim_end_matches('\n').to_owned()
+    }
+
+    /// Types `text` on the tool's standard input.
+    pub fn type_text(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("standard input still open");
+        stdin
+            .write_all(text.as_bytes())
+            .and_then(|()| stdin.flush())
+            .expect("write to the tool's stdin");
+    }
+
+    /// Closes the tool's standard input (the console closes).
+    pub fn close(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for the tool's end; the run's stdout is everything it printed.
+    pub fn finish(mut self) -> Run {
+        let mut child = self.child.take().expect("not finished yet");
+        let status = child.wait().expect("wait for tool");
+        self.stdin = None;
+        // The reader ends at the end of the output.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
+            self.seen.push_str(&line);
+        }
+        let stderr = self
+            .errors
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: std::mem::take(&mut self.seen),
+            stderr,
+            elapsed: self.started.elapsed(),
+            what: self.what.clone(),
+        }
+    }
+}
+
+impl Drop for ConsoleRun {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -841,3 +841,306 @@ fn a_killed_waiting_tool_is_counted_gone_after_its_lease() {
     );
     assert!(server.log_text().contains("lease expired"));
 }
+
+/// A node on the console transport (`LAVA_MULTINODE_TRANSPORT=console`): no coordinator,
+/// group, client or role set, since LAVA's markers carry none.
+fn console_node<'a>(tools: &'a Tools, timeout: f64) -> Node<'a> {
+    let cfg = GroupConfig {
+        timeout,
+        ..GroupConfig::new("127.0.0.1:1", "unused", 2)
+    };
+    let mut node = Node::new(tools, &cfg, "unused", "unused");
+    for key in [
+        "LAVA_MULTINODE_COORDINATOR",
+        "LAVA_MULTINODE_GROUP",
+        "LAVA_MULTINODE_CLIENT",
+        "LAVA_MULTINODE_ROLE",
+        "LAVA_MULTINODE_GROUP_SIZE",
+    ] {
+        node.set_env(key, None);
+    }
+    node.set_env("LAVA_MULTINODE_TRANSPORT", Some("console"));
+    node
+}
+
+/// Over the console, each tool prints LAVA's marker and reads the reply the relay (here the
+/// test) types back, after the console's echo and noise; output and cache file are as with
+/// TCP.
+#[test]
+fn console_transport_send_wait_wait_all_sync() {
+    let tools = Tools::native();
+    let node = console_node(&tools, 20.0);
+
+    // lava-send: the marker, no reply read.
+    let run = node.run(
+        "lava-send",
+        &["ready", "ip=10.0.2.15", "motd=hello world", "e="],
+    );
+    assert_eq!(
+        run.ok(),
+        "<LAVA_MULTI_NODE> <LAVA_SEND ready ip=10.0.2.15 motd=hello world e=>\n"
+    );
+
+    // lava-wait: echo, boot noise, escape sequences and another call's reply come first.
+    std::fs::write(&node.cache, "stale:old=1\n").unwrap();
+    let mut wait = node.console("lava-wait", &["ready"]);
+    assert_eq!(wait.read_line(), "<LAVA_MULTI_NODE> <LAVA_WAIT ready>");
+    wait.type_text(
+        "lava-wait ready\r\n[   12.345678] random: crng init done\r\n\
+         <LAVA_WAIT_ALL_COMPLETE x:k=v>\r\n\
+         \x1b[0m\x1b[?2004l<LAVA_WAIT_COMPLETE host:ip=10.0.2.2 host:motd=hello world>\r\n\n",
+    );
+    let run = wait.finish();
+    let data = "host:ip=10.0.2.2\nhost:motd=hello world\n";
+    assert_eq!(
+        run.ok(),
+        format!("<LAVA_MULTI_NODE> <LAVA_WAIT ready>\n{data}")
+    );
+    assert_eq!(node.cache_text().as_deref(), Some(data));
+
+    // lava-wait-all with a role.
+    let mut all = node.console("lava-wait-all", &["booted", "guest"]);
+    assert_eq!(
+        all.read_line(),
+        "<LAVA_MULTI_NODE> <LAVA_WAIT_ALL booted guest>"
+    );
+    all.type_text("<LAVA_WAIT_ALL_COMPLETE vm1:ip=10.0.2.15 vm2:ip=10.0.2.16>\n\n");
+    let data = "vm1:ip=10.0.2.15\nvm2:ip=10.0.2.16\n";
+    let run = all.finish();
+    assert!(run.ok().ends_with(data), "{}", run.stdout);
+    assert_eq!(node.cache_text().as_deref(), Some(data));
+
+    // lava-sync leaves the cache file alone.
+    let mut sync = node.console("lava-sync", &["done"]);
+    assert_eq!(sync.read_line(), "<LAVA_MULTI_NODE> <LAVA_SYNC done>");
+    sync.type_text("<LAVA_SYNC_COMPLETE>\n\n");
+    assert_eq!(sync.finish().ok(), "<LAVA_MULTI_NODE> <LAVA_SYNC done>\n");
+    assert_eq!(node.cache_text().as_deref(), Some(data));
+
+    // The transport may come from the kernel command line too.
+    let mut vm = console_node(&tools, 20.0);
+    vm.set_env("LAVA_MULTINODE_TRANSPORT", None);
+    std::fs::write(
+        vm.cmdline_file(),
+        "quiet lava_multinode.transport=console\n",
+    )
+    .unwrap();
+    assert_eq!(
+        vm.run("lava-send", &["x"]).ok(),
+        "<LAVA_MULTI_NODE> <LAVA_SEND x>\n"
+    );
+    std::fs::write(vm.cmdline_file(), "lava_multinode.transport=serial\n").unwrap();
+    let run = vm.run("lava-send", &["x"]);
+    let line = run.fails(CONFIG);
+    assert!(
+        line.contains("\"serial\"") && line.contains("lava_multinode.transport="),
+        "{line}"
+    );
+}
+
+/// nack, timeout, a closed console, lava-fail without a relay, and what cannot travel in a
+/// marker: each a clear line and its exit code.
+#[test]
+fn console_transport_errors() {
+    let tools = Tools::native();
+    let node = console_node(&tools, 1.0);
+
+    // nack: the relay refused (exit 4, as a coordinator's nack).
+    let mut sync = node.console("lava-sync", &["s"]);
+    assert_eq!(sync.read_line(), "<LAVA_MULTI_NODE> <LAVA_SYNC s>");
+    sync.type_text("<LAVA_SYNC_COMPLETE nack>\n\n");
+    let run = sync.finish();
+    let line = run.fails(NACK);
+    assert!(
+        line.contains("relay refused <LAVA_MULTI_NODE> <LAVA_SYNC s>"),
+        "{line}"
+    );
+
+    // No reply within the timeout (the console stays open): exit 5, on time; no stale
+    // cache file.
+    std::fs::write(&node.cache, "stale:old=1\n").unwrap();
+    let mut wait = node.console("lava-wait", &["never"]);
+    assert_eq!(wait.read_line(), "<LAVA_MULTI_NODE> <LAVA_WAIT never>");
+    wait.type_text("noise\n<LAVA_WAIT_COMPLETE_ACK>\n");
+    let run = wait.finish();
+    let line = run.fails(TIMEOUT);
+    assert!(line.starts_with("lava-wait: timed out after 1 s"), "{line}");
+    assert!(line.contains("\"never\""), "{line}");
+    assert!(run.elapsed < Duration::from_secs(3), "{:?}", run.elapsed);
+    assert_eq!(node.cache_text(), None);
+
+    // The console closes before the reply: exit 6.
+    let mut wait = node.console("lava-wait-all", &["m"]);
+    wait.read_line();
+    wait.type_text("noise\n");
+    wait.close();
+    let run = wait.finish();
+    assert!(
+        run.fails(UNREACHABLE).contains("console closed"),
+        "{}",
+        run.stderr
+    );
+    assert!(node
+        .run("lava-sync", &["s"])
+        .fails(UNREACHABLE)
+        .contains("console closed"));
+
+    // lava-fail: our relay answers; LAVA's dispatcher does not, so it fails after
+    // min(timeout, 10 s).
+    let mut fail = node.console("lava-fail", &["disk", "full"]);
+    assert_eq!(fail.read_line(), "<LAVA_MULTI_NODE> <LAVA_FAIL disk full>");
+    fail.type_text("<LAVA_FAIL_COMPLETE>\n\n");
+    fail.finish().ok();
+    let mut fail = node.console("lava-fail", &["disk", "full"]);
+    fail.read_line();
+    let run = fail.finish();
+    let line = run.fails(LOCAL);
+    assert!(line.contains("no relay answered LAVA_FAIL"), "{line}");
+    assert!(
+        run.elapsed >= Duration::from_millis(900) && run.elapsed < Duration::from_secs(4),
+        "{:?}",
+        run.elapsed
+    );
+
+    // What cannot travel in a marker is refused naming it; nothing is printed.
+    for (tool, args, names) in [
+        ("lava-send", &["two words", "k=v"][..], "\"two words\""),
+        ("lava-send", &["id", "a-b=1"], "\"a-b\""),
+        ("lava-send", &["id", "cmd=x=y"], "'='"),
+        ("lava-send", &["id", "html=<b>"], "'<'"),
+        ("lava-wait", &["a>b"], "'>'"),
+        ("lava-wait-all", &["id", "two roles"], "\"two roles\""),
+    ] {
+        let run = node.run(tool, args);
+        let line = run.fails(USAGE);
+        assert!(line.contains(names), "{tool} {args:?}: {line}");
+        assert_eq!(run.stdout, "", "{tool} {args:?}");
+    }
+
+    // LAVA_MULTINODE_DEBUG shows what is printed and read.
+    let mut debug = console_node(&tools, 5.0);
+    debug.set_env("LAVA_MULTINODE_DEBUG", Some("1"));
+    let mut wait = debug.console("lava-wait", &["m"]);
+    wait.read_line();
+    wait.type_text("echo\n<LAVA_WAIT_COMPLETE a:k=v>\n");
+    let run = wait.finish();
+    run.ok();
+    for line in [
+        "> <LAVA_MULTI_NODE> <LAVA_WAIT m>",
+        "< echo",
+        "< <LAVA_WAIT_COMPLETE a:k=v>",
+    ] {
+        assert!(run.stderr.contains(line), "{line:?} not in {}", run.stderr);
+    }
+}
+
+/// Identity over the console: our settings, else the variables LAVA's test shell sets.
+#[test]
+fn console_transport_identity_from_lavas_variables() {
+    let tools = Tools::native();
+    let mut node = console_node(&tools, 5.0);
+    // As LAVA's test shell writes it: escapes for printf, after a line break.
+    node.set_env(
+        "LAVA_GROUP",
+        Some("\n\\tjob.0\\tserver\\n\\tjob.1\\tclient\\n\\tjob.2\\tclient\\n"),
+    );
+    node.set_env("LAVA_HOSTNAME", Some("job.1"));
+    node.set_env("TARGET_ROLE", Some("client"));
+    assert_eq!(
+        node.run("lava-group", &[]).ok(),
+        "job.0\tserver\njob.1\tclient\njob.2\tclient\n"
+    );
+    assert_eq!(node.run("lava-group", &["client"]).ok(), "job.1\njob.2\n");
+    assert!(node
+        .run("lava-group", &["nobody"])
+        .fails(NEGATIVE)
+        .contains("\"nobody\""));
+    assert_eq!(node.run("lava-role", &["list"]).ok(), "server\nclient\n");
+    assert_eq!(node.run("lava-self", &[]).ok(), "job.1\n");
+    assert_eq!(node.run("lava-role", &[]).ok(), "client\n");
+    // Our settings win.
+    node.set_env("LAVA_MULTINODE_CLIENT", Some("vm1"));
+    node.set_env("LAVA_MULTINODE_ROLE", Some("guest"));
+    assert_eq!(node.run("lava-self", &[]).ok(), "vm1\n");
+    assert_eq!(node.run("lava-role", &[]).ok(), "guest\n");
+
+    // Nothing provides them: every place is named.
+    let bare = console_node(&tools, 5.0);
+    let run = bare.run("lava-self", &[]);
+    let line = run.fails(CONFIG);
+    assert!(
+        line.contains("$LAVA_MULTINODE_CLIENT") && line.contains("$LAVA_HOSTNAME"),
+        "{line}"
+    );
+    assert!(bare
+        .run("lava-role", &[])
+        .fails(CONFIG)
+        .contains("$TARGET_ROLE"));
+    assert!(bare
+        .run("lava-group", &[])
+        .fails(CONFIG)
+        .contains("$LAVA_GROUP"));
+    assert!(bare
+        .run("lava-role", &["list"])
+        .fails(CONFIG)
+        .contains("$LAVA_GROUP"));
+}
+
+/// The VM commands over the console: LAVA's message ids.
+#[test]
+fn console_transport_vm_commands() {
+    let tools = Tools::native();
+    let mut node = console_node(&tools, 5.0);
+
+    // No coordinator to find the host's address towards: it must be set.
+    let run = node.run("lava-start-vms", &[]);
+    assert!(run.fails(CONFIG).contains("--host-ip"), "{}", run.stderr);
+    assert_eq!(
+        node.run("lava-start-vms", &["--host-ip", "10.0.2.2"]).ok(),
+        "<LAVA_MULTI_NODE> <LAVA_SEND lava_vm_start host_ip=10.0.2.2>\n"
+    );
+    node.set_env("LAVA_MULTINODE_HOST_IP", Some("192.0.2.7"));
+    assert_eq!(
+        node.run("lava-start-vms", &[]).ok(),
+        "<LAVA_MULTI_NODE> <LAVA_SEND lava_vm_start host_ip=192.0.2.7>\n"
+    );
+
+    assert_eq!(
+        node.run("lava-vm-done", &[]).ok(),
+        "<LAVA_MULTI_NODE> <LAVA_SEND lava_vm_stop status=ok>\n"
+    );
+    // A reason keeps single spaces; what a marker cannot carry becomes '_', with a note.
+    let run = node.run("lava-vm-done", &["--failed", "disk  full: x=1"]);
+    assert_eq!(
+        run.ok(),
+        "<LAVA_MULTI_NODE> <LAVA_SEND lava_vm_stop status=failed reason=disk full: x_1>\n"
+    );
+    assert!(run.stderr.contains("\"disk full: x_1\""), "{}", run.stderr);
+
+    // lava-wait-for-vms: reports the host's end, waits for every member's.
+    let mut wait = node.console("lava-wait-for-vms", &[]);
+    assert_eq!(
+        wait.read_line(),
+        "<LAVA_MULTI_NODE> <LAVA_SEND lava_vm_stop status=ok>"
+    );
+    assert_eq!(
+        wait.read_line(),
+        "<LAVA_MULTI_NODE> <LAVA_WAIT_ALL lava_vm_stop>"
+    );
+    wait.type_text("<LAVA_WAIT_ALL_COMPLETE host:status=ok vm1:status=ok vm2:status=ok>\n\n");
+    wait.finish().ok();
+
+    let mut wait = node.console("lava-wait-vms", &[]);
+    wait.read_line();
+    wait.read_line();
+    wait.type_text(
+        "<LAVA_WAIT_ALL_COMPLETE host:status=ok vm1:status=failed vm1:reason=disk full \
+         vm2:status=ok>\n\n",
+    );
+    let run = wait.finish();
+    let line = run.fails(NEGATIVE);
+    assert_eq!(
+        line,
+        "lava-wait-vms: 1 of 3 member(s) of the VM group failed: vm1 (disk full)"
+    );
+}
