@@ -220,6 +220,7 @@ def steps_for(role, variant):
             'export TARGET_ROLE="$(lava-role)"',
             "export LAVA_GROUP=\"$(lava-group | sed -e 's/^\\t//')\"",
             "export LAVA_MULTINODE_TRANSPORT=console",
+            "mkdir -p %s/bin" % NODE_TOOLS,
             "%s/lava-multinode install %s/bin" % (NODE_TOOLS, NODE_TOOLS),
             "export PATH=%s/bin:$PATH" % NODE_TOOLS,
         ]
@@ -645,11 +646,12 @@ def read_log(path):
 
     results = []
     errors = []
+    console = []
     try:
         with open(path, errors="replace") as f:
             lines = f.readlines()
     except OSError:
-        return results, errors
+        return results, errors, console
     for line in lines:
         line = line.strip()
         if not line.startswith("{"):
@@ -664,7 +666,9 @@ def read_log(path):
             results.append(entry["msg"])
         elif entry.get("lvl") in ("error", "exception"):
             errors.append(str(entry.get("msg"))[:500])
-    return results, errors
+        elif entry.get("lvl") == "target":
+            console.append(str(entry.get("msg"))[:300])
+    return results, errors, console
 
 
 def summarise(nodes, expected, elapsed, timed_out):
@@ -673,7 +677,7 @@ def summarise(nodes, expected, elapsed, timed_out):
     summary = {"elapsed_seconds": round(elapsed, 1), "timed_out": timed_out, "nodes": []}
     all_ok = not timed_out
     for node in nodes:
-        results, errors = read_log(node["log"])
+        results, errors, console = read_log(node["log"])
         with open(os.path.join(node["dir"], "results.yaml"), "w") as f:
             yaml.safe_dump(results, f, default_flow_style=False)
         cases = {}
@@ -709,6 +713,8 @@ def summarise(nodes, expected, elapsed, timed_out):
                 "not_passed": not_passed,
                 "other_failed": other_failed,
                 "errors": errors[-5:],
+                # The end of what the node's test shell printed.
+                "console_tail": console[-12:],
                 "dir": node["dir"],
                 "log": node["log"],
             }
