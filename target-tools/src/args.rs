@@ -97,7 +97,7 @@ mod tests {
         args.iter().map(|s| s.to_string()).collect()
     }
 
-    use crate::commands::{FAILED, FORCE};
+    use crate::cli::{FAILED, FORCE};
 
     #[test]
     fn flags_anywhere_before_double_dash() {

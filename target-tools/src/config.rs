@@ -29,6 +29,9 @@ pub const CMDLINE_ENV: &str = "LAVA_MULTINODE_CMDLINE";
 /// Prefix of the kernel command line parameters.
 pub const CMDLINE_PREFIX: &str = "lava_multinode.";
 
+/// A setting. Everything about each one (its names in every source, which commands take it
+/// as a flag, its texts for errors, `--help` and docs/TOOLS.md) is in one table,
+/// [`Key::setting`]; parsing, help and the documentation's table are made from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Key {
     Coordinator,
@@ -52,7 +55,54 @@ pub enum Key {
     Transport,
 }
 
+/// Which commands take a setting as a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagScope {
+    /// Every command that reaches the group (not `install`, `vm-group`).
+    Commands,
+    /// `lava-start-vms` only.
+    StartVms,
+}
+
+/// A setting's flag: `--NAME VALUE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flag {
+    /// Without its dashes.
+    pub name: &'static str,
+    /// What the value is, for help (`HOST[:PORT]`).
+    pub value: &'static str,
+    pub scope: FlagScope,
+}
+
+/// One row of the settings table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// `None`: no command takes it as a flag (a secret would show in `ps`; the transport
+    /// belongs to the machine).
+    pub flag: Option<Flag>,
+    /// The environment variable, also the key in the configuration file.
+    pub env: &'static str,
+    /// The kernel command line key after `lava_multinode.`.
+    pub cmdline: &'static str,
+    /// What it is, for error messages.
+    pub what: &'static str,
+    /// Its line in `--help`.
+    pub help: &'static str,
+    /// Its meaning and its default in docs/TOOLS.md (Markdown).
+    pub doc: &'static str,
+    pub default: &'static str,
+}
+
+const fn flag(name: &'static str, value: &'static str) -> Option<Flag> {
+    Some(Flag {
+        name,
+        value,
+        scope: FlagScope::Commands,
+    })
+}
+
 impl Key {
+    /// Every setting, in the order of help and documentation.
     pub const ALL: [Key; 13] = [
         Key::Coordinator,
         Key::Group,
@@ -69,86 +119,172 @@ impl Key {
         Key::Transport,
     ];
 
-    /// The environment variable, also the key in the configuration file.
-    pub fn env(self) -> &'static str {
+    /// The settings table.
+    pub const fn setting(self) -> Setting {
         match self {
-            Key::Coordinator => "LAVA_MULTINODE_COORDINATOR",
-            Key::Group => "LAVA_MULTINODE_GROUP",
-            Key::Client => "LAVA_MULTINODE_CLIENT",
-            Key::Role => "LAVA_MULTINODE_ROLE",
-            Key::GroupSize => "LAVA_MULTINODE_GROUP_SIZE",
-            Key::Timeout => "LAVA_MULTINODE_TIMEOUT",
-            Key::Poll => "LAVA_MULTINODE_POLL",
-            Key::Lease => "LAVA_MULTINODE_LEASE",
-            // LAVA's own name.
-            Key::Cache => "LAVA_MULTI_NODE_CACHE",
-            Key::HostIp => "LAVA_MULTINODE_HOST_IP",
-            Key::Secret => "LAVA_MULTINODE_SECRET",
-            Key::GroupSecret => "LAVA_MULTINODE_GROUP_SECRET",
-            Key::Transport => "LAVA_MULTINODE_TRANSPORT",
+            Key::Coordinator => Setting {
+                flag: flag("coordinator", "HOST[:PORT]"),
+                env: "LAVA_MULTINODE_COORDINATOR",
+                cmdline: "coordinator",
+                what: "coordinator address",
+                help: "coordinator (port 3079 by default)",
+                doc: "the coordinator (`[v6]:port` for IPv6)",
+                default: "required over TCP; port 3079",
+            },
+            Key::Group => Setting {
+                flag: flag("group", "NAME"),
+                env: "LAVA_MULTINODE_GROUP",
+                cmdline: "group",
+                what: "group name",
+                help: "group name",
+                doc: "the group name",
+                default: "required over TCP",
+            },
+            Key::Client => Setting {
+                flag: flag("client", "NAME"),
+                env: "LAVA_MULTINODE_CLIENT",
+                cmdline: "client",
+                what: "client name",
+                help: "this node's name in the group",
+                doc: "this node's name in the group (unique)",
+                default: "required over TCP",
+            },
+            Key::Role => Setting {
+                flag: flag("role", "ROLE"),
+                env: "LAVA_MULTINODE_ROLE",
+                cmdline: "role",
+                what: "role",
+                help: "this node's role",
+                doc: "this node's role",
+                default: "required over TCP",
+            },
+            Key::GroupSize => Setting {
+                flag: flag("group-size", "N"),
+                env: "LAVA_MULTINODE_GROUP_SIZE",
+                cmdline: "group_size",
+                what: "group size",
+                help: "number of nodes (needed to create the group)",
+                doc: "nodes in the group; needed by the request that creates the group (not \
+                      when the roster was declared)",
+                default: "unset",
+            },
+            Key::Timeout => Setting {
+                flag: flag("timeout", "SECONDS"),
+                env: "LAVA_MULTINODE_TIMEOUT",
+                cmdline: "timeout",
+                what: "timeout",
+                help: "give up after this long (600)",
+                doc: "how long a command may take in all",
+                default: "600",
+            },
+            Key::Poll => Setting {
+                flag: flag("poll", "SECONDS"),
+                env: "LAVA_MULTINODE_POLL",
+                cmdline: "poll",
+                what: "polling interval",
+                help: "polling interval against LAVA's coordinator (1)",
+                doc: "polling interval against LAVA's coordinator",
+                default: "1",
+            },
+            Key::Lease => Setting {
+                flag: flag("lease", "SECONDS"),
+                env: "LAVA_MULTINODE_LEASE",
+                cmdline: "lease",
+                what: "lease",
+                help: "while waiting, ask again within this long (10)",
+                doc: "while a command waits, it asks again within this long after each \
+                      `wait`; the coordinator counts a tool that does not (killed) as failed",
+                default: "10",
+            },
+            Key::Cache => Setting {
+                flag: flag("cache", "FILE"),
+                env: "LAVA_MULTI_NODE_CACHE",
+                cmdline: "cache",
+                what: "cache file",
+                help: "cache file (/tmp/lava_multi_node_cache.txt)",
+                doc: "the cache file (the variable has LAVA's name)",
+                default: "`/tmp/lava_multi_node_cache.txt`",
+            },
+            Key::HostIp => Setting {
+                flag: Some(Flag {
+                    name: "host-ip",
+                    value: "IP",
+                    scope: FlagScope::StartVms,
+                }),
+                env: "LAVA_MULTINODE_HOST_IP",
+                cmdline: "host_ip",
+                what: "host address",
+                help: "the host's address for the guests",
+                doc: "the host's address for the guests",
+                default: "over TCP, the address towards the coordinator",
+            },
+            Key::Secret => Setting {
+                flag: None,
+                env: "LAVA_MULTINODE_SECRET",
+                cmdline: "secret",
+                what: "lab secret",
+                help: "the lab secret, where the coordinator requires one",
+                doc: "the lab secret, where the coordinator requires one (never a flag: flags \
+                      show in `ps`)",
+                default: "none",
+            },
+            Key::GroupSecret => Setting {
+                flag: None,
+                env: "LAVA_MULTINODE_GROUP_SECRET",
+                cmdline: "group_secret",
+                what: "group secret",
+                help: "the group's secret, where it has one",
+                doc: "the group's secret: the request that creates the group sets it, every \
+                      later one must carry it",
+                default: "none",
+            },
+            Key::Transport => Setting {
+                flag: None,
+                env: "LAVA_MULTINODE_TRANSPORT",
+                cmdline: "transport",
+                what: "transport",
+                help: "tcp (the coordinator) or console (LAVA's markers)",
+                doc: "`tcp` (the coordinator) or `console` (LAVA's markers and replies, see \
+                      [Transports](#transports))",
+                default: "`tcp`",
+            },
         }
     }
 
-    /// The long flag, without its dashes.
-    pub fn flag(self) -> &'static str {
-        match self {
-            Key::Coordinator => "coordinator",
-            Key::Group => "group",
-            Key::Client => "client",
-            Key::Role => "role",
-            Key::GroupSize => "group-size",
-            Key::Timeout => "timeout",
-            Key::Poll => "poll",
-            Key::Lease => "lease",
-            Key::Cache => "cache",
-            Key::HostIp => "host-ip",
-            // No command accepts these as flags (a flag shows in `ps`).
-            Key::Secret => "secret",
-            Key::GroupSecret => "group-secret",
-            Key::Transport => "transport",
-        }
+    /// The environment variable, also the key in the configuration file.
+    pub fn env(self) -> &'static str {
+        self.setting().env
+    }
+
+    /// The long flag, without its dashes, when commands take one.
+    pub fn flag(self) -> Option<&'static str> {
+        self.setting().flag.map(|f| f.name)
     }
 
     /// The kernel command line key after `lava_multinode.`.
     pub fn cmdline(self) -> &'static str {
-        match self {
-            Key::Coordinator => "coordinator",
-            Key::Group => "group",
-            Key::Client => "client",
-            Key::Role => "role",
-            Key::GroupSize => "group_size",
-            Key::Timeout => "timeout",
-            Key::Poll => "poll",
-            Key::Lease => "lease",
-            Key::Cache => "cache",
-            Key::HostIp => "host_ip",
-            Key::Secret => "secret",
-            Key::GroupSecret => "group_secret",
-            Key::Transport => "transport",
-        }
+        self.setting().cmdline
     }
 
     /// What the setting is, for error messages.
     pub fn describe(self) -> &'static str {
-        match self {
-            Key::Coordinator => "coordinator address",
-            Key::Group => "group name",
-            Key::Client => "client name",
-            Key::Role => "role",
-            Key::GroupSize => "group size",
-            Key::Timeout => "timeout",
-            Key::Poll => "polling interval",
-            Key::Lease => "lease",
-            Key::Cache => "cache file",
-            Key::HostIp => "host address",
-            Key::Secret => "lab secret",
-            Key::GroupSecret => "group secret",
-            Key::Transport => "transport",
-        }
+        self.setting().what
+    }
+
+    /// The settings a command that reaches the group takes as flags (with `start_vms`, also
+    /// those of `lava-start-vms` only).
+    pub fn flags(start_vms: bool) -> Vec<Key> {
+        Key::ALL
+            .into_iter()
+            .filter(|k| match k.setting().flag {
+                Some(f) => f.scope == FlagScope::Commands || start_vms,
+                None => false,
+            })
+            .collect()
     }
 
     pub fn from_flag(name: &str) -> Option<Key> {
-        Key::ALL.into_iter().find(|k| k.flag() == name)
+        Key::ALL.into_iter().find(|k| k.flag() == Some(name))
     }
 
     fn from_env(name: &str) -> Option<Key> {
@@ -158,6 +294,53 @@ impl Key {
     fn from_cmdline(name: &str) -> Option<Key> {
         Key::ALL.into_iter().find(|k| k.cmdline() == name)
     }
+}
+
+/// `--help`'s lines of the settings a command takes (`start_vms`: with `--host-ip`) and of
+/// those no command takes as a flag.
+pub fn help_lines(start_vms: bool) -> Vec<String> {
+    let flags = Key::flags(start_vms);
+    let rows: Vec<(String, &str, &str)> = Key::ALL
+        .into_iter()
+        .filter(|k| k.flag().is_none() || flags.contains(k))
+        .map(|k| {
+            let s = k.setting();
+            let flag = match s.flag {
+                Some(f) => format!("--{} {}", f.name, f.value),
+                None => "(no flag)".to_owned(),
+            };
+            (flag, s.env, s.help)
+        })
+        .collect();
+    let flag_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let env_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(flag, env, help)| format!("  {flag:flag_width$}  {env:env_width$}  {help}"))
+        .collect()
+}
+
+/// The settings table of docs/TOOLS.md (Markdown), which a test keeps equal to this one.
+#[cfg(test)]
+pub fn doc_table() -> String {
+    let mut out = String::from(
+        "| flag | environment variable / file key | kernel command line | meaning | default |\n\
+         | --- | --- | --- | --- | --- |\n",
+    );
+    for key in Key::ALL {
+        let s = key.setting();
+        let flag = match s.flag {
+            Some(f) if f.scope == FlagScope::StartVms => {
+                format!("`--{} {}` (`lava-start-vms` only)", f.name, f.value)
+            }
+            Some(f) => format!("`--{} {}`", f.name, f.value),
+            None => "(no flag)".to_owned(),
+        };
+        out.push_str(&format!(
+            "| {flag} | `{}` | `{CMDLINE_PREFIX}{}=` | {} | {} |\n",
+            s.env, s.cmdline, s.doc, s.default
+        ));
+    }
+    out
 }
 
 /// Where a value was found.
@@ -174,7 +357,10 @@ impl Source {
     /// `LAVA_MULTINODE_TIMEOUT=`, `lava_multinode.timeout=`.
     pub fn setting(&self, key: Key) -> String {
         match self {
-            Source::Flag => format!("--{}", key.flag()),
+            Source::Flag => match key.flag() {
+                Some(f) => format!("--{f}"),
+                None => "a flag".to_owned(),
+            },
             Source::Env => format!("${}", key.env()),
             Source::File(_) => format!("{}=", key.env()),
             Source::Cmdline(_) => format!("{CMDLINE_PREFIX}{}=", key.cmdline()),
@@ -425,22 +611,24 @@ impl Config {
             FileState::Read => "",
             FileState::NotFound => " (not found)",
         };
-        vec![
-            format!("--{}", key.flag()),
-            format!("${}", key.env()),
-            format!(
-                "{}= in {}{}",
-                key.env(),
-                self.conf.0.display(),
-                note(&self.conf.1)
-            ),
-            format!(
-                "{CMDLINE_PREFIX}{}= in {}{}",
-                key.cmdline(),
-                self.cmdline.0.display(),
-                note(&self.cmdline.1)
-            ),
-        ]
+        let flag = key.flag().map(|f| format!("--{f}"));
+        flag.into_iter()
+            .chain([
+                format!("${}", key.env()),
+                format!(
+                    "{}= in {}{}",
+                    key.env(),
+                    self.conf.0.display(),
+                    note(&self.conf.1)
+                ),
+                format!(
+                    "{CMDLINE_PREFIX}{}= in {}{}",
+                    key.cmdline(),
+                    self.cmdline.0.display(),
+                    note(&self.cmdline.1)
+                ),
+            ])
+            .collect()
     }
 
     pub fn require(&self, key: Key) -> Result<&str, ConfigError> {
@@ -746,6 +934,39 @@ mod tests {
         assert!(
             err.contains("$LAVA_MULTINODE_TRANSPORT from environment"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn one_table_for_every_setting() {
+        for (i, key) in Key::ALL.into_iter().enumerate() {
+            assert!(!Key::ALL[..i].contains(&key), "{key:?} twice");
+            assert_eq!(Key::from_env(key.env()), Some(key));
+            assert_eq!(Key::from_cmdline(key.cmdline()), Some(key));
+            if let Some(flag) = key.flag() {
+                assert_eq!(Key::from_flag(flag), Some(key));
+            }
+        }
+        // Secrets never travel as flags (they would show in `ps`), nor does the transport.
+        for key in [Key::Secret, Key::GroupSecret, Key::Transport] {
+            assert_eq!(key.flag(), None);
+        }
+        let help = help_lines(false).join("\n");
+        assert!(help.contains("--timeout SECONDS") && help.contains("LAVA_MULTINODE_TRANSPORT"));
+        assert!(!help.contains("--host-ip"));
+        assert!(help_lines(true).join("\n").contains("--host-ip IP"));
+    }
+
+    /// docs/TOOLS.md's settings table is this table's (regenerate it from the failure
+    /// message after changing a setting).
+    #[test]
+    fn docs_show_the_settings_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/TOOLS.md");
+        let docs = std::fs::read_to_string(path).unwrap();
+        let table = doc_table();
+        assert!(
+            docs.contains(&table),
+            "the settings table of docs/TOOLS.md should read:\n{table}"
         );
     }
 

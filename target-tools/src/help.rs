@@ -1,26 +1,25 @@
 //! `--help` texts.
 
-use crate::commands::Command;
+use crate::cli::Command;
+use crate::config::help_lines;
 
-const SETTINGS: &str = "\
+/// The settings part of a command's help: the lines come from the settings table.
+fn settings_text(cmd: Command) -> String {
+    let lines = help_lines(cmd == Command::StartVms).join("\n");
+    format!(
+        "\
 Settings (highest precedence first: flag, environment variable, line in the configuration
 file $LAVA_MULTINODE_CONF or /etc/lava-multinode.conf, kernel command line parameter
 lava_multinode.KEY=value in $LAVA_MULTINODE_CMDLINE or /proc/cmdline):
-  --coordinator HOST[:PORT]  LAVA_MULTINODE_COORDINATOR  coordinator (port 3079 by default)
-  --group NAME               LAVA_MULTINODE_GROUP        group name
-  --client NAME              LAVA_MULTINODE_CLIENT       this node's name in the group
-  --role ROLE                LAVA_MULTINODE_ROLE         this node's role
-  --group-size N             LAVA_MULTINODE_GROUP_SIZE   number of nodes (needed to create the group)
-  --timeout SECONDS          LAVA_MULTINODE_TIMEOUT      give up after this long (600)
-  --poll SECONDS             LAVA_MULTINODE_POLL         polling interval against LAVA's coordinator (1)
-  --cache FILE               LAVA_MULTI_NODE_CACHE       cache file (/tmp/lava_multi_node_cache.txt)
-  (no flag)                  LAVA_MULTINODE_TRANSPORT    tcp (default) or console
+{lines}
 
 Transport: tcp talks to the coordinator. console prints LAVA's marker line on standard output
 (<LAVA_MULTI_NODE> <LAVA_WAIT ID>) and reads the reply line the relay (LAVA's dispatcher,
 the VM-group launcher) types on standard input, as LAVA's shell helpers do; it needs no
 coordinator, group, client or role (lava-self, lava-role, lava-group fall back to
-$LAVA_HOSTNAME, $TARGET_ROLE, $LAVA_GROUP). See docs/TOOLS.md, Transports.";
+$LAVA_HOSTNAME, $TARGET_ROLE, $LAVA_GROUP). See docs/TOOLS.md, Transports."
+    )
+}
 
 const EXIT: &str = "\
 Exit status:
@@ -201,7 +200,7 @@ pub fn text(cmd: Command) -> String {
     let settings = if cmd == Command::Install {
         String::new()
     } else {
-        format!("{SETTINGS}\n\n")
+        format!("{}\n\n", settings_text(cmd))
     };
     format!("{}\n\n{settings}{EXIT}", usage(cmd))
 }

@@ -3,6 +3,7 @@
 
 mod args;
 mod cache;
+mod cli;
 mod commands;
 mod config;
 mod console;
@@ -16,7 +17,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::Path;
 
-use commands::{Command, Env};
+use cli::{Command, Env};
 use error::{Error, EXIT_OK, EXIT_USAGE};
 
 /// Arguments as UTF-8 (the coordinator speaks JSON text).

@@ -7,7 +7,7 @@ use lava_protocol::RequestKind;
 use serde_json::{Map, Value};
 
 use crate::cache;
-use crate::commands::print_lines;
+use crate::cli::print_lines;
 use crate::error::Error;
 use crate::link::{in_group, Link};
 

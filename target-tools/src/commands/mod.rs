@@ -1,4 +1,4 @@
-//! The commands: names, the flags each takes, and dispatch.
+//! The commands' dispatch; their table is in [`crate::cli`].
 
 pub mod fail;
 pub mod install;
@@ -6,10 +6,12 @@ pub mod messaging;
 pub mod roster;
 pub mod vm;
 
-use std::io::Write;
-
-use crate::args::{self, Opt, Parsed};
 use lava_protocol::message::Roles;
+
+use crate::args;
+use crate::cli::{arity, Command};
+// Until the VM-group launcher imports them from `crate::cli`, where they now live.
+pub use crate::cli::{print_lines, Env};
 
 use crate::config::{Config, ConfigError, Key, Transport};
 use crate::console::Console;
@@ -17,153 +19,6 @@ use crate::error::Error;
 use crate::help;
 use crate::link::Link;
 use crate::wait::Session;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    Send,
-    Wait,
-    WaitAll,
-    Sync,
-    StartVms,
-    WaitForVms,
-    /// `lava-wait-vms`: the seed's other name of `lava-wait-for-vms`.
-    WaitVms,
-    VmDone,
-    /// `lava-fail REASON`: this node failed.
-    Fail,
-    SelfName,
-    Role,
-    Group,
-    Install,
-    /// `lava-multinode vm-group`: the VM group launcher (a sub-command only).
-    VmGroup,
-}
-
-/// Settings every coordinator command takes as flags; the last, `--host-ip`, only
-/// `lava-start-vms` takes.
-const FLAG_KEYS: [Key; 10] = [
-    Key::Coordinator,
-    Key::Group,
-    Key::Client,
-    Key::Role,
-    Key::GroupSize,
-    Key::Timeout,
-    Key::Poll,
-    Key::Lease,
-    Key::Cache,
-    Key::HostIp,
-];
-
-pub(crate) const FAILED: Opt = Opt {
-    name: "failed",
-    takes_value: true,
-};
-pub(crate) const FORCE: Opt = Opt {
-    name: "force",
-    takes_value: false,
-};
-
-impl Command {
-    pub const ALL: [Command; 14] = [
-        Command::Send,
-        Command::Wait,
-        Command::WaitAll,
-        Command::Sync,
-        Command::StartVms,
-        Command::WaitForVms,
-        Command::WaitVms,
-        Command::VmDone,
-        Command::Fail,
-        Command::SelfName,
-        Command::Role,
-        Command::Group,
-        Command::Install,
-        Command::VmGroup,
-    ];
-
-    /// The name after `lava-multinode` (and, with `lava-` in front, the link name).
-    pub fn name(self) -> &'static str {
-        match self {
-            Command::Send => "send",
-            Command::Wait => "wait",
-            Command::WaitAll => "wait-all",
-            Command::Sync => "sync",
-            Command::StartVms => "start-vms",
-            Command::WaitForVms => "wait-for-vms",
-            Command::WaitVms => "wait-vms",
-            Command::VmDone => "vm-done",
-            Command::Fail => "fail",
-            Command::SelfName => "self",
-            Command::Role => "role",
-            Command::Group => "group",
-            Command::Install => "install",
-            Command::VmGroup => "vm-group",
-        }
-    }
-
-    /// The tool's name as test writers call it (`lava-send`); `install` and `vm-group`
-    /// have none (sub-commands of `lava-multinode` only).
-    pub fn tool_name(self) -> Option<String> {
-        (!matches!(self, Command::Install | Command::VmGroup))
-            .then(|| format!("lava-{}", self.name()))
-    }
-
-    /// The command a program name (`lava-send`) or sub-command (`send`, `lava-send`) means.
-    pub fn lookup(name: &str) -> Option<Command> {
-        let short = name.strip_prefix("lava-").unwrap_or(name);
-        Command::ALL
-            .into_iter()
-            .find(|c| c.name() == short && (c.tool_name().is_some() || short == name))
-    }
-
-    fn keys(self) -> &'static [Key] {
-        match self {
-            Command::Install | Command::VmGroup => &[],
-            Command::StartVms => &FLAG_KEYS,
-            _ => &FLAG_KEYS[..FLAG_KEYS.len() - 1],
-        }
-    }
-
-    fn options(self) -> &'static [Opt] {
-        match self {
-            Command::VmDone => &[FAILED],
-            Command::Install => &[FORCE],
-            _ => &[],
-        }
-    }
-}
-
-/// What a run needs from the outside world; tests give their own.
-pub struct Env<'a> {
-    pub var: &'a dyn Fn(&str) -> Option<String>,
-    pub out: &'a mut dyn Write,
-}
-
-impl Env<'_> {
-    fn debug(&self) -> bool {
-        (self.var)("LAVA_MULTINODE_DEBUG").is_some_and(|v| !v.is_empty() && v != "0")
-    }
-}
-
-/// Writes lines to standard output; a closed output is a local error.
-pub fn print_lines(out: &mut dyn Write, lines: &[String]) -> Result<(), Error> {
-    out.write_all(crate::cache::text(lines).as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::Local(format!("cannot write to standard output: {e}")))
-}
-
-/// Checks the number of positional arguments.
-fn arity(p: &Parsed, min: usize, max: usize, what: &str) -> Result<(), Error> {
-    let n = p.positional.len();
-    if n < min {
-        return Err(Error::Usage(format!("missing {what}")));
-    }
-    if n > max {
-        let extra = &p.positional[max];
-        return Err(Error::Usage(format!("unexpected argument {extra:?}")));
-    }
-    Ok(())
-}
 
 /// The variables LAVA's test shell sets for `lava-self`, `lava-role` and `lava-group`; the
 /// console transport falls back to them.
@@ -228,7 +83,7 @@ pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
     if cmd == Command::VmGroup {
         return crate::vmgroup::run(argv, env);
     }
-    let parsed = args::parse(argv, cmd.keys(), cmd.options()).map_err(Error::Usage)?;
+    let parsed = args::parse(argv, &cmd.keys(), cmd.options()).map_err(Error::Usage)?;
     if parsed.help {
         return print_lines(env.out, &[help::text(cmd)]);
     }
@@ -344,26 +199,6 @@ pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_map_to_commands() {
-        assert_eq!(Command::lookup("lava-send"), Some(Command::Send));
-        assert_eq!(Command::lookup("send"), Some(Command::Send));
-        assert_eq!(Command::lookup("lava-wait-vms"), Some(Command::WaitVms));
-        assert_eq!(Command::lookup("wait-for-vms"), Some(Command::WaitForVms));
-        assert_eq!(Command::lookup("install"), Some(Command::Install));
-        // Only the sub-command is called install; there is no lava-install tool.
-        assert_eq!(Command::lookup("lava-install"), None);
-        assert_eq!(Command::lookup("vm-group"), Some(Command::VmGroup));
-        assert_eq!(Command::lookup("lava-vm-group"), None);
-        assert_eq!(Command::lookup("lava-multinode"), None);
-        assert_eq!(Command::lookup("lava-bogus"), None);
-        for cmd in Command::ALL {
-            if let Some(tool) = cmd.tool_name() {
-                assert_eq!(Command::lookup(&tool), Some(cmd));
-            }
-        }
-    }
 
     fn run_with(cmd: Command, argv: &[&str], vars: &[(&str, &str)]) -> (Result<(), Error>, String) {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();

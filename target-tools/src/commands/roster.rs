@@ -5,7 +5,7 @@ use std::io::Write;
 use lava_protocol::message::Roles;
 use lava_protocol::{RequestKind, Response};
 
-use crate::commands::print_lines;
+use crate::cli::print_lines;
 use crate::error::Error;
 use crate::wait::Session;
 
