@@ -726,3 +726,43 @@ fn qemu_console_guest_with_a_garbled_marker_fails_without_hanging() {
         run.text()
     );
 }
+
+/// The console guests check what they receive: a wrong token from the host makes both guest
+/// tests (ours and LAVA's helpers, one of each) exit non-zero, which reports both VMs failed,
+/// and the host's `lava-wait-for-vms` says so.
+#[test]
+fn qemu_console_guests_reject_wrong_host_data() {
+    let Some(guest) = vm::guest_or_skip("qemu_console_guests_reject_wrong_host_data") else {
+        return;
+    };
+    let _lock = vm::qemu_lock();
+    let server = coordinator();
+    let l = Launcher::new(&server.addr, "qwrong");
+    let job = job(
+        Some(false),
+        vec![
+            vm::qemu_console_vm(&guest, "server", "console-tools"),
+            vm::qemu_console_vm(&guest, "client", "console-lava"),
+        ],
+    );
+    let host = r#"lava-start-vms
+lava-send host-data token=wrong server_data=for-server client_data=for-client
+lava-wait-for-vms 2>"$LAVA_VM_GROUP_LOG_DIR/wait.err"
+echo "wait-for-vms=$?" >"$LAVA_VM_GROUP_LOG_DIR/wait.rc"
+"#;
+    let run = l.run(&job, &["sh", "-c", host], SLOW);
+    assert_eq!(run.code, 1, "{}", run.text());
+    let rc = std::fs::read_to_string(l.log_dir().join("wait.rc")).unwrap_or_default();
+    assert_eq!(rc.trim(), "wait-for-vms=1", "{}", run.text());
+    let err = std::fs::read_to_string(l.log_dir().join("wait.err")).unwrap_or_default();
+    for (client, test) in [("server-1", "console-tools"), ("client-1", "console-lava")] {
+        assert!(
+            err.contains(&format!("{client} (guest test {test} exited 3")),
+            "{err}\n{}",
+            run.text()
+        );
+        let console = l.console(client);
+        assert!(console.contains(": bad token"), "{client}: {console}");
+    }
+    assert!(run.elapsed < Duration::from_secs(45), "{}", run.text());
+}
