@@ -145,7 +145,7 @@ fn guests_use_lavas_helpers_over_the_console_only() {
         "server-1: relayed <LAVA_MULTI_NODE> <LAVA_SEND ready ip=10.0.0.7 port=8080>",
         "client-1: relayed <LAVA_MULTI_NODE> <LAVA_WAIT_ALL ready server>",
         "server-1: console_commands[3] passed",
-        "client-1: its commands have ended: reporting its end and powering it off",
+        "client-1: its steps have ended: reporting its end and powering it off",
         "server-1 (server): ok",
         "client-1 (client): ok",
     ] {
@@ -215,4 +215,110 @@ fn a_missing_login_prompt_is_a_boot_timeout() {
     assert_eq!(run.code, 1, "{}", run.text());
     run.line_of("server-1: no login prompt \"login: \" within 1 s (boot timeout)");
     assert!(run.elapsed < Duration::from_secs(15), "{}", run.text());
+}
+
+/// A test definition for every node: the server sends its address, everybody waits for it
+/// and checks it, everybody syncs; results by `lava-test-case`.
+const EXCHANGE: &str = r#"metadata:
+  format: Lava-Test Test Definition 1.0
+  name: exchange
+  description: data and a sync through the MultiNode API
+params:
+  IP: 10.0.0.7
+run:
+  steps:
+    - lava-test-case role-known --shell test -n "$TARGET_ROLE"
+    - if [ "$TARGET_ROLE" = server ]; then lava-send ready ip=$IP; fi
+    - lava-wait-all ready server
+    - lava-test-case got-ip --shell grep -q "server-1:ip=$IP" "$LAVA_MULTI_NODE_CACHE"
+    - lava-sync exchanged
+    - lava-test-case synced --result pass --measurement 1 --units sync
+"#;
+
+const AFTER: &str = r#"metadata:
+  name: cleanup
+run:
+  steps:
+    - lava-test-case vms-gone --result pass
+    - lava-test-case deliberate --result fail
+"#;
+
+/// The seed's way: `actions` with `lava_test_shell` test definitions run on the host and,
+/// over their consoles, in every VM (which have no other way to the coordinator); a second
+/// host test shell after the VMs closed; results in a table, results.yaml and junit.xml, and
+/// the exit status.
+#[test]
+fn test_shells_run_on_the_host_and_in_every_vm() {
+    let server = coordinator();
+    let mut l = Launcher::new(&server.addr, "shells");
+    l.boot_timeout = 20.0;
+    l.timeout = 40.0;
+    l.guest_coordinator = Some("127.0.0.1:9".into());
+    let helpers = lava_helpers(&l.dir);
+    let exchange = l.dir.path().join("exchange.yaml");
+    std::fs::write(&exchange, EXCHANGE).unwrap();
+    let after = l.dir.path().join("after.yaml");
+    std::fs::write(&after, AFTER).unwrap();
+    let login_guest = guest_script(&l.dir, &helpers, true);
+    let plain_guest = guest_script(&l.dir, &helpers, false);
+    let mut job = job(
+        None,
+        vec![
+            console_vm("server", &login_guest, true, &[]),
+            console_vm("client", &plain_guest, false, &[]),
+        ],
+    );
+    job["actions"] = json!([
+        {"command": "deploy_linaro_image", "parameters": {"image": "file:///nonexistent/host.img", "role": "host"}},
+        {"command": "lava_test_shell", "parameters": {"testdef_urls": [format!("file://{}", exchange.display())]}},
+        {"command": "lava_test_shell", "parameters": {"testdef_urls": [after.display().to_string()], "role": "host"}},
+        {"command": "submit_results", "parameters": {"server": "http://example.invalid/RPC2"}},
+    ]);
+    let run = l.run(&job, &[], QUICK);
+    assert_eq!(run.code, 1, "one deliberate failure: {}", run.text());
+    for needle in [
+        "actions[0]: the host (host) is deployed by the lab",
+        "actions[3] submit_results: skipped",
+        "host: test definition 0_exchange finished",
+        "server-1: test definition 0_exchange finished",
+        "client-1: test definition 0_exchange finished",
+        "client-1: its steps have ended: reporting its end and powering it off",
+        "every member reported status=ok",
+        "host: test definition 1_cleanup",
+        "1 test case(s) failed: host/1_cleanup/deliberate",
+    ] {
+        run.line_of(needle);
+    }
+    assert!(
+        run.line_of("every member reported status=ok")
+            < run.line_of("host: test definition 1_cleanup started"),
+        "the second host test shell runs once the VMs have closed: {}",
+        run.text()
+    );
+    for node in ["host", "server-1", "client-1"] {
+        for case in ["role-known", "got-ip", "synced"] {
+            let row = format!("{node:<8}  0_exchange       {case:<10}  pass");
+            assert!(run.stdout.contains(&row), "no {row:?} in\n{}", run.stdout);
+        }
+    }
+    let yaml = std::fs::read_to_string(l.log_dir().join("results.yaml")).unwrap();
+    assert!(
+        yaml.contains("- node: client-1\n  suite: 0_exchange\n  name: got-ip\n  result: pass\n"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("measurement: \"1\"") || yaml.contains("measurement: '1'"),
+        "{yaml}"
+    );
+    let junit = std::fs::read_to_string(l.log_dir().join("junit.xml")).unwrap();
+    assert!(
+        junit.contains(r#"<testcase name="got-ip" time="0" classname="server-1.0_exchange"/>"#),
+        "{junit}"
+    );
+    assert!(
+        junit.contains(
+            r#"<testcase name="deliberate" time="0" classname="host.1_cleanup"><failure"#
+        ),
+        "{junit}"
+    );
 }

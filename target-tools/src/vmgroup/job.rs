@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-pub use super::actions::{JobAction, TestdefSource};
+pub use super::actions::JobAction;
 pub use super::session::Login;
 
 /// What the definition says about one VM entry of `vms[]`.
@@ -27,13 +27,6 @@ pub struct VmSpec {
     pub auto_login: Option<Login>,
     /// `console_commands`: shell commands typed at the VM's prompt once it is up.
     pub console_commands: Vec<String>,
-}
-
-impl VmSpec {
-    /// Whether the launcher must reach a shell on the console (else it only watches it).
-    pub fn needs_shell(&self) -> bool {
-        self.auto_login.is_some() || !self.console_commands.is_empty()
-    }
 }
 
 /// A VM group job definition.

@@ -22,12 +22,14 @@ use std::time::{Duration, Instant};
 use lava_protocol::{RequestKind, VM_START_ID, VM_STOP_ID};
 use serde_json::Value;
 
-use lava_protocol::console::Call;
-
-use super::console::{self, Output, Pty};
+use super::actions::JobAction;
+use super::console::{self, Pty};
+use super::guest::{self, Guest};
+use super::host;
 use super::job::{self, Job, Node, VmSpec};
-use super::relay::{self, Relayed};
-use super::session::{Action, ConsoleSession};
+use super::results::{CaseResult, Collector};
+use super::testshell;
+use super::testshell::Shell;
 use crate::commands::vm;
 use crate::error::Error;
 use crate::wait::{self, Session};
@@ -59,19 +61,19 @@ pub struct Options {
 }
 
 /// Time allowed for a request that is answered at once (retries included).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a VM may take to end after every member reported its end, before it is killed.
 const END_GRACE: Duration = Duration::from_secs(30);
 /// How long the VMs may still take to end when the host test has failed.
 const HOST_FAILED_GRACE: Duration = Duration::from_secs(10);
 
 /// Progress lines on stderr, with the time since the launcher started.
-struct Log {
+pub(super) struct Log {
     start: Instant,
 }
 
 impl Log {
-    fn say(&self, text: &str) {
+    pub(super) fn say(&self, text: &str) {
         eprintln!(
             "vm-group [{:6.1} s] {text}",
             self.start.elapsed().as_secs_f64()
@@ -81,7 +83,7 @@ impl Log {
 
 /// The process groups of the running VM consoles, to kill them on a timeout.
 #[derive(Default)]
-struct Running(Mutex<Vec<u32>>);
+pub(super) struct Running(Mutex<Vec<u32>>);
 
 impl Running {
     fn add(&self, pgid: u32) {
@@ -124,7 +126,7 @@ fn die_with_launcher(cmd: &mut Command) {
 fn die_with_launcher(_cmd: &mut Command) {}
 
 /// SIGKILL to a process group (std has no killpg; `kill` is on every system with a shell).
-fn kill_group(pgid: u32) {
+pub(super) fn kill_group(pgid: u32) {
     let _ = Command::new("kill")
         .args(["-s", "KILL", "--", &format!("-{pgid}")])
         .stdin(Stdio::null())
@@ -152,6 +154,8 @@ pub struct VmReport {
     /// Set when the launcher reported `status=failed` in the guest's name, with the reason.
     pub launcher_failure: Option<String>,
     pub log: PathBuf,
+    /// What its test shells gave.
+    pub results: Vec<CaseResult>,
 }
 
 enum Event {
@@ -163,15 +167,25 @@ enum Event {
 }
 
 /// What every VM thread shares.
-struct Shared {
-    opts: Options,
-    log: Log,
-    running: Running,
-    bin_dir: PathBuf,
+pub struct Shared {
+    pub(super) opts: Options,
+    pub(super) log: Log,
+    pub(super) running: Running,
+    pub(super) bin_dir: PathBuf,
+    /// Every role's test shells, fetched and parsed before anything started.
+    pub(super) tests: Vec<(String, Vec<Shell>)>,
 }
 
 impl Shared {
-    fn session(&self, client: &str, role: &str, timeout: Duration) -> Session {
+    /// The test shells of the nodes of `role`.
+    pub(super) fn shells_of(&self, role: &str) -> &[Shell] {
+        self.tests
+            .iter()
+            .find(|(r, _)| r == role)
+            .map_or(&[], |(_, s)| s.as_slice())
+    }
+
+    pub(super) fn session(&self, client: &str, role: &str, timeout: Duration) -> Session {
         Session {
             addr: self.opts.coordinator.clone(),
             group: self.opts.group.clone(),
@@ -196,7 +210,7 @@ impl Shared {
     }
 
     /// The environment of the host's commands: the host's settings and the lava-* tools.
-    fn host_env(&self) -> Vec<(String, String)> {
+    pub(super) fn host_env(&self) -> Vec<(String, String)> {
         let o = &self.opts;
         let path = match std::env::var("PATH") {
             Ok(p) if !p.is_empty() => format!("{}:{p}", self.bin_dir.display()),
@@ -224,6 +238,47 @@ impl Shared {
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     }
+}
+
+/// The roster as LAVA's `lava-group` prints it: `client<TAB>role` lines.
+fn roster_text(job: &Job) -> String {
+    job.nodes()
+        .iter()
+        .map(|n| format!("{}\t{}", n.client, n.role))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The settings of a VM's test shells: our tools over the console, with the identity LAVA's
+/// test shell gives too.
+fn guest_environment(opts: &Options, node: &Node, host_ip: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("LAVA_MULTINODE_TRANSPORT", "console".to_owned()),
+        ("LAVA_MULTINODE_GROUP", opts.group.clone()),
+        ("LAVA_MULTINODE_CLIENT", node.client.clone()),
+        ("LAVA_MULTINODE_ROLE", node.role.clone()),
+        (
+            "LAVA_MULTINODE_GROUP_SIZE",
+            opts.job.group_size().to_string(),
+        ),
+        ("LAVA_MULTINODE_TIMEOUT", opts.timeout.as_secs().to_string()),
+        ("LAVA_MULTINODE_HOST_IP", host_ip.to_owned()),
+        ("LAVA_HOSTNAME", node.client.clone()),
+        ("TARGET_ROLE", node.role.clone()),
+        ("LAVA_GROUP", roster_text(&opts.job)),
+        (
+            "LAVA_MULTI_NODE_CACHE",
+            format!(
+                "{}/cache.txt",
+                testshell::guest_root(&opts.group, &node.client)
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    env.push(("LAVA_VM_GROUP_NODE".into(), node.client.clone()));
+    env
 }
 
 /// The values of a VM's placeholders; `host_ip` is the gate's.
@@ -307,6 +362,7 @@ fn supervise(shared: &Arc<Shared>, node: &Node, host_ip: &str) -> VmReport {
         ran: Duration::ZERO,
         launcher_failure: None,
         log: log_path.clone(),
+        results: Vec::new(),
     };
     let failure = run_vm(shared, node, host_ip, &log_path, &mut report);
     report.ran = started.elapsed();
@@ -390,9 +446,25 @@ fn run_vm(
         log_path.display()
     ));
 
-    let driven = drive_console(
-        shared, node, &spec, master, &mut log, pgid, launched, report,
-    );
+    let shells = shared.shells_of(&node.role);
+    let environment = guest_environment(&shared.opts, node, host_ip);
+    let guest = Guest {
+        shared,
+        node,
+        spec: &spec,
+        steps: guest::plan(
+            &spec,
+            &testshell::guest_root(&shared.opts.group, &node.client),
+            shells,
+            &environment,
+            shared.opts.timeout,
+        ),
+        collector: guest::collector_for(&node.client, shells),
+        pgid,
+        launched,
+    };
+    let driven = guest::drive(guest, master, &mut log, &mut report.booted_after);
+    report.results = driven.results;
     let status = child.wait();
     // Whatever the command left behind in its process group goes with it.
     kill_group(pgid);
@@ -415,196 +487,6 @@ fn run_vm(
         // Only counts when the guest did not report its end itself.
         None => format!("VM process ended ({status})"),
     })
-}
-
-/// What happens on a VM's console, for its thread's loop.
-enum VmEvent {
-    Console(Output),
-    Relayed(Relayed),
-}
-
-/// How a console session ended.
-struct Driven {
-    /// Why the launcher counts the VM failed, if it does.
-    failure: Option<String>,
-    /// The last bytes of the console, for messages.
-    last: Vec<u8>,
-}
-
-/// Drives a VM's console until it closes: logs every byte (and marks what the launcher
-/// types), relays the guest's MultiNode calls, waits for its prompts, logs in, and types its
-/// `console_commands`. When the last command has ended, reports the VM's end in its name and
-/// powers it off (kills its process group); a command that fails, or a prompt that does not
-/// come in time, ends it as failed.
-#[allow(clippy::too_many_arguments)]
-fn drive_console(
-    shared: &Arc<Shared>,
-    node: &Node,
-    spec: &VmSpec,
-    mut master: File,
-    log: &mut File,
-    pgid: u32,
-    launched: Instant,
-    report: &mut VmReport,
-) -> Driven {
-    use std::collections::VecDeque;
-    use std::io::Write;
-    const LAST: usize = 2048;
-    let say = |t: &str| shared.log.say(&format!("{}: {t}", node.client));
-    let (tx, rx) = mpsc::channel::<VmEvent>();
-    let _reader = match master.try_clone() {
-        Ok(m) => console::read_into(m, tx.clone(), VmEvent::Console),
-        Err(e) => {
-            kill_group(pgid);
-            return Driven {
-                failure: Some(format!("cannot read the console: {e}")),
-                last: Vec::new(),
-            };
-        }
-    };
-    let (calls, call_rx) = mpsc::channel();
-    let relay_shared = Arc::clone(shared);
-    let (client, role) = (node.client.clone(), node.role.clone());
-    // The worker may be blocked in a call when the console closes: it is left to finish.
-    let _relay = relay::worker(
-        move || relay_shared.session(&client, &role, relay_shared.opts.timeout),
-        call_rx,
-        tx,
-        VmEvent::Relayed,
-    );
-    let now = Instant::now();
-    let mut session = if spec.needs_shell() || !spec.shell_prompt.is_empty() {
-        ConsoleSession::new(
-            spec.shell_prompt.clone(),
-            spec.auto_login.clone(),
-            now,
-            shared.opts.boot_timeout,
-        )
-    } else {
-        ConsoleSession::watch_only()
-    };
-    let mut commands = spec.console_commands.iter().enumerate();
-    let mut current: Option<(usize, &String)> = None;
-    let mut failure: Option<String> = None;
-    let mut last: Vec<u8> = Vec::new();
-    // The launcher's own input, marked in the log.
-    let typed = |master: &mut File, log: &mut File, text: &str, secret: bool| {
-        let shown = if secret { "********" } else { text.trim_end() };
-        let _ = writeln!(log, "\n[vm-group typed] {shown}");
-        if let Err(e) = console::type_text(master, text) {
-            say(&format!("cannot type on the console: {e}"));
-        }
-    };
-    let end_vm = |failure_reason: Option<&str>| {
-        let guest = shared.session(&node.client, &node.role, CALL_TIMEOUT);
-        if let Err(e) = vm::vm_done(&guest, failure_reason) {
-            say(&format!("could not report its end: {e}"));
-        }
-        kill_group(pgid);
-    };
-    loop {
-        let wait = session
-            .deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_secs(3600));
-        let mut actions: VecDeque<Action> = match rx.recv_timeout(wait) {
-            Err(mpsc::RecvTimeoutError::Timeout) => session.tick(Instant::now()).into(),
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Ok(VmEvent::Console(Output::Closed)) => {
-                session.close();
-                break;
-            }
-            Ok(VmEvent::Console(Output::Bytes(bytes))) => {
-                // A log that cannot be written must not stop the VM.
-                let _ = log.write_all(&bytes).and_then(|()| log.flush());
-                last.extend_from_slice(&bytes);
-                if last.len() > LAST {
-                    last.drain(..last.len() - LAST);
-                }
-                session.feed(&bytes, Instant::now()).into()
-            }
-            Ok(VmEvent::Relayed(done)) => {
-                let what = done.call.marker();
-                match (&done.error, &done.call) {
-                    (None, _) => say(&format!("relayed {what}")),
-                    (Some(e), Call::Send { .. }) => {
-                        // LAVA's dispatcher fails the job here: the guest cannot know.
-                        let why = format!("the coordinator did not take {what}: {e}");
-                        say(&why);
-                        failure.get_or_insert(why.clone());
-                        end_vm(Some(&why));
-                    }
-                    (Some(e), _) => say(&format!("{what}: answering nack: {e}")),
-                }
-                if let Some(line) = done.reply {
-                    typed(&mut master, log, &format!("{line}\n"), false);
-                }
-                VecDeque::new()
-            }
-        };
-        while let Some(action) = actions.pop_front() {
-            match action {
-                Action::Type { text, secret } => typed(&mut master, log, &text, secret),
-                Action::Relay(call) => {
-                    let _ = calls.send(call);
-                }
-                Action::Garbled { text, error } => say(&format!(
-                    "garbled MultiNode marker on the console: {error}: {text:?}"
-                )),
-                Action::Booted => {
-                    let took = launched.elapsed();
-                    report.booted_after = Some(took);
-                    say(&format!("booted: prompt after {:.1} s", took.as_secs_f64()));
-                }
-                Action::Ready | Action::CommandEnded { status: 0 } => {
-                    if let Some((i, _)) = current.take() {
-                        say(&format!("console_commands[{i}] passed"));
-                    } else if spec.auto_login.is_some() {
-                        say("logged in");
-                    }
-                    match commands.next() {
-                        Some((i, cmd)) => {
-                            say(&format!("console_commands[{i}]: {cmd}"));
-                            current = Some((i, cmd));
-                            actions.extend(session.run(cmd, Instant::now(), shared.opts.timeout));
-                        }
-                        None if !spec.console_commands.is_empty() => {
-                            say("its commands have ended: reporting its end and powering it off");
-                            end_vm(None);
-                        }
-                        None => {}
-                    }
-                }
-                Action::CommandEnded { status } => {
-                    let why = match current.take() {
-                        Some((i, cmd)) => {
-                            format!("console_commands[{i}] ended with status {status}: {cmd}")
-                        }
-                        None => format!("a command ended with status {status}"),
-                    };
-                    say(&why);
-                    failure.get_or_insert(why.clone());
-                    end_vm(Some(&why));
-                }
-                Action::TimedOut { waiting_for } => {
-                    let why = match &current {
-                        Some((i, cmd)) => format!(
-                            "console_commands[{i}] did not end within {} s: {cmd}",
-                            shared.opts.timeout.as_secs_f64()
-                        ),
-                        None => format!(
-                            "no {waiting_for} within {} s (boot timeout)",
-                            shared.opts.boot_timeout.as_secs_f64()
-                        ),
-                    };
-                    say(&format!("{why}: killing it"));
-                    failure.get_or_insert(why);
-                    kill_group(pgid);
-                }
-            }
-        }
-    }
-    Driven { failure, last }
 }
 
 /// The guests' reports so far: `lava_vm_stop` data by sender (empty when nobody sent).
@@ -700,6 +582,53 @@ fn run_after(shared: &Shared, cmd: &str) -> Option<String> {
     }
 }
 
+/// Writes `results.yaml` and `junit.xml` to the log folder and prints the table; returns a
+/// failure when a case failed.
+fn report_results(shared: &Shared, results: &[CaseResult]) -> Option<String> {
+    let has_tests = shared.tests.iter().any(|(_, s)| !s.is_empty());
+    if results.is_empty() && !has_tests {
+        return None;
+    }
+    let dir = &shared.opts.log_dir;
+    let mut problems = Vec::new();
+    if let Err(e) = std::fs::write(
+        dir.join("results.yaml"),
+        super::results::results_yaml(results),
+    ) {
+        problems.push(format!("cannot write results.yaml: {e}"));
+    }
+    match super::results::junit_xml(results) {
+        Ok(xml) => {
+            if let Err(e) = std::fs::write(dir.join("junit.xml"), xml) {
+                problems.push(format!("cannot write junit.xml: {e}"));
+            }
+        }
+        Err(e) => problems.push(format!("cannot make junit.xml: {e}")),
+    }
+    let table = super::results::table(results);
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), table.as_bytes());
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| r.failed())
+        .map(|r| format!("{}/{}/{}", r.node, r.suite, r.case))
+        .collect();
+    shared.log.say(&format!(
+        "results: {} cases, {} failed; {} and {}",
+        results.len(),
+        failed.len(),
+        dir.join("results.yaml").display(),
+        dir.join("junit.xml").display()
+    ));
+    if !failed.is_empty() {
+        problems.push(format!(
+            "{} test case(s) failed: {}",
+            failed.len(),
+            failed.join(", ")
+        ));
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
 /// The host's address carried by the start gate's reply, else `fallback`.
 fn gate_host_ip(reply: &lava_protocol::Reply, fallback: &str) -> String {
     if let Some(ip) = reply.host_ip.as_deref().filter(|ip| !ip.is_empty()) {
@@ -756,15 +685,29 @@ pub fn run(opts: Options) -> Result<(), Error> {
     for node in &vms {
         commands_of(&opts, node, &opts.host_ip).map_err(Error::Job)?;
     }
-    if !opts.job.auto_start_vms && opts.test.is_empty() {
+    std::fs::create_dir_all(&opts.log_dir)
+        .map_err(|e| Error::Local(format!("cannot create {}: {e}", opts.log_dir.display())))?;
+    // Every test definition is fetched and parsed before anything starts.
+    let mut roles = vec![opts.job.host_role.clone()];
+    for spec in &opts.job.vms {
+        if !roles.contains(&spec.role) {
+            roles.push(spec.role.clone());
+        }
+    }
+    let work = opts.log_dir.join("testdefs");
+    let mut tests = Vec::new();
+    for role in roles {
+        let shells = testshell::plan(&opts.job, &role, &work).map_err(Error::Job)?;
+        tests.push((role, shells));
+    }
+    let host_has_shells = tests[0].1.iter().any(|s| !s.runs.is_empty());
+    if !opts.job.auto_start_vms && opts.test.is_empty() && !host_has_shells {
         return Err(Error::Usage(
             "auto_start_vms is false but no host test is given: nothing would call \
              lava-start-vms"
                 .into(),
         ));
     }
-    std::fs::create_dir_all(&opts.log_dir)
-        .map_err(|e| Error::Local(format!("cannot create {}: {e}", opts.log_dir.display())))?;
     let bin_dir = opts.log_dir.join("bin");
     std::fs::create_dir_all(&bin_dir)
         .map_err(|e| Error::Local(format!("cannot create {}: {e}", bin_dir.display())))?;
@@ -775,8 +718,30 @@ pub fn run(opts: Options) -> Result<(), Error> {
         log,
         running: Running::default(),
         bin_dir,
+        tests,
     });
     let log = &shared.log;
+    for (i, action) in opts.job.actions.iter().enumerate() {
+        match action {
+            JobAction::Skipped { command, reason } => {
+                log.say(&format!("actions[{i}] {command}: skipped: {reason}"))
+            }
+            JobAction::DeployImage { role: Some(r), .. }
+            | JobAction::DeployKernel { role: Some(r), .. }
+                if *r == opts.job.host_role =>
+            {
+                log.say(&format!(
+                    "actions[{i}]: the host ({r}) is deployed by the lab, not by this launcher"
+                ))
+            }
+            _ => {}
+        }
+    }
+    let host_shells = shared.shells_of(&opts.job.host_role).to_vec();
+    if host_has_shells {
+        host::prepare(&shared, &host_shells).map_err(Error::Local)?;
+    }
+    let host_results = Arc::new(Mutex::new(Collector::new(&opts.job.host_role)));
     let host = shared.host(CALL_TIMEOUT);
 
     let roster: lava_protocol::message::Roles = nodes
@@ -839,14 +804,24 @@ pub fn run(opts: Options) -> Result<(), Error> {
 
     let mut failures: Vec<String> = Vec::new();
     let mut reports: Vec<VmReport> = Vec::new();
-    let host_failure = if opts.test.is_empty() {
+    let host_failure = if opts.test.is_empty() && !host_has_shells {
         None
     } else {
+        // The host's test: the `--` command, then the host's first test shell.
         let tx = tx.clone();
         let shared = Arc::clone(&shared);
         let argv = opts.test.clone();
+        let first = host_shells.first().cloned();
+        let results = Arc::clone(&host_results);
         std::thread::spawn(move || {
-            let _ = tx.send(Event::HostTest(run_host_test(&shared, &argv)));
+            let mut failure = None;
+            if !argv.is_empty() {
+                failure = run_host_test(&shared, &argv);
+            }
+            if let Some(shell) = first {
+                host::run_shell(&shared, &shell, &results);
+            }
+            let _ = tx.send(Event::HostTest(failure));
         });
         loop {
             match rx.recv().expect("the launcher holds a sender") {
@@ -949,6 +924,11 @@ pub fn run(opts: Options) -> Result<(), Error> {
         let _ = t.join();
     }
 
+    // The host's further test shells, once every VM has closed (the seed's second host
+    // test shell).
+    for shell in host_shells.iter().skip(1) {
+        host::run_shell(&shared, shell, &host_results);
+    }
     for cmd in &opts.after {
         match run_after(&shared, cmd) {
             None => log.say("after step passed"),
@@ -989,6 +969,17 @@ pub fn run(opts: Options) -> Result<(), Error> {
             r.ran.as_secs_f64(),
             r.log.display()
         ));
+    }
+    let mut results = host_results
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .results()
+        .to_vec();
+    for r in &reports {
+        results.extend(r.results.iter().cloned());
+    }
+    if let Some(f) = report_results(&shared, &results) {
+        failures.push(f);
     }
     if failures.is_empty() {
         log.say("VM group passed");

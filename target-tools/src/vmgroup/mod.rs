@@ -5,12 +5,15 @@
 
 pub mod actions;
 pub mod console;
+pub mod guest;
+pub mod host;
 pub mod job;
 pub mod launcher;
 pub mod relay;
 pub mod results;
 pub mod session;
 pub mod testdef;
+pub mod testshell;
 pub mod yaml;
 
 use std::path::PathBuf;

@@ -1,0 +1,125 @@
+//! The host's test shells: test definitions run on this machine with the host's settings
+//! (the tools over TCP), their output shown, logged to `LOG_DIR/host.log` and read for
+//! results.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use super::launcher::Shared;
+use super::results::Collector;
+use super::testshell::{self, Shell};
+
+/// Where the host's test shells live.
+pub fn root(shared: &Shared) -> std::path::PathBuf {
+    shared.opts.log_dir.join("host-lava")
+}
+
+/// Puts the host's test-shell files in place.
+pub fn prepare(shared: &Shared, shells: &[Shell]) -> Result<(), String> {
+    let root = root(shared);
+    let files = testshell::files(shells, &root.display().to_string(), &identity(shared));
+    testshell::write_files(&root, &files)
+        .map_err(|e| format!("cannot write {}: {e}", root.display()))
+}
+
+/// LAVA's test-shell identity variables for the host (its tools also read our settings).
+fn identity(shared: &Shared) -> Vec<(String, String)> {
+    let role = &shared.opts.job.host_role;
+    let roster = shared
+        .opts
+        .job
+        .nodes()
+        .iter()
+        .map(|n| format!("{}\t{}", n.client, n.role))
+        .collect::<Vec<_>>()
+        .join("\n");
+    vec![
+        (
+            "LAVA_MULTI_NODE_CACHE".into(),
+            root(shared).join("cache.txt").display().to_string(),
+        ),
+        ("LAVA_HOSTNAME".into(), role.clone()),
+        ("TARGET_ROLE".into(), role.clone()),
+        ("LAVA_GROUP".into(), roster),
+    ]
+}
+
+/// Runs one test shell's definitions in order; a definition that fails (status, or no
+/// ENDRUN) is recorded as such and the next one runs.
+pub fn run_shell(shared: &Shared, shell: &Shell, collector: &Mutex<Collector>) {
+    let root = root(shared);
+    let root_text = root.display().to_string();
+    let log_path = shared.opts.log_dir.join("host.log");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .ok();
+    for run in &shell.runs {
+        shared.log.say(&format!(
+            "host: test definition {} started ({})",
+            run.id, run.origin
+        ));
+        let started = std::time::Instant::now();
+        let spawned = Command::new("sh")
+            .arg("-c")
+            .arg(testshell::run_command(&root_text, run))
+            .envs(shared.host_env())
+            .current_dir(Path::new(&root_text))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                shared.log.say(&format!("host: cannot run {}: {e}", run.id));
+                lock(collector).finish_run(&run.id, None);
+                continue;
+            }
+        };
+        if let Some(out) = child.stdout.take() {
+            // Our own copy of standard output: the launcher's caller holds the lock of
+            // `std::io::stdout()` for the whole run.
+            let mut stdout = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(std::fs::File::from)
+                .ok();
+            for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
+                let mut line = line;
+                line.push(b'\n');
+                if let Some(stdout) = stdout.as_mut() {
+                    let _ = stdout.write_all(&line);
+                }
+                if let Some(log) = log.as_mut() {
+                    let _ = log.write_all(&line);
+                }
+                lock(collector).feed(&line);
+            }
+        }
+        let status = child.wait().ok().and_then(|s| s.code());
+        let mut c = lock(collector);
+        c.finish_run(&run.id, status);
+        let how = if status == Some(0) && c.ended(&run.id) {
+            "finished".to_owned()
+        } else {
+            format!(
+                "stopped early (status {})",
+                status.map_or("none".into(), |s| s.to_string())
+            )
+        };
+        shared.log.say(&format!(
+            "host: test definition {} {how} after {:.1} s",
+            run.id,
+            started.elapsed().as_secs_f64()
+        ));
+    }
+}
+
+fn lock(c: &Mutex<Collector>) -> std::sync::MutexGuard<'_, Collector> {
+    c.lock().unwrap_or_else(|e| e.into_inner())
+}
