@@ -9,9 +9,7 @@ pub mod vm;
 use lava_protocol::message::Roles;
 
 use crate::args;
-use crate::cli::{arity, Command};
-// Until the VM-group launcher imports them from `crate::cli`, where they now live.
-pub use crate::cli::{print_lines, Env};
+use crate::cli::{arity, print_lines, Command, Env};
 
 use crate::config::{Config, ConfigError, Key, Transport};
 use crate::console::Console;

@@ -81,6 +81,27 @@ pub fn run_shell(shared: &Shared, shell: &Shell, collector: &Mutex<Collector>) {
                 continue;
             }
         };
+        let what = format!("host test definition {}", run.id);
+        shared.running.add_process(child.id(), &what);
+        // The action's timeout: past it, the definition is stopped.
+        let (done, stopped) = std::sync::mpsc::channel::<()>();
+        if let Some(limit) = shell.timeout {
+            let pid = child.id();
+            let say = format!(
+                "host: test definition {} did not end within {} s: stopping it",
+                run.id,
+                limit.as_secs_f64()
+            );
+            std::thread::spawn(move || {
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(limit)
+                {
+                    eprintln!("{say}");
+                    let _ = Command::new("kill")
+                        .args(["-s", "KILL", &pid.to_string()])
+                        .status();
+                }
+            });
+        }
         if let Some(out) = child.stdout.take() {
             // Our own copy of standard output: the launcher's caller holds the lock of
             // `std::io::stdout()` for the whole run.
@@ -102,6 +123,8 @@ pub fn run_shell(shared: &Shared, shell: &Shell, collector: &Mutex<Collector>) {
             }
         }
         let status = child.wait().ok().and_then(|s| s.code());
+        shared.running.remove(child.id());
+        drop(done);
         let mut c = lock(collector);
         c.finish_run(&run.id, status);
         let how = if status == Some(0) && c.ended(&run.id) {

@@ -81,23 +81,42 @@ impl Log {
     }
 }
 
-/// The process groups of the running VM consoles, to kill them on a timeout.
+/// What runs on the launcher's behalf, to stop it on a timeout: the VMs' process groups and
+/// the host test's process, each with a name for messages.
 #[derive(Default)]
-pub(super) struct Running(Mutex<Vec<u32>>);
+pub struct Running(Mutex<Vec<(u32, String, bool)>>);
 
 impl Running {
-    fn add(&self, pgid: u32) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(pgid);
+    pub(super) fn list(&self) -> std::sync::MutexGuard<'_, Vec<(u32, String, bool)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
-    fn remove(&self, pgid: u32) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| *p != pgid);
+    /// A process group (a VM's).
+    pub(super) fn add(&self, pgid: u32, what: &str) {
+        self.list().push((pgid, what.to_owned(), true));
     }
-    fn kill_all(&self) {
-        for pgid in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            kill_group(*pgid);
+    /// A single process (the host's test, in the launcher's own process group).
+    pub(super) fn add_process(&self, pid: u32, what: &str) {
+        self.list().push((pid, what.to_owned(), false));
+    }
+    pub(super) fn remove(&self, id: u32) {
+        self.list().retain(|(p, _, _)| *p != id);
+    }
+    /// What is running, by name.
+    pub(super) fn names(&self) -> Vec<String> {
+        self.list().iter().map(|(_, n, _)| n.clone()).collect()
+    }
+    pub(super) fn kill_all(&self) {
+        for (id, _, group) in self.list().iter() {
+            if *group {
+                kill_group(*id);
+            } else {
+                let _ = Command::new("kill")
+                    .args(["-s", "KILL", &id.to_string()])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
         }
     }
 }
@@ -439,7 +458,7 @@ fn run_vm(
     let master = pty.into_master();
     // A session of its own: its process group is its pid.
     let pgid = child.id();
-    shared.running.add(pgid);
+    shared.running.add(pgid, &format!("VM {}", node.client));
     let launched = Instant::now();
     say(&format!(
         "launched (pid {pgid}); console in {}",
@@ -545,7 +564,13 @@ fn run_host_test(shared: &Shared, argv: &[String]) -> Option<String> {
     let status = Command::new(&argv[0])
         .args(&argv[1..])
         .envs(shared.host_env())
-        .status();
+        .spawn()
+        .and_then(|mut child| {
+            shared.running.add_process(child.id(), "the host test");
+            let status = child.wait();
+            shared.running.remove(child.id());
+            status
+        });
     match status {
         Ok(s) if s.success() => {
             log.say("host test passed");
@@ -737,6 +762,30 @@ pub fn run(opts: Options) -> Result<(), Error> {
             _ => {}
         }
     }
+    // The job's timeout bounds the whole run: past it, whatever still runs is stopped.
+    let timed_out: Arc<Mutex<Option<String>>> = Arc::default();
+    let (_watchdog_stop, watchdog) = mpsc::channel::<()>();
+    if let Some(limit) = opts.job.timeout {
+        let shared = Arc::clone(&shared);
+        let timed_out = Arc::clone(&timed_out);
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = watchdog.recv_timeout(limit) {
+                let running = shared.running.names();
+                let what = if running.is_empty() {
+                    "the launcher was still waiting".to_owned()
+                } else {
+                    format!("{} still ran", running.join(", "))
+                };
+                let why = format!(
+                    "the job's timeout of {} s was reached: {what}",
+                    limit.as_secs_f64()
+                );
+                shared.log.say(&format!("{why}; stopping everything"));
+                *timed_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                shared.running.kill_all();
+            }
+        });
+    }
     let host_shells = shared.shells_of(&opts.job.host_role).to_vec();
     if host_has_shells {
         host::prepare(&shared, &host_shells).map_err(Error::Local)?;
@@ -927,6 +976,13 @@ pub fn run(opts: Options) -> Result<(), Error> {
     // The host's further test shells, once every VM has closed (the seed's second host
     // test shell).
     for shell in host_shells.iter().skip(1) {
+        if timed_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            break;
+        }
         host::run_shell(&shared, shell, &host_results);
     }
     for cmd in &opts.after {
@@ -980,6 +1036,9 @@ pub fn run(opts: Options) -> Result<(), Error> {
     }
     if let Some(f) = report_results(&shared, &results) {
         failures.push(f);
+    }
+    if let Some(why) = timed_out.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        failures.insert(0, why);
     }
     if failures.is_empty() {
         log.say("VM group passed");

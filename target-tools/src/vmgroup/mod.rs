@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::args::{self, Opt};
-use crate::commands::{print_lines, Env};
+use crate::cli::{print_lines, Env};
 use crate::config::{normalise_addr, Config, Key};
 use crate::error::Error;
 use crate::help;
