@@ -249,12 +249,26 @@ run:
 /// the exit status.
 #[test]
 fn test_shells_run_on_the_host_and_in_every_vm() {
+    seed_flow(false);
+}
+
+/// The same with our tools in the guests, over the console transport the launcher sets.
+#[test]
+fn test_shells_in_vms_use_our_tools_over_the_console() {
+    seed_flow(true);
+}
+
+fn seed_flow(our_tools: bool) {
     let server = coordinator();
     let mut l = Launcher::new(&server.addr, "shells");
     l.boot_timeout = 20.0;
     l.timeout = 40.0;
     l.guest_coordinator = Some("127.0.0.1:9".into());
-    let helpers = lava_helpers(&l.dir);
+    let helpers = if our_tools {
+        l.log_dir().join("bin")
+    } else {
+        lava_helpers(&l.dir)
+    };
     let exchange = l.dir.path().join("exchange.yaml");
     std::fs::write(&exchange, EXCHANGE).unwrap();
     let after = l.dir.path().join("after.yaml");
@@ -320,5 +334,37 @@ fn test_shells_run_on_the_host_and_in_every_vm() {
             r#"<testcase name="deliberate" time="0" classname="host.1_cleanup"><failure"#
         ),
         "{junit}"
+    );
+}
+
+/// The job's `timeout` bounds the run: past it the VMs are stopped and the run fails naming
+/// what still ran.
+#[test]
+fn the_jobs_timeout_stops_the_run_naming_what_still_ran() {
+    let server = coordinator();
+    let mut l = Launcher::new(&server.addr, "jobtimeout");
+    l.boot_timeout = 20.0;
+    l.timeout = 60.0;
+    let bin = l.log_dir().join("bin");
+    let guest = guest_script(&l.dir, &bin, false);
+    let slow = l.dir.path().join("slow.yaml");
+    std::fs::write(
+        &slow,
+        "metadata: {name: slow}\nrun:\n  steps:\n    - sleep 60\n",
+    )
+    .unwrap();
+    let mut job = job(None, vec![console_vm("server", &guest, false, &[])]);
+    job["timeout"] = json!(3);
+    job["actions"] = json!([
+        {"command": "lava_test_shell", "parameters": {"testdef_urls": [slow.display().to_string()], "role": "server"}},
+    ]);
+    let run = l.run(&job, &[], QUICK);
+    assert_eq!(run.code, 1, "{}", run.text());
+    run.line_of("the job's timeout of 3 s was reached: VM server-1 still ran");
+    assert!(run.elapsed < Duration::from_secs(15), "{}", run.text());
+    let yaml = std::fs::read_to_string(l.log_dir().join("results.yaml")).unwrap();
+    assert!(
+        yaml.contains("suite: lava\n  name: 0_slow\n  result: fail"),
+        "{yaml}"
     );
 }

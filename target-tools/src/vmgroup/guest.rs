@@ -323,9 +323,7 @@ pub fn drive(
                                 StepKind::Deliver => "putting the test shells in place".into(),
                                 StepKind::TestRun(id) => format!("test definition {id}"),
                             };
-                            if let StepKind::TestRun(id) = &step.kind {
-                                collector.finish_run(id, None);
-                            }
+
                             format!("{what} did not end within {} s", step.timeout.as_secs_f64())
                         }
                         None => format!(
@@ -339,6 +337,17 @@ pub fn drive(
                 }
             }
         }
+    }
+    // A test definition cut short by the VM's end counts as failed.
+    if let Some((
+        Step {
+            kind: StepKind::TestRun(id),
+            ..
+        },
+        _,
+    )) = &current
+    {
+        collector.finish_run(id, None);
     }
     Driven {
         failure,
