@@ -134,7 +134,10 @@ struct Outcome {
 
 impl Outcome {
     fn nodes(&self) -> &[Value] {
-        self.summary["nodes"].as_array().map(Vec::as_slice).unwrap_or(&[])
+        self.summary["nodes"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     fn elapsed(&self) -> f64 {
@@ -146,12 +149,7 @@ impl Outcome {
         self.nodes()
             .iter()
             .filter(|n| n["role"] == role)
-            .map(|n| {
-                n["cases"][case]
-                    .as_str()
-                    .unwrap_or("missing")
-                    .to_string()
-            })
+            .map(|n| n["cases"][case].as_str().unwrap_or("missing").to_string())
             .collect()
     }
 
@@ -165,9 +163,7 @@ impl Outcome {
                 .map(|a| {
                     a.iter()
                         .filter_map(Value::as_str)
-                        .map(|c| {
-                            format!("{c} ({})", n["cases"][c].as_str().unwrap_or("missing"))
-                        })
+                        .map(|c| format!("{c} ({})", n["cases"][c].as_str().unwrap_or("missing")))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -288,7 +284,12 @@ fn run_job(label: &str, server: &Server, variant: &str, tools: Option<&Path>) ->
 }
 
 fn assert_every_case_passed(label: &str, outcome: Outcome, server: &Server) {
-    assert_eq!(outcome.nodes().len(), 3, "{label}: 3 nodes\n{}", outcome.output);
+    assert_eq!(
+        outcome.nodes().len(),
+        3,
+        "{label}: 3 nodes\n{}",
+        outcome.output
+    );
     if outcome.summary["ok"] != true {
         panic!(
             "{label}: not every expected lava-test-case passed:\n{}coordinator log: {}",
@@ -328,7 +329,12 @@ fn lava_helpers_against_debians_coordinator() {
     let server = start_reference();
     let outcome = run_job("lava-helpers-debian", &server, "lava", None);
     let label = "LAVA's helpers, Debian's coordinator";
-    assert_eq!(outcome.nodes().len(), 3, "{label}: 3 nodes\n{}", outcome.output);
+    assert_eq!(
+        outcome.nodes().len(),
+        3,
+        "{label}: 3 nodes\n{}",
+        outcome.output
+    );
     let mut wrong = Vec::new();
     // Everything up to the syncs, on every node, but the role-limited wait-all's data.
     let sync_cases = ["sync-twice-1", "sync-twice-2", "reached-end"];
