@@ -707,6 +707,7 @@ def summarise(nodes, expected, elapsed, timed_out):
                 "job_id": node["job_id"],
                 "role": node["role"],
                 "exit": node["exit"],
+                "seconds": node["seconds"],
                 "job_result": job_result,
                 "cases": cases,
                 "expected": want,
@@ -726,11 +727,12 @@ def summarise(nodes, expected, elapsed, timed_out):
 def print_summary(summary):
     for node in summary["nodes"]:
         log(
-            "node %s (%s): lava-run exit %s, job %s, %d cases, not passed: %s%s"
+            "node %s (%s): lava-run exit %s after %.1f s, job %s, %d cases, not passed: %s%s"
             % (
                 node["job_id"],
                 node["role"],
                 node["exit"],
+                node["seconds"],
                 node["job_result"],
                 len(node["cases"]),
                 ", ".join(
@@ -764,6 +766,7 @@ def run(args):
     first = random.randint(100000, 899999) * 10
     jobs = split_job(job, first)
     procs = Processes()
+    os.makedirs(os.path.dirname(LOCK), exist_ok=True)
     lock = open(LOCK, "a")
     locked = False
     try:
@@ -818,7 +821,11 @@ def run(args):
                 )
         deadline = started + args.timeout
         timed_out = False
+        ended = {}
         while any(p.poll() is None for p in procs.lava_run):
+            for node, proc in zip(nodes, procs.lava_run):
+                if node["job_id"] not in ended and proc.poll() is not None:
+                    ended[node["job_id"]] = time.monotonic() - started
             if time.monotonic() > deadline:
                 timed_out = True
                 log("the job did not finish in %d s: stopping it" % args.timeout)
@@ -828,6 +835,7 @@ def run(args):
         procs.stop()
         for node, proc in zip(nodes, procs.lava_run):
             node["exit"] = proc.returncode
+            node["seconds"] = round(ended.get(node["job_id"], elapsed), 1)
         summary = summarise(nodes, expected, elapsed, timed_out)
         summary["variant"] = args.variant
         summary["coordinator_port"] = args.port
