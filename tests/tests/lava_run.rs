@@ -6,7 +6,8 @@
 //! result it collected from the jobs' logs (a failed test case does not fail a LAVA job).
 //!
 //! - LAVA's own helpers (`lava-send`, ... from the dispatcher's overlay) against our
-//!   coordinator: every case passes;
+//!   coordinator: every case passes, also when it holds LAVA's requests
+//!   (`hold_lava_requests`);
 //! - the same job against Debian's reference coordinator: what differs is asserted as it is
 //!   (COMPATIBILITY.md #1: the role-limited wait-all releases the server early in one of its
 //!   two rounds; #15: back-to-back syncs on one id may strand nodes, which is reported, not
@@ -24,7 +25,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use lava_multinode_tests::{
-    bin, profile_dir, start_coordinator, start_reference, workspace_root, Server, SYSTEM_PYTHON,
+    bin, profile_dir, start_coordinator, start_coordinator_with_config, start_reference,
+    workspace_root, Server, SYSTEM_PYTHON,
 };
 use serde_json::Value;
 
@@ -305,6 +307,19 @@ fn lava_helpers_against_our_coordinator() {
     let server = start_coordinator(&[]);
     let outcome = run_job("lava-helpers-ours", &server, "lava", None);
     assert_every_case_passed("LAVA's helpers, our coordinator", outcome, &server);
+}
+
+/// The same with `hold_lava_requests`: our coordinator holds the dispatcher's polls until
+/// their answer is known (LAVA 2023.01's client has no socket timeout), so the job is faster.
+#[test]
+fn lava_helpers_against_our_coordinator_holding_requests() {
+    let server = start_coordinator_with_config(Some(r#"{"hold_lava_requests": 20}"#), &[]);
+    let outcome = run_job("lava-helpers-ours-hold", &server, "lava", None);
+    assert_every_case_passed(
+        "LAVA's helpers, our coordinator with hold_lava_requests 20",
+        outcome,
+        &server,
+    );
 }
 
 #[test]
