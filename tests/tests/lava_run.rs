@@ -12,7 +12,8 @@
 //!   (COMPATIBILITY.md #1: the role-limited wait-all releases the server early in one of its
 //!   two rounds; #15: back-to-back syncs on one id may strand nodes, which is reported, not
 //!   asserted, as it depends on timing);
-//! - our `lava-multinode` (the workspace's build, copied onto each node) with
+//! - our `lava-multinode` (the workspace's build, or the static x86_64 one when
+//!   LAVA_MULTINODE_REQUIRE_STATIC=1, copied onto each node) with
 //!   `LAVA_MULTINODE_TRANSPORT=console`, shadowing LAVA's helpers: every case passes.
 //!
 //! Needs root and Debian's LAVA pieces (`sudo bash tests/interop/install.sh`); without them
@@ -24,6 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use lava_multinode_tests::tools::{static_binary, static_required, REQUIRE_STATIC_ENV};
 use lava_multinode_tests::{
     bin, profile_dir, start_coordinator, start_coordinator_with_config, start_reference,
     workspace_root, Server, SYSTEM_PYTHON,
@@ -325,7 +327,20 @@ fn lava_helpers_against_our_coordinator_holding_requests() {
 #[test]
 fn our_tools_with_the_console_transport() {
     let server = start_coordinator(&[]);
-    let tools = bin("lava-multinode");
+    // What a device gets: the static build when the CI built it (and requires it), else the
+    // workspace's build.
+    let tools = if static_required() {
+        let binary = static_binary("x86_64-unknown-linux-musl");
+        assert!(
+            binary.exists(),
+            "{REQUIRE_STATIC_ENV}=1 but {} is missing (run packaging/build-static.sh)",
+            binary.display()
+        );
+        binary
+    } else {
+        bin("lava-multinode")
+    };
+    eprintln!("our tools: {}", tools.display());
     let outcome = run_job("our-tools-console", &server, "ours", Some(&tools));
     assert_every_case_passed(
         "our tools (LAVA_MULTINODE_TRANSPORT=console), our coordinator",
