@@ -585,12 +585,15 @@ def start_sshd(node_dir, home, procs):
                 stdout=log_file,
                 stderr=log_file,
             )
+        # Ready when it says it listens (a port that answers could be someone else's).
+        listening = "Server listening on 127.0.0.1 port %d." % port
         deadline = time.monotonic() + 10
         ns = None
         while time.monotonic() < deadline and proc.poll() is None:
-            if port_open(port):
-                ns = mount_ns(proc.pid)
-                break
+            with open(log_path, errors="replace") as f:
+                if listening in f.read() and port_open(port):
+                    ns = mount_ns(proc.pid)
+                    break
             time.sleep(0.05)
         if ns is not None and proc.poll() is None:
             procs.sshd.append((proc, ns))
