@@ -51,6 +51,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 import types
 import uuid
 
@@ -773,8 +774,11 @@ def run(args):
     lock = open(LOCK, "a")
     locked = False
     try:
-        log("waiting for %s (other runs that use %s)" % (LOCK, CONF))
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log("waiting for %s (another run uses %s)" % (LOCK, CONF))
+            fcntl.flock(lock, fcntl.LOCK_EX)
         locked = True
         identity = os.path.join(work, "id_lava")
         host_key = os.path.join(work, "ssh_host_key")
@@ -900,6 +904,10 @@ def main():
             log("error: %s (run me as root)" % exc)
         else:
             log("error: %s" % exc)
+        return 4
+    except Exception as exc:  # e.g. lava-server refusing the job or a device (a bug here)
+        traceback.print_exc()
+        log("error: %s: %s" % (type(exc).__name__, exc))
         return 4
 
 
