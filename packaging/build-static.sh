@@ -1,7 +1,9 @@
 #!/bin/sh
 # Builds the static target tools: dist/<triple>/lava-multinode for each target below, with
 # the workspace's size-optimised `tools` profile (opt-level z, LTO, panic=abort, stripped),
-# linked statically against musl by rust-lld (no C cross toolchain needed).
+# linked statically against musl by rust-lld (no C cross toolchain needed). They are the
+# tools for devices and guests: built without the `vm-group` feature (the host's launcher,
+# with its image decoders, YAML and regex), which keeps them under 1 MiB.
 #
 # Usage: packaging/build-static.sh [TRIPLE ...]
 #   default triples: x86_64-unknown-linux-musl aarch64-unknown-linux-musl
@@ -42,7 +44,7 @@ build() {
     # A non-PIE executable: `file` reports it "statically linked" on every target.
     env "$(linker_var "$triple")=rust-lld" \
         "$(rustflags_var "$triple")=-C target-feature=+crt-static -C relocation-model=static" \
-        cargo build --quiet -p lava-multinode --profile tools --target "$triple"
+        cargo build --quiet -p lava-multinode --profile tools --no-default-features --target "$triple"
     mkdir -p "$out"
     cp "$ROOT/target/$triple/tools/lava-multinode" "$out/lava-multinode"
     size=$(wc -c <"$out/lava-multinode")

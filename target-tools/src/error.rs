@@ -49,6 +49,7 @@ pub enum Error {
     Negative(String),
     Local(String),
     /// An invalid VM group job definition: the field and what is wrong.
+    #[cfg_attr(not(feature = "vm-group"), allow(dead_code))]
     Job(String),
     /// Console transport: the relay answered `nack` to this marker (LAVA's carries no reason).
     Refused {

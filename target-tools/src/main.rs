@@ -10,6 +10,7 @@ mod console;
 mod error;
 mod help;
 mod link;
+#[cfg(feature = "vm-group")]
 mod vmgroup;
 mod wait;
 

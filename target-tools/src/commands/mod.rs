@@ -79,7 +79,14 @@ fn travelling(console: bool, reason: &str, in_value: bool) -> String {
 /// Runs `cmd` with its arguments (program name excluded).
 pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
     if cmd == Command::VmGroup {
+        #[cfg(feature = "vm-group")]
         return crate::vmgroup::run(argv, env);
+        #[cfg(not(feature = "vm-group"))]
+        return Err(Error::Usage(
+            "this build has no VM-group launcher (a static build for devices and guests): \
+             use the host's lava-multinode"
+                .into(),
+        ));
     }
     let parsed = args::parse(argv, &cmd.keys(), cmd.options()).map_err(Error::Usage)?;
     if parsed.help {
