@@ -368,3 +368,53 @@ fn the_jobs_timeout_stops_the_run_naming_what_still_ran() {
         "{yaml}"
     );
 }
+
+/// A guest with no `lava-*` tools at all gets ours typed in over its console (the static
+/// build of `packaging/build-static.sh`), and its test shell uses them.
+#[test]
+fn a_guest_without_tools_gets_ours_over_the_console() {
+    let dist = lava_multinode_tests::workspace_root()
+        .join("dist/x86_64-unknown-linux-musl/lava-multinode");
+    if !dist.exists() {
+        assert!(
+            std::env::var_os("LAVA_MULTINODE_REQUIRE_STATIC").is_none(),
+            "{} is missing: run packaging/build-static.sh",
+            dist.display()
+        );
+        eprintln!(
+            "SKIPPED: {} is missing (packaging/build-static.sh)",
+            dist.display()
+        );
+        return;
+    }
+    let server = coordinator();
+    let mut l = Launcher::new(&server.addr, "notools");
+    l.boot_timeout = 20.0;
+    l.timeout = 60.0;
+    l.guest_coordinator = Some("127.0.0.1:9".into());
+    let empty = l.dir.path().join("no-tools");
+    std::fs::create_dir_all(&empty).unwrap();
+    let guest = guest_script(&l.dir, &empty, false);
+    let def = l.dir.path().join("selfcheck.yaml");
+    std::fs::write(
+        &def,
+        "metadata: {name: selfcheck}\nrun:\n  steps:\n    - lava-test-case which --shell 'command -v lava-sync | grep -q /tmp/lava-'\n    - lava-send hello from=$(lava-self)\n    - lava-sync tools-typed-in\n    - lava-test-case synced --result pass\n",
+    )
+    .unwrap();
+    let mut job = job(None, vec![console_vm("server", &guest, false, &[])]);
+    job["actions"] = json!([
+        {"command": "lava_test_shell", "parameters": {"testdef_urls": [def.display().to_string()], "role": "server"}},
+    ]);
+    let host = host_script(
+        &l.dir,
+        "lava-sync tools-typed-in\nlava-wait hello | grep -qx 'server-1:from=server-1'\n",
+    );
+    let run = l.run(&job, &["sh", &host], QUICK);
+    assert_eq!(run.code, 0, "{}", run.text());
+    run.line_of("server-1: no lava-* tools in the guest: typing in");
+    assert!(
+        run.stdout.contains("server-1  0_selfcheck      which"),
+        "{}",
+        run.stdout
+    );
+}

@@ -24,6 +24,8 @@ use crate::commands::vm;
 #[derive(Debug, Clone)]
 pub struct Step {
     pub text: String,
+    /// Typed after the command line (a here-document's body), usually empty.
+    pub input: String,
     pub kind: StepKind,
     pub timeout: Duration,
 }
@@ -34,6 +36,8 @@ pub enum StepKind {
     Command(usize),
     /// Putting the test shells' files in place: must end with status 0.
     Deliver,
+    /// Whether the guest has `lava-send`: if not, our tools are delivered first.
+    ProbeTools,
     /// A test definition: its status is its result, the VM goes on.
     TestRun(String),
 }
@@ -52,6 +56,7 @@ pub fn plan(
         .enumerate()
         .map(|(i, c)| Step {
             text: c.clone(),
+            input: String::new(),
             kind: StepKind::Command(i),
             timeout,
         })
@@ -60,11 +65,18 @@ pub fn plan(
         return steps;
     }
     let files = testshell::files(shells, root, environment);
+    steps.push(Step {
+        text: "command -v lava-send >/dev/null".into(),
+        input: String::new(),
+        kind: StepKind::ProbeTools,
+        timeout: CALL_TIMEOUT,
+    });
     steps.extend(
         testshell::delivery_commands(root, &files)
             .into_iter()
             .map(|text| Step {
                 text,
+                input: String::new(),
                 kind: StepKind::Deliver,
                 timeout: CALL_TIMEOUT,
             }),
@@ -73,12 +85,31 @@ pub fn plan(
         for run in &shell.runs {
             steps.push(Step {
                 text: testshell::run_command(root, run),
+                input: String::new(),
                 kind: StepKind::TestRun(run.id.clone()),
                 timeout: shell.timeout.unwrap_or(timeout),
             });
         }
     }
     steps
+}
+
+/// The steps that type our static tools into the guest under `root/bin` (the environment
+/// puts that folder first on PATH), with the binary's path for messages.
+fn tools_steps(spec: &VmSpec, root: &str) -> Result<(String, Vec<Step>), String> {
+    let arch = super::guest_tools::guest_arch(&spec.device_type);
+    let binary = super::guest_tools::find(arch)?;
+    let tools = crate::commands::install::tool_names();
+    let steps = super::guest_tools::delivery(&binary, root, &tools)?
+        .into_iter()
+        .map(|(text, input)| Step {
+            text,
+            input,
+            kind: StepKind::Deliver,
+            timeout: CALL_TIMEOUT,
+        })
+        .collect();
+    Ok((binary.display().to_string(), steps))
 }
 
 /// The parse patterns of a node's test runs, for its collector.
@@ -114,6 +145,8 @@ pub struct Guest<'a> {
     pub shared: &'a Arc<Shared>,
     pub node: &'a Node,
     pub spec: &'a VmSpec,
+    /// Where its test shells go in the guest.
+    pub root: String,
     pub steps: Vec<Step>,
     pub collector: Collector,
     pub pgid: u32,
@@ -136,6 +169,7 @@ pub fn drive(
         shared,
         node,
         spec,
+        root,
         steps,
         mut collector,
         pgid,
@@ -264,6 +298,27 @@ pub fn drive(
                                 say(&format!("console_commands[{i}] passed"))
                             }
                             StepKind::Deliver if status == 0 => {}
+                            StepKind::ProbeTools if status == 0 => {}
+                            StepKind::ProbeTools => match tools_steps(spec, &root) {
+                                Ok(deliver) => {
+                                    say(&format!(
+                                        "no lava-* tools in the guest: typing in {} ({} steps)",
+                                        deliver.0,
+                                        deliver.1.len()
+                                    ));
+                                    for s in deliver.1.into_iter().rev() {
+                                        steps.push_front(s);
+                                    }
+                                }
+                                Err(e) => {
+                                    let why = format!("the guest has no lava-* tools and {e}");
+                                    say(&why);
+                                    failure.get_or_insert(why.clone());
+                                    end_vm(Some(&why));
+                                    steps.clear();
+                                    continue;
+                                }
+                            },
                             StepKind::TestRun(id) => {
                                 collector.finish_run(id, Some(status));
                                 let how = if status == 0 && collector.ended(id) {
@@ -300,12 +355,17 @@ pub fn drive(
                                     delivered_announced = true;
                                     say("putting its test shells in place");
                                 }
-                                StepKind::Deliver => {}
+                                StepKind::Deliver | StepKind::ProbeTools => {}
                                 StepKind::TestRun(id) => {
                                     say(&format!("test definition {id} started"))
                                 }
                             }
-                            actions.extend(session.run(&step.text, Instant::now(), step.timeout));
+                            actions.extend(session.run_with_input(
+                                &step.text,
+                                &step.input,
+                                Instant::now(),
+                                step.timeout,
+                            ));
                             current = Some((step, Instant::now()));
                         }
                         None if has_steps && failure.is_none() => {
@@ -320,7 +380,9 @@ pub fn drive(
                         Some((step, _)) => {
                             let what = match &step.kind {
                                 StepKind::Command(i) => format!("console_commands[{i}]"),
-                                StepKind::Deliver => "putting the test shells in place".into(),
+                                StepKind::Deliver | StepKind::ProbeTools => {
+                                    "putting the test shells in place".into()
+                                }
                                 StepKind::TestRun(id) => format!("test definition {id}"),
                             };
 

@@ -467,17 +467,13 @@ fn run_vm(
 
     let shells = shared.shells_of(&node.role);
     let environment = guest_environment(&shared.opts, node, host_ip);
+    let root = testshell::guest_root(&shared.opts.group, &node.client);
     let guest = Guest {
         shared,
         node,
         spec: &spec,
-        steps: guest::plan(
-            &spec,
-            &testshell::guest_root(&shared.opts.group, &node.client),
-            shells,
-            &environment,
-            shared.opts.timeout,
-        ),
+        steps: guest::plan(&spec, &root, shells, &environment, shared.opts.timeout),
+        root,
         collector: guest::collector_for(&node.client, shells),
         pgid,
         launched,

@@ -6,6 +6,7 @@
 pub mod actions;
 pub mod console;
 pub mod guest;
+pub mod guest_tools;
 pub mod host;
 pub mod images;
 pub mod job;

@@ -150,13 +150,26 @@ impl ConsoleSession {
 
     /// Types `command` at the shell prompt; its end comes as `CommandEnded` within
     /// `timeout`. Only when idle.
+    #[cfg(test)]
     pub fn run(&mut self, command: &str, now: Instant, timeout: Duration) -> Vec<Action> {
+        self.run_with_input(command, "", now, timeout)
+    }
+
+    /// Like `run`, with `input` typed after the command line: the body of a here-document
+    /// the command line opens (`cat >> F <<'EOF'`), ending with its terminator line.
+    pub fn run_with_input(
+        &mut self,
+        command: &str,
+        input: &str,
+        now: Instant,
+        timeout: Duration,
+    ) -> Vec<Action> {
         debug_assert!(self.is_idle(), "run() while {:?}", self.step);
         self.commands += 1;
         let tag = format!("<LAVA_CMD_END_{}:", self.commands);
         // One line, so that a command reading standard input (a console-transport tool)
         // cannot eat the end line; `$?` keeps the echo from matching.
-        let text = format!("{command}; echo \"{tag}$?>\"\n");
+        let text = format!("{command}; echo \"{tag}$?>\"\n{input}");
         self.step = Step::Command { tag };
         self.pending.clear();
         self.deadline = Some(now + timeout);
