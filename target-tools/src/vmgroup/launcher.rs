@@ -24,9 +24,12 @@ use serde_json::Value;
 
 use super::actions::JobAction;
 use super::console::{self, Pty};
+use super::deploy::{self, Launch};
 use super::guest::{self, Guest};
 use super::host;
+use super::images::{self, Deployed};
 use super::job::{self, Job, Node, VmSpec};
+use super::qemu;
 use super::results::{CaseResult, Collector};
 use super::testshell;
 use super::testshell::Shell;
@@ -68,11 +71,17 @@ const END_GRACE: Duration = Duration::from_secs(30);
 const HOST_FAILED_GRACE: Duration = Duration::from_secs(10);
 
 /// Progress lines on stderr, with the time since the launcher started.
-pub(super) struct Log {
+pub struct Log {
     start: Instant,
 }
 
 impl Log {
+    pub fn new() -> Log {
+        Log {
+            start: Instant::now(),
+        }
+    }
+
     pub(super) fn say(&self, text: &str) {
         eprintln!(
             "vm-group [{:6.1} s] {text}",
@@ -193,6 +202,8 @@ pub struct Shared {
     pub(super) bin_dir: PathBuf,
     /// Every role's test shells, fetched and parsed before anything started.
     pub(super) tests: Vec<(String, Vec<Shell>)>,
+    /// The VMs' deployed images and the default launcher's accelerator.
+    pub(super) launch: Launch,
 }
 
 impl Shared {
@@ -306,7 +317,14 @@ pub fn placeholder_values(
     node: &Node,
     spec: &VmSpec,
     host_ip: &str,
+    launch: &Launch,
 ) -> Vec<(&'static str, Option<String>)> {
+    let image = spec.image.clone().or_else(|| {
+        launch
+            .of(&node.role)
+            .and_then(|d| d.image.as_ref())
+            .map(|p| p.display().to_string())
+    });
     let size = opts.job.group_size().to_string();
     let cmdline = [
         job::kernel_param("coordinator", &opts.guest_coordinator),
@@ -333,7 +351,7 @@ pub fn placeholder_values(
         ("role", Some(node.role.clone())),
         ("group_size", Some(size)),
         ("host_ip", Some(host_ip.to_owned())),
-        ("image", spec.image.clone()),
+        ("image", image),
         ("kernel_cmdline", Some(cmdline)),
         ("index", node.vm.map(|(_, n)| n.to_string())),
         ("device_type", Some(node.device_type.clone())),
@@ -341,15 +359,19 @@ pub fn placeholder_values(
     ]
 }
 
-/// A VM's commands with their placeholders replaced; errors name the field.
+/// A VM's commands with their placeholders replaced: its `launch_with`, else the default
+/// launcher's qemu command for its `device_type` and deployed images (`disk`: its writable
+/// overlay, when a whole-disk image was deployed). Errors name the field.
 pub fn commands_of(
     opts: &Options,
     node: &Node,
     host_ip: &str,
+    launch: &Launch,
+    disk: Option<&Path>,
 ) -> Result<(VmSpec, Vec<String>), String> {
     let (index, _) = node.vm.expect("a VM node");
     let spec = opts.job.vms[index].clone();
-    let values = placeholder_values(opts, node, &spec, host_ip);
+    let values = placeholder_values(opts, node, &spec, host_ip, launch);
     let value = |name: &str| {
         values
             .iter()
@@ -363,9 +385,26 @@ pub fn commands_of(
         out.push(done);
     }
     if out.is_empty() {
-        return Err(format!(
-            "vm_group.vms[{index}].launch_with: is missing: the launcher needs the commands that start the VM"
-        ));
+        let nothing = Deployed::default();
+        let deployed = launch.of(&node.role).unwrap_or(&nothing);
+        let disk = disk.filter(|_| deployed.image.is_some());
+        let cmd = qemu::default_command(
+            &spec.device_type,
+            deployed,
+            disk,
+            &node.client,
+            &opts.log_dir,
+            launch.accel,
+        )
+        .map_err(|e| {
+            format!(
+                "vm_group.vms[{index}] (no launch_with, device_type {:?}): {e}",
+                spec.device_type
+            )
+        })?;
+        let done = job::substitute(&cmd, &value)
+            .map_err(|e| format!("vm_group.vms[{index}] default launcher: {e}"))?;
+        out.push(done);
     }
     Ok((spec, out))
 }
@@ -399,15 +438,27 @@ fn run_vm(
     report: &mut VmReport,
 ) -> Option<String> {
     let say = |t: &str| shared.log.say(&format!("{}: {t}", node.client));
-    let (spec, commands) = match commands_of(&shared.opts, node, host_ip) {
-        Ok(c) => c,
-        Err(e) => return Some(e),
-    };
+    let (index, _) = node.vm.expect("a VM node");
+    // A VM the default launcher boots from a whole-disk image writes to an overlay of its own.
+    let mut disk = None;
+    if shared.opts.job.vms[index].launch_with.is_empty() {
+        if let Some(base) = shared.launch.of(&node.role).and_then(|d| d.image.clone()) {
+            match images::overlay(&base, &shared.opts.log_dir, &node.client) {
+                Ok(path) => disk = Some(path),
+                Err(e) => return Some(e.to_string()),
+            }
+        }
+    }
+    let (spec, commands) =
+        match commands_of(&shared.opts, node, host_ip, &shared.launch, disk.as_deref()) {
+            Ok(c) => c,
+            Err(e) => return Some(e),
+        };
     let mut log = match File::create(log_path) {
         Ok(f) => f,
         Err(e) => return Some(format!("cannot create {}: {e}", log_path.display())),
     };
-    let values = placeholder_values(&shared.opts, node, &spec, host_ip);
+    let values = placeholder_values(&shared.opts, node, &spec, host_ip, &shared.launch);
     let shell = |cmd: &str| {
         let mut c = Command::new("sh");
         c.arg("-c").arg(cmd).stdin(Stdio::null());
@@ -694,6 +745,43 @@ fn gate_now(s: &Session, fallback_ip: &str) -> Option<String> {
     (!reply.is_wait()).then(|| gate_host_ip(&reply, fallback_ip))
 }
 
+/// The VMs' images (fetched into the log folder with `fetch`, else as given) and, when a VM
+/// has no `launch_with`, the accelerator the default launcher uses (probed; logged).
+pub fn prepare_launch(opts: &Options, log: &Log, fetch: bool) -> Result<Launch, Error> {
+    let dir = fetch.then_some(opts.log_dir.as_path());
+    let deployed = deploy::deploy(&opts.job, dir).map_err(Error::Job)?;
+    let mut launch = Launch {
+        deployed,
+        accel: qemu::Accel::Tcg,
+    };
+    for (role, d) in &launch.deployed {
+        let what = [
+            ("image", &d.image),
+            ("kernel", &d.kernel),
+            ("ramdisk", &d.ramdisk),
+            ("dtb", &d.dtb),
+            ("rootfs", &d.rootfs),
+        ]
+        .into_iter()
+        .filter_map(|(n, p)| p.as_ref().map(|p| format!("{n} {}", p.display())))
+        .collect::<Vec<_>>();
+        if !what.is_empty() && fetch {
+            log.say(&format!("deployed for {role}: {}", what.join(", ")));
+        }
+    }
+    if opts.job.vms.iter().any(|v| v.launch_with.is_empty()) {
+        let (accel, why) = qemu::probe_accel();
+        if fetch {
+            log.say(&match accel {
+                qemu::Accel::Kvm => format!("default launcher: KVM ({why})"),
+                qemu::Accel::Tcg => format!("default launcher: KVM not usable ({why}): TCG"),
+            });
+        }
+        launch.accel = accel;
+    }
+    Ok(launch)
+}
+
 /// The whole run. `Ok` when every member finished with `status=ok` and every host step passed.
 pub fn run(opts: Options) -> Result<(), Error> {
     let log = Log {
@@ -702,12 +790,15 @@ pub fn run(opts: Options) -> Result<(), Error> {
     let nodes = opts.job.nodes();
     let vms: Vec<Node> = nodes.iter().filter(|n| n.vm.is_some()).cloned().collect();
 
-    // Every VM's commands must expand before anything starts.
-    for node in &vms {
-        commands_of(&opts, node, &opts.host_ip).map_err(Error::Job)?;
-    }
     std::fs::create_dir_all(&opts.log_dir)
         .map_err(|e| Error::Local(format!("cannot create {}: {e}", opts.log_dir.display())))?;
+    // The deployed images are fetched (and decompressed) into the log folder, and every VM's
+    // commands must expand, before anything starts.
+    let launch = prepare_launch(&opts, &log, true)?;
+    for node in &vms {
+        let disk = deploy::disk_path(&opts.log_dir, &node.client);
+        commands_of(&opts, node, &opts.host_ip, &launch, Some(&disk)).map_err(Error::Job)?;
+    }
     // Every test definition is fetched and parsed before anything starts.
     let mut roles = vec![opts.job.host_role.clone()];
     for spec in &opts.job.vms {
@@ -740,6 +831,7 @@ pub fn run(opts: Options) -> Result<(), Error> {
         running: Running::default(),
         bin_dir,
         tests,
+        launch,
     });
     let log = &shared.log;
     for (i, action) in opts.job.actions.iter().enumerate() {

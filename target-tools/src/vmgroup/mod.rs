@@ -5,6 +5,7 @@
 
 pub mod actions;
 pub mod console;
+pub mod deploy;
 pub mod guest;
 pub mod guest_tools;
 pub mod host;
@@ -201,6 +202,8 @@ pub fn run(argv: &[String], env: Env<'_>) -> Result<(), Error> {
 /// `vm-group show`: the derived group, one node per line, and each VM's commands.
 fn show(opts: &Options, out: &mut dyn std::io::Write) -> Result<(), Error> {
     let job = &opts.job;
+    let log = launcher::Log::new();
+    let launch = launcher::prepare_launch(opts, &log, false)?;
     let mut lines = vec![
         format!("group\t{}", opts.group),
         format!("group_size\t{}", job.group_size()),
@@ -216,8 +219,10 @@ fn show(opts: &Options, out: &mut dyn std::io::Write) -> Result<(), Error> {
             node.client, node.role, node.device_type
         ));
         if node.vm.is_some() {
+            let disk = deploy::disk_path(&opts.log_dir, &node.client);
             let (_, commands) =
-                launcher::commands_of(opts, &node, &opts.host_ip).map_err(Error::Job)?;
+                launcher::commands_of(opts, &node, &opts.host_ip, &launch, Some(&disk))
+                    .map_err(Error::Job)?;
             for c in commands {
                 lines.push(format!("launch\t{}\t{c}", node.client));
             }
