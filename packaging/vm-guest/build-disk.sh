@@ -52,6 +52,8 @@ for a in "$@"; do
     esac
 done
 
+# mkfs.fat and sfdisk live in /sbin, which a user's PATH may lack.
+PATH=$PATH:/usr/sbin:/sbin
 say() { printf 'vm-guest disk: %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 
@@ -76,6 +78,8 @@ if [ ! -f "$OUT/vmlinuz" ] || [ ! -f "$OUT/initrd.gz" ]; then
     sh "$HERE/build.sh"
 fi
 [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initrd.gz" ] || die "build.sh made no vmlinuz/initrd.gz in $OUT"
+# Absolute: the qcow2 overlays of --check name it as their backing file.
+OUT=$(cd "$OUT" && pwd)
 
 STAMP=$( (
     echo "$KERNEL_CMDLINE $PART_START"
