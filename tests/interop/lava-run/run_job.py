@@ -212,10 +212,20 @@ def case(name, command):
 def steps_for(role, variant):
     """The run steps of the inline test definition of `role`, and the cases it reports."""
     steps = []
+    cases = []
+
+    def add(name, command):
+        steps.append(case(name, command))
+        cases.append(name)
+
     if variant == "ours":
         # Our tools take the node's identity from the environment; LAVA 2023.01 keeps it in
-        # its own lava-self/lava-role/lava-group scripts only, so take it from them before
-        # our links shadow them.
+        # its own lava-self/lava-role/lava-group scripts only (checked here, so that a LAVA
+        # that exports them shows), so take it from them before our links shadow them.
+        add(
+            "lava-exports-no-identity",
+            "'[ -z \"${LAVA_HOSTNAME-}${TARGET_ROLE-}${LAVA_GROUP-}\" ]'",
+        )
         steps += [
             'export LAVA_HOSTNAME="$(lava-self)"',
             'export TARGET_ROLE="$(lava-role)"',
@@ -229,11 +239,6 @@ def steps_for(role, variant):
         "export C=%s" % CACHE,
         "export SERVER=\"$(lava-group server | tr -d '[:space:]')\"",
     ]
-    cases = []
-
-    def add(name, command):
-        steps.append(case(name, command))
-        cases.append(name)
 
     if variant == "ours":
         add("tools-are-ours", "'[ \"$(command -v lava-send)\" = %s/bin/lava-send ]'" % NODE_TOOLS)
