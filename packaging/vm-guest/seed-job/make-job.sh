@@ -1,6 +1,6 @@
 #!/bin/sh
 # Writes OUT_DIR/job.json: the seed's example VM group job (job.json.in, i.e.
-# shared/seeds/vm-groups.rst "Example job definition" with the VMs' device type kvm, see
+# LAVA v1's VM groups documentation, "Example job definition" (docs/VM-GROUPS.md), with the VMs' device type kvm, see
 # README.md) with its file:// URLs made absolute: every deploy_linaro_image gets the test
 # guest's whole-disk image (target/vm-guest/disk.img, or $LAVA_VM_GUEST_DIR/disk.img, built
 # by build-disk.sh when missing), lava_test_shell this folder's mytestdef.yaml.

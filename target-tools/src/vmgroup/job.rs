@@ -1,4 +1,4 @@
-//! The VM group job definition (the seed's JSON, `shared/seeds/vm-groups.rst`) and the group
+//! The VM group job definition (the seed's JSON or YAML, see docs/VM-GROUPS.md) and the group
 //! derived from it: one node for the host and one for every VM, with client names and roles.
 //!
 //! Naming: the host's client name is its role (`host`); the VMs of a `vms[]` entry of role

@@ -1,4 +1,4 @@
-//! `lava-multinode vm-group`: VM groups (`shared/seeds/vm-groups.rst`) on the host.
+//! `lava-multinode vm-group`: VM groups (docs/VM-GROUPS.md) on the host.
 //!
 //! `vm-group run JOB.json` is the host's launcher (see [`launcher`]); `vm-group show JOB.json`
 //! prints the group a definition gives, with each VM's expanded commands.
