@@ -249,7 +249,11 @@ pub fn drive(
                 if last.len() > LAST {
                     last.drain(..last.len() - LAST);
                 }
+                let known = collector.results().len();
                 collector.feed(&bytes);
+                for r in &collector.results()[known..] {
+                    say(&format!("{} {}: {}", r.suite, r.case, r.result));
+                }
                 session.feed(&bytes, Instant::now()).into()
             }
             Ok(VmEvent::Relayed(done)) => {

@@ -119,7 +119,14 @@ pub fn run_shell(shared: &Shared, shell: &Shell, collector: &Mutex<Collector>) {
                 if let Some(log) = log.as_mut() {
                     let _ = log.write_all(&line);
                 }
-                lock(collector).feed(&line);
+                let mut c = lock(collector);
+                let known = c.results().len();
+                c.feed(&line);
+                for r in &c.results()[known..] {
+                    shared
+                        .log
+                        .say(&format!("host: {} {}: {}", r.suite, r.case, r.result));
+                }
             }
         }
         let status = child.wait().ok().and_then(|s| s.code());
