@@ -76,6 +76,26 @@ impl Command {
         }
     }
 
+    /// What it does, in a line (the top-level help).
+    pub fn summary(self) -> &'static str {
+        match self {
+            Command::Send => "send a message (ID and key=value data) to the group",
+            Command::Wait => "wait until any member has sent a message ID; print its data",
+            Command::WaitAll => "wait until every member (of a role) has sent a message ID",
+            Command::Sync => "wait until every member has reached the same point",
+            Command::StartVms => "open the VMs' start gate (the host's side)",
+            Command::WaitForVms => "report the host's end and wait for every VM's",
+            Command::WaitVms => "the same as wait-for-vms (the seed's other name)",
+            Command::VmDone => "report this VM's end (ok, or --failed REASON)",
+            Command::Fail => "declare this node failed: every wait that needs it ends",
+            Command::SelfName => "print this node's client name",
+            Command::Role => "print this node's role ('list': every role)",
+            Command::Group => "print the group's members and roles (or the members of a role)",
+            Command::Install => "create the lava-* links in a folder",
+            Command::VmGroup => "run a VM-group job on the host (run JOB / show JOB)",
+        }
+    }
+
     /// The tool's name as test writers call it (`lava-send`); `install` and `vm-group`
     /// have none (sub-commands of `lava-multinode` only).
     pub fn tool_name(self) -> Option<String> {

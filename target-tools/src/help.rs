@@ -209,7 +209,7 @@ pub fn text(cmd: Command) -> String {
 pub fn main_text() -> String {
     let mut commands = String::new();
     for cmd in Command::ALL {
-        commands.push_str(&format!("  {}\n", cmd.name()));
+        commands.push_str(&format!("  {:<13} {}\n", cmd.name(), cmd.summary()));
     }
     format!(
         "\

@@ -26,8 +26,8 @@ fn link_target(exe: &Path, dir: &Path) -> PathBuf {
     }
 }
 
-/// Creates `DIR/lava-send` ... as symbolic links to this binary. An existing link is
-/// replaced; any other existing file only with `force`.
+/// Creates `DIR/lava-send` ... as symbolic links to this binary (and DIR when it is missing).
+/// An existing link is replaced; any other existing file only with `force`.
 pub fn install(dir: &Path, force: bool) -> Result<(), Error> {
     let local = |what: &str, path: &Path, e: std::io::Error| {
         Error::Local(format!("cannot {what} {}: {e}", path.display()))
@@ -35,6 +35,9 @@ pub fn install(dir: &Path, force: bool) -> Result<(), Error> {
     let exe = std::env::current_exe()
         .and_then(|p| p.canonicalize())
         .map_err(|e| local("locate", Path::new("this binary"), e))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| local("create", dir, e))?;
+    }
     if !dir.is_dir() {
         return Err(Error::Local(format!("{} is not a folder", dir.display())));
     }

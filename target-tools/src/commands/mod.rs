@@ -78,6 +78,19 @@ fn travelling(console: bool, reason: &str, in_value: bool) -> String {
 
 /// Runs `cmd` with its arguments (program name excluded).
 pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
+    // `lava-send --version` as well as `lava-multinode --version`.
+    if matches!(argv.first().map(String::as_str), Some("--version" | "-V")) && argv.len() == 1 {
+        let name = cmd
+            .tool_name()
+            .unwrap_or_else(|| format!("lava-multinode {}", cmd.name()));
+        return print_lines(
+            env.out,
+            &[format!(
+                "{name} (lava-multinode) {}",
+                env!("CARGO_PKG_VERSION")
+            )],
+        );
+    }
     if cmd == Command::VmGroup {
         #[cfg(feature = "vm-group")]
         return crate::vmgroup::run(argv, env);
