@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lava_multinode_tests::vm::{self, guest_dir, guest_or_skip, qemu_lock};
+use lava_multinode_tests::vm::{self, guest_dir, guest_or_skip, qemu_lock, LauncherRun};
 use lava_multinode_tests::{bin, start_coordinator, workspace_root, TempDir};
 use serde_json::{json, Value};
 
@@ -40,24 +40,18 @@ fn disks_or_skip(test: &str) -> Option<PathBuf> {
 }
 
 struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
+    out: LauncherRun,
     log_dir: PathBuf,
 }
 
-impl Run {
-    fn text(&self) -> String {
-        format!(
-            "exit {} after {:.1} s\n--- stdout\n{}\n--- stderr\n{}",
-            self.code,
-            self.elapsed.as_secs_f64(),
-            self.stdout,
-            self.stderr
-        )
+impl std::ops::Deref for Run {
+    type Target = LauncherRun;
+    fn deref(&self) -> &LauncherRun {
+        &self.out
     }
+}
 
+impl Run {
     /// Whether the results table has this row (cells as words).
     fn has_row(&self, cells: &[&str]) -> bool {
         self.stdout
@@ -121,10 +115,12 @@ fn run(job: &Path, coordinator: &str, log_dir: &Path, limit: Duration) -> Run {
     let out = child.wait_with_output().expect("wait for lava-multinode");
     let _ = watchdog.join();
     Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: started.elapsed(),
+        out: LauncherRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: started.elapsed(),
+        },
         log_dir: log_dir.to_owned(),
     }
 }

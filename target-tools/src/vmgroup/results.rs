@@ -129,6 +129,18 @@ impl Collector {
         });
     }
 
+    /// A case of the test run in progress (suite `lava` outside one), in the current set.
+    fn record(
+        &mut self,
+        case: String,
+        result: &str,
+        measurement: Option<String>,
+        units: Option<String>,
+    ) {
+        let (suite, set) = (self.suite(), self.set.clone());
+        self.push(suite, set, case, &normalise(result), measurement, units);
+    }
+
     fn suite(&self) -> String {
         self.run
             .as_ref()
@@ -175,15 +187,7 @@ impl Collector {
                         }
                     }
                     if let (Some(case), Some(result)) = (case, result) {
-                        let result = normalise(&result);
-                        self.push(
-                            self.suite(),
-                            self.set.clone(),
-                            case,
-                            &result,
-                            measurement,
-                            units,
-                        );
+                        self.record(case, &result, measurement, units);
                     }
                 }
                 _ => {}
@@ -211,18 +215,10 @@ impl Collector {
             .iter()
             .find(|(k, _)| k == raw)
             .map_or(raw, |(_, v)| v.as_str());
-        let result = normalise(fixed);
         let measurement = caps.name("measurement").map(|m| m.as_str().to_owned());
         let units = caps.name("units").map(|m| m.as_str().to_owned());
-        let case = case.replace(' ', "_");
-        self.push(
-            self.suite(),
-            self.set.clone(),
-            case,
-            &result,
-            measurement,
-            units,
-        );
+        let (case, result) = (case.replace(' ', "_"), fixed.to_owned());
+        self.record(case, &result, measurement, units);
     }
 }
 
