@@ -39,6 +39,11 @@ Configuration file keys (JSON; all optional):
   block_max           longest hold of a request's `block`, seconds [30]
   hold_lava_requests  hold plain LAVA requests up to this many seconds, 0 = off [0]
   max_connections     connections served at once [4096]
+  max_connections_per_address
+                      connections one client address may hold at once; more are
+                      refused at once (nack) [512, or max_connections / 2 when less]
+  max_inflight_bytes  bytes of request bodies being received, all connections
+                      together; a large body waits for room [67108864 = 64 MiB]
   max_request_bytes   largest request body, bytes [1048576]
   read_timeout        time a client has to send its request, seconds [30]
   group_expiry        forget a group after this long without a request, seconds [86400]
@@ -144,6 +149,11 @@ pub struct Settings {
     pub max_connections: usize,
     /// Largest request body accepted, bytes.
     pub max_request_bytes: usize,
+    /// Connections one client address may hold at once; `None`: 512, or half of
+    /// `max_connections` when that is less.
+    pub max_connections_per_address: Option<usize>,
+    /// Bytes of request bodies being received by all connections together.
+    pub max_inflight_bytes: usize,
     /// Time a client has to send its whole request, seconds.
     pub read_timeout: f64,
     /// A group with no request for this long is forgotten, seconds.
@@ -186,6 +196,8 @@ impl Default for Settings {
             hold_lava_requests: 0.0,
             max_connections: 4096,
             max_request_bytes: 1 << 20,
+            max_connections_per_address: None,
+            max_inflight_bytes: 64 << 20,
             read_timeout: 30.0,
             group_expiry: 24.0 * 3600.0,
             state: None,
@@ -283,6 +295,15 @@ impl Settings {
         if self.max_request_bytes < 64 {
             return Err(invalid("max_request_bytes", "must be at least 64"));
         }
+        if self.max_connections_per_address == Some(0) {
+            return Err(invalid("max_connections_per_address", "must be at least 1"));
+        }
+        if self.max_inflight_bytes < self.max_request_bytes {
+            return Err(invalid(
+                "max_inflight_bytes",
+                "must be at least max_request_bytes (else the largest request never fits)",
+            ));
+        }
         for (key, value) in [
             ("max_groups", self.max_groups),
             ("max_group_size", self.max_group_size),
@@ -352,6 +373,15 @@ impl Settings {
         }
     }
 
+    /// Connections one address may hold at once. The default serves a dispatcher host that
+    /// runs 100 nodes' clients, each with a held request, a retry and a closing connection
+    /// (512 > 100 x 5), while one address can never take more than an eighth of the default
+    /// `max_connections` (half of a lower one).
+    pub fn max_connections_per_address(&self) -> usize {
+        self.max_connections_per_address
+            .unwrap_or_else(|| 512.min((self.max_connections / 2).max(1)))
+    }
+
     pub fn block_max(&self) -> Duration {
         Duration::from_secs_f64(self.block_max)
     }
@@ -415,6 +445,31 @@ mod tests {
             load(r#"{"max_connections": 0}"#),
             Err(ConfigError::Invalid {
                 key: "max_connections",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn connection_limits() {
+        let s = Settings::default();
+        assert_eq!(s.max_connections_per_address(), 512);
+        assert_eq!(s.max_inflight_bytes, 64 << 20);
+        let s = load(r#"{"max_connections": 300}"#).unwrap().unwrap();
+        assert_eq!(s.max_connections_per_address(), 150);
+        let s = load(r#"{"max_connections_per_address": 7}"#).unwrap().unwrap();
+        assert_eq!(s.max_connections_per_address(), 7);
+        assert!(matches!(
+            load(r#"{"max_connections_per_address": 0}"#),
+            Err(ConfigError::Invalid {
+                key: "max_connections_per_address",
+                ..
+            })
+        ));
+        assert!(matches!(
+            load(r#"{"max_inflight_bytes": 1000}"#),
+            Err(ConfigError::Invalid {
+                key: "max_inflight_bytes",
                 ..
             })
         ));

@@ -50,13 +50,17 @@ pub enum Failure {
     ReadTimeout,
     /// Refused by the access rules.
     Refused,
+    /// Refused or cut short by a connection limit: `max_connections_per_address`, or a body
+    /// that could not get room under `max_inflight_bytes` within `read_timeout`.
+    OverLimit,
 }
 
-const FAILURES: [(Failure, &str); 4] = [
+const FAILURES: [(Failure, &str); 5] = [
     (Failure::BadFrame, "bad_frame"),
     (Failure::BadRequest, "bad_request"),
     (Failure::ReadTimeout, "read_timeout"),
     (Failure::Refused, "refused"),
+    (Failure::OverLimit, "over_limit"),
 ];
 
 /// Upper bounds of the wake-up latency buckets, seconds.

@@ -11,7 +11,7 @@ use lava_protocol::frame::{self, FrameError, HEADER_LEN};
 use lava_protocol::{Reply, Request, RequestError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -96,12 +96,16 @@ pub struct Shared {
     /// Parked requests beyond this are answered `wait` at once, so that held connections can
     /// never use up every connection slot.
     max_parked: usize,
+    /// Bytes of request bodies being received (beyond each connection's first block): one
+    /// permit per byte, `max_inflight_bytes` in all.
+    inflight: Semaphore,
 }
 
 impl Shared {
     /// The server's state: `groups` restored from the store, changes written by `writer`.
     pub fn new(settings: Settings, groups: Vec<Group>, writer: Option<Writer>) -> Arc<Self> {
         let max_parked = (settings.max_connections * 3 / 4).max(1);
+        let inflight = Semaphore::new(settings.max_inflight_bytes.min(Semaphore::MAX_PERMITS));
         let mut machine = Coordinator::new(settings.group_expiry())
             .with_limits(settings.limits())
             .with_block_max(settings.block_max())
@@ -120,6 +124,7 @@ impl Shared {
             settings,
             writer,
             max_parked,
+            inflight,
             metrics: Metrics::default(),
             started: Instant::now(),
         })
@@ -272,18 +277,58 @@ enum ReadError {
     Frame(#[from] FrameError),
     #[error("no complete request within {0:?}")]
     Timeout(Duration),
+    #[error(
+        "no complete request within {0:?}: the coordinator is receiving \
+         max_inflight_bytes ({1} bytes) of other requests; try again"
+    )]
+    Inflight(Duration, usize),
 }
+
+/// Every connection reads its first block without asking the in-flight budget: small
+/// requests (all of LAVA's) never wait for it, and `max_connections` bounds these.
+const FIRST_BLOCK: usize = 4096;
+/// A body beyond the first block grows by at most this much per step, each step paid for
+/// from the in-flight budget before it is allocated.
+const GROW_STEP: usize = 64 << 10;
 
 /// Reads one request frame. `Ok(None)`: the peer closed without sending anything.
 /// Reads in blocks, so that a whole small request usually takes one `recv`.
-async fn read_body(stream: &mut TcpStream, max: usize) -> Result<Option<String>, FrameError> {
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+///
+/// The buffer grows with the bytes that arrive, never on the header's word, and every byte
+/// beyond the first block is taken from `budget` (returned with the body; dropping it gives
+/// the bytes back). Without room in the budget the read waits, not reading the socket (TCP
+/// holds the sender back); `starved` says so meanwhile, for the caller's timeout.
+async fn read_body<'a>(
+    stream: &mut TcpStream,
+    max: usize,
+    budget: &'a Semaphore,
+    starved: &mut bool,
+) -> Result<Option<(String, Option<SemaphorePermit<'a>>)>, FrameError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(FIRST_BLOCK);
+    let mut paid: Option<SemaphorePermit<'a>> = None;
     let mut need = HEADER_LEN;
     let mut len = None;
     while buf.len() < need {
         if buf.capacity() == buf.len() {
             // Grow as data arrives: a header alone must not reserve a whole large body.
-            buf.reserve((need - buf.len()).min(64 << 10));
+            let step = (need - buf.len()).min(GROW_STEP);
+            let permit = match budget.try_acquire_many(step as u32) {
+                Ok(permit) => permit,
+                Err(_) => {
+                    *starved = true;
+                    let permit = budget
+                        .acquire_many(step as u32)
+                        .await
+                        .expect("the in-flight budget is never closed");
+                    *starved = false;
+                    permit
+                }
+            };
+            match &mut paid {
+                Some(paid) => paid.merge(permit),
+                None => paid = Some(permit),
+            }
+            buf.reserve_exact(step);
         }
         if stream.read_buf(&mut buf).await? == 0 {
             return match buf.len() {
@@ -317,7 +362,7 @@ async fn read_body(stream: &mut TcpStream, max: usize) -> Result<Option<String>,
     }
     buf.drain(..HEADER_LEN);
     String::from_utf8(buf)
-        .map(Some)
+        .map(|body| Some((body, paid)))
         .map_err(|_| FrameError::NotUtf8)
 }
 
@@ -345,15 +390,23 @@ async fn serve(
     shutdown: CancellationToken,
 ) {
     let settings = &shared.settings;
+    let mut starved = false;
     let read = tokio::time::timeout(
         settings.read_timeout(),
-        read_body(&mut stream, settings.max_request_bytes),
-    );
-    let body = match read
-        .await
-        .map_err(|_| ReadError::Timeout(settings.read_timeout()))
-    {
-        Ok(Ok(Some(body))) => body,
+        read_body(
+            &mut stream,
+            settings.max_request_bytes,
+            &shared.inflight,
+            &mut starved,
+        ),
+    )
+    .await;
+    let read = read.map_err(|_| match starved {
+        true => ReadError::Inflight(settings.read_timeout(), settings.max_inflight_bytes),
+        false => ReadError::Timeout(settings.read_timeout()),
+    });
+    let (body, paid) = match read {
+        Ok(Ok(Some(read))) => read,
         Ok(Ok(None)) => return debug!("{peer}: closed without a request"),
         Ok(Err(FrameError::Io(e))) => return debug!("{peer}: {e}"),
         Ok(Err(e)) => {
@@ -363,7 +416,10 @@ async fn serve(
             return write_reply(&mut stream, &Reply::nack(format!("bad request frame: {e}"))).await;
         }
         Err(e) => {
-            shared.metrics.failure(Failure::ReadTimeout);
+            shared.metrics.failure(match e {
+                ReadError::Inflight(..) => Failure::OverLimit,
+                _ => Failure::ReadTimeout,
+            });
             warn!("{peer}: {e}");
             return write_reply(&mut stream, &Reply::nack(e.to_string())).await;
         }
@@ -380,9 +436,13 @@ async fn serve(
         Err(e) => {
             shared.metrics.failure(Failure::BadRequest);
             warn!("{peer}: bad request: {e}: {:.200}", body);
+            drop((body, paid));
             return write_reply(&mut stream, &Reply::nack(format!("bad request: {e}"))).await;
         }
     };
+    // The frame is parsed: its bytes go back to the in-flight budget. What the request
+    // makes the coordinator keep counts against the store's limits instead.
+    drop((body, paid));
     if let Some(why) = shared.access.refuses(peer.ip(), request.secret.as_deref()) {
         shared.metrics.failure(Failure::Refused);
         warn!(
