@@ -2,7 +2,7 @@
 //! bounding connections, a std `Mutex` around the state that is never held across `.await`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -20,6 +20,9 @@ use crate::config::Settings;
 use crate::metrics::{Failure, Gauges, Metrics};
 use crate::state::{Coordinator, Event, Group, WaiterId, Wakeup};
 use crate::store::Writer;
+
+mod warnings;
+use warnings::Warnings;
 
 /// How long a reply write may take before the client is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,12 +102,18 @@ pub struct Shared {
     /// Bytes of request bodies being received (beyond each connection's first block): one
     /// permit per byte, `max_inflight_bytes` in all.
     inflight: Semaphore,
+    /// Connections open per client address (a std `Mutex`, held for a map update only).
+    addresses: Mutex<HashMap<IpAddr, usize>>,
+    max_per_address: usize,
+    /// Repeated warnings, rate-limited by kind.
+    warnings: Warnings,
 }
 
 impl Shared {
     /// The server's state: `groups` restored from the store, changes written by `writer`.
     pub fn new(settings: Settings, groups: Vec<Group>, writer: Option<Writer>) -> Arc<Self> {
         let max_parked = (settings.max_connections * 3 / 4).max(1);
+        let max_per_address = settings.max_connections_per_address();
         let inflight = Semaphore::new(settings.max_inflight_bytes.min(Semaphore::MAX_PERMITS));
         let mut machine = Coordinator::new(settings.group_expiry())
             .with_limits(settings.limits())
@@ -125,8 +134,42 @@ impl Shared {
             writer,
             max_parked,
             inflight,
+            addresses: Mutex::new(HashMap::new()),
+            max_per_address,
+            warnings: Warnings::default(),
             metrics: Metrics::default(),
             started: Instant::now(),
+        })
+    }
+
+    /// Logs a warning of `kind` unless that kind is flooding the log (at most
+    /// `warnings::PER_WINDOW` lines per kind per `warnings::WINDOW`; what is left out is
+    /// reported as a count).
+    fn warn(&self, kind: &'static str, line: impl FnOnce() -> String) {
+        let report = |kind: &str, count: u64| {
+            warn!(
+                "suppressed {count} similar warnings ({kind}) in the last {}s",
+                warnings::WINDOW.as_secs()
+            )
+        };
+        if self.warnings.allow(kind, Instant::now(), report) {
+            warn!("{}", line());
+        }
+    }
+
+    /// Counts a connection from `ip`; `None` when that address holds its
+    /// `max_connections_per_address` already.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let ip = ip.to_canonical();
+        let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        let count = addresses.entry(ip).or_insert(0);
+        if *count >= self.max_per_address {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            shared: self.clone(),
+            ip,
         })
     }
 
@@ -248,6 +291,12 @@ impl Shared {
     /// than `blocked_log_after` are logged, once each.
     pub fn every_second(&self) {
         let now = Instant::now();
+        for (kind, count) in self.warnings.ended(now) {
+            warn!(
+                "suppressed {count} similar warnings ({kind}) in the last {}s",
+                warnings::WINDOW.as_secs()
+            );
+        }
         let lines = {
             let mut inner = self.lock();
             let wakeups = inner.machine.expire_leases(now);
@@ -269,6 +318,55 @@ impl Shared {
         let ticket = inner.flush(self.writer.as_ref());
         inner.deliver(wakeups, ticket);
     }
+}
+
+/// One connection counted against its address; dropping it gives the place back.
+struct AddressSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut addresses = self
+            .shared
+            .addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = addresses.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                addresses.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Turns away a connection over `max_connections_per_address` at once, without a task or a
+/// connection slot: what it sent already is read (so that closing sends a FIN, not a reset
+/// that could discard the reply) and a `nack` naming the limit is written if the socket
+/// takes it without waiting.
+fn refuse_over_address_limit(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
+    shared.metrics.failure(Failure::OverLimit);
+    let limit = shared.max_per_address;
+    shared.warn("over_limit", || {
+        format!(
+            "{peer}: refused a connection: {} holds max_connections_per_address ({limit}) already",
+            peer.ip()
+        )
+    });
+    let mut scratch = [0u8; 4096];
+    for _ in 0..16 {
+        match stream.try_read(&mut scratch) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+    let why = format!(
+        "too many connections from {}: max_connections_per_address is {limit}; try again",
+        peer.ip()
+    );
+    let _ = stream.try_write(&frame::encode(&Reply::nack(why).to_json()));
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -566,25 +664,36 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
             }
         })
     };
+    // A slot taken for a connection that is then refused serves the next one.
+    let mut slot = None;
     loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
+        let permit = match slot.take() {
+            Some(permit) => permit,
+            None => tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                _ = shutdown.cancelled() => break,
             },
-            _ = shutdown.cancelled() => break,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    warn!("accept failed: {e}");
+                    shared.warn("accept", || format!("accept failed: {e}"));
+                    slot = Some(permit);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = shutdown.cancelled() => break,
+        };
+        let Some(address) = shared.enter(peer.ip()) else {
+            refuse_over_address_limit(&shared, stream, peer);
+            slot = Some(permit);
+            continue;
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
@@ -592,6 +701,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
             shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
             serve(shared.clone(), stream, peer, shutdown).await;
             shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            drop(address);
             drop(permit);
         });
     }

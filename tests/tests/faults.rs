@@ -135,3 +135,108 @@ fn stalled_large_bodies_hold_only_the_inflight_budget() {
     assert!(grown < announced / 4);
     drop(stalled);
 }
+
+/// A TCP connection to 127.0.0.1:`port` from the source address `from` (another loopback
+/// address, such as 127.0.0.2): std cannot bind a socket before connecting it, so this goes
+/// through the C library.
+fn connect_from(from: [u8; 4], port: u16) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    #[repr(C)]
+    struct SockaddrIn {
+        family: u16,
+        port: [u8; 2],
+        addr: [u8; 4],
+        zero: [u8; 8],
+    }
+    unsafe extern "C" {
+        fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
+        fn bind(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
+        fn connect(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
+        fn close(fd: i32) -> i32;
+    }
+    const AF_INET: i32 = 2;
+    const SOCK_STREAM: i32 = 1;
+    const SOCK_CLOEXEC: i32 = 0o2000000;
+    let sockaddr = |addr: [u8; 4], port: u16| SockaddrIn {
+        family: AF_INET as u16,
+        port: port.to_be_bytes(),
+        addr,
+        zero: [0; 8],
+    };
+    let len = std::mem::size_of::<SockaddrIn>() as u32;
+    // SAFETY: plain socket calls on a descriptor this function owns, with valid addresses.
+    unsafe {
+        let fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if bind(fd, &sockaddr(from, 0), len) != 0
+            || connect(fd, &sockaddr([127, 0, 0, 1], port), len) != 0
+        {
+            let e = std::io::Error::last_os_error();
+            close(fd);
+            return Err(e);
+        }
+        Ok(TcpStream::from_raw_fd(fd))
+    }
+}
+
+/// A `status` request over a raw connection; returns how long the answer took.
+fn status_time(server: &Server) -> Duration {
+    let start = Instant::now();
+    let body = r#"{"request": "status"}"#;
+    let frame = format!("{:08X}{body}", body.len());
+    let reply = lava_multinode_tests::raw_exchange(
+        &server.addr,
+        frame.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .expect("status answers");
+    assert!(
+        String::from_utf8_lossy(&reply).contains("\"status\""),
+        "{reply:?}"
+    );
+    start.elapsed()
+}
+
+/// Finding 7: one address that opens more connections than `max_connections_per_address`
+/// is refused at once (nack naming the limit) and cannot take the slots of the others: a
+/// good group from another address runs at full speed and `status` answers promptly.
+#[test]
+fn one_address_cannot_take_every_connection() {
+    // max_connections 200: the per-address default is half of it, 100.
+    let server = start_coordinator_with_config(
+        Some(r#"{"max_connections": 200}"#),
+        &["--state", ":memory:"],
+    );
+    // The hog, from 127.0.0.2: 300 connections that send 4 bytes of a header and stall.
+    let mut hog: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = connect_from([127, 0, 0, 2], server.port).expect("hog connects");
+            s.write_all(b"0000").unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let took = status_time(&server);
+    assert!(took < Duration::from_secs(1), "status took {took:?}");
+    let took = run_good_group(&server, "good7", 4);
+    assert!(took < Duration::from_secs(5), "the good group took {took:?}");
+    // The hog's connections over the limit were told why, at once.
+    let mut refused = 0;
+    for s in &mut hog {
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let mut reply = Vec::new();
+        let _ = std::io::Read::read_to_end(s, &mut reply);
+        if String::from_utf8_lossy(&reply).contains("max_connections_per_address is 100") {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 200, "connections over the limit get a nack naming it");
+    let log = server.log_text();
+    assert!(
+        log.contains("127.0.0.2 holds max_connections_per_address (100) already"),
+        "{log}"
+    );
+    drop(hog);
+}
