@@ -635,6 +635,63 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
+    /// Finding 5 of issue 15: what counts against the limits (names, sync messages, sent
+    /// data) counts the same after a restart, and a refused request wrote nothing.
+    #[test]
+    fn kept_bytes_count_the_same_after_a_restart() {
+        let path = temp_db("bytes");
+        let limits = crate::state::Limits {
+            max_total_bytes: 2000,
+            ..Default::default()
+        };
+        let mut machine = Coordinator::new(Duration::from_secs(3600)).with_limits(limits.clone());
+        let mut store = Store::open(&path, Sync::Normal).unwrap();
+        let sync = |message| RequestKind::Sync {
+            id: "s".into(),
+            message,
+        };
+        let replies = run(
+            &mut machine,
+            &mut store,
+            vec![
+                req("a-long-client-name", sync(json!({"k": "v".repeat(100)}))),
+                req(
+                    "b",
+                    RequestKind::Send {
+                        id: "m".into(),
+                        message: json!({"k": "w".repeat(100)}),
+                    },
+                ),
+                req("b", sync(json!({}))),
+                req(
+                    "c",
+                    RequestKind::Fail {
+                        reason: "r".repeat(50),
+                    },
+                ),
+                req(
+                    "b",
+                    RequestKind::Send {
+                        id: "m".into(),
+                        message: json!({"k": "x".repeat(3000)}),
+                    },
+                ),
+            ],
+        );
+        assert_eq!(replies[4].response, lava_protocol::Response::Nack);
+        let kept = machine.total_bytes();
+        assert!(kept > 300, "{kept}");
+        assert_eq!(kept, machine.recount_bytes());
+        drop(store);
+        let mut store = Store::open(&path, Sync::Normal).unwrap();
+        let mut restored = Coordinator::new(Duration::from_secs(3600)).with_limits(limits);
+        for g in store.load(Instant::now()).unwrap() {
+            restored.restore(g);
+        }
+        assert_eq!(restored.total_bytes(), kept);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
     #[test]
     fn a_second_coordinator_cannot_take_the_same_file() {
         let path = temp_db("lock");

@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use indexmap::IndexMap;
 use lava_protocol::message::Roles;
-use lava_protocol::Reply;
+use lava_protocol::{Reply, Request, RequestKind, VM_START_ID, VM_STOP_ID};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 
-use super::WaiterId;
+use super::{bounded, quoted, WaiterId};
 
 /// What a parked (or polling) request waits for.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,14 +100,16 @@ impl Condition {
         match self {
             Condition::GroupComplete => "group_data (every member registered)".into(),
             Condition::Roster => "roster".into(),
-            Condition::Sent { id, .. } => format!("lava_wait {id}"),
+            Condition::Sent { id, .. } => format!("lava_wait {}", bounded(id)),
             Condition::AllSent {
                 id,
                 role: Some(role),
                 ..
-            } => format!("lava_wait_all {id} {role}"),
-            Condition::AllSent { id, role: None, .. } => format!("lava_wait_all {id}"),
-            Condition::Synced { id } => format!("lava_sync {id}"),
+            } => format!("lava_wait_all {} {}", bounded(id), bounded(role)),
+            Condition::AllSent { id, role: None, .. } => {
+                format!("lava_wait_all {}", bounded(id))
+            }
+            Condition::Synced { id } => format!("lava_sync {}", bounded(id)),
         }
     }
 }
@@ -140,7 +142,12 @@ pub struct Group {
     /// Set by the request that created the group: every request must then carry it.
     pub secret: Option<String>,
     /// Bytes of ids, senders and JSON data under `messages`.
-    stored_bytes: usize,
+    message_bytes: usize,
+    /// Bytes of everything else a client made the group keep: its name and secret, member
+    /// names and roles, the roster, sync arrivals and replies, failure reasons, clearings.
+    meta_bytes: usize,
+    /// What the coordinator's total counts of this group (it catches up after each change).
+    pub(super) accounted: usize,
 }
 
 /// How much more a group may store.
@@ -153,7 +160,51 @@ pub struct Room {
 }
 
 fn entry_bytes(id: &str, sender: &str, data: &Value) -> usize {
-    id.len() + sender.len() + data.to_string().len()
+    id.len() + sender.len() + value_bytes(data)
+}
+
+/// Bytes of a value's JSON text, without building it.
+pub(super) fn value_bytes(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// Bytes of one arrival at a sync: its member, its reply, its request id.
+fn arrival_bytes(client: &str, reply: &Value, request_id: Option<&str>) -> usize {
+    client.len() + value_bytes(reply) + request_id.map_or(0, str::len)
+}
+
+impl Sync {
+    /// Bytes this sync keeps besides its id.
+    fn bytes(&self) -> usize {
+        let round: usize = self
+            .round
+            .iter()
+            .map(|(c, a)| arrival_bytes(c, &a.reply, a.request_id.as_deref()))
+            .sum();
+        let next: usize = self
+            .next
+            .iter()
+            .map(|(c, (reply, call))| arrival_bytes(c, reply, call.as_deref()))
+            .sum();
+        let passed: usize = self
+            .passed
+            .iter()
+            .map(|(c, (call, reply))| arrival_bytes(c, reply, Some(call)))
+            .sum();
+        round + next + passed
+    }
 }
 
 /// What is stored of a group besides its messages.
@@ -198,6 +249,33 @@ pub enum Mutation {
         sender: String,
         data: String,
     },
+}
+
+/// What a member's `ack` for sync `id` carries: its own sync message, or the sync id when
+/// that is empty (as LAVA does).
+fn sync_reply(id: &str, message: &Value) -> Value {
+    if is_falsy(message) {
+        Value::String(id.to_owned())
+    } else {
+        message.clone()
+    }
+}
+
+/// The id and data a request stores as a message, if it sends one.
+pub(super) fn sent_data(kind: &RequestKind) -> Option<(&str, Value)> {
+    match kind {
+        RequestKind::Send { id, message } => Some((id, message.clone())),
+        RequestKind::VmStart { host_ip } => Some((VM_START_ID, json!({ "host_ip": host_ip }))),
+        RequestKind::VmStop { status, reason } => {
+            let mut data = Map::new();
+            data.insert("status".into(), status.as_str().into());
+            if let Some(reason) = reason {
+                data.insert("reason".into(), reason.clone().into());
+            }
+            Some((VM_STOP_ID, Value::Object(data)))
+        }
+        _ => None,
+    }
 }
 
 /// Python's truthiness of a JSON value: LAVA replies to a sync with the sync id when the
@@ -245,12 +323,46 @@ impl Group {
             dirty_messages: Vec::new(),
             fresh: true,
             secret: None,
-            stored_bytes: 0,
+            message_bytes: 0,
+            meta_bytes: name.len(),
+            accounted: 0,
         }
     }
 
+    /// Bytes a client made this group keep (and which count against the limits).
     pub fn stored_bytes(&self) -> usize {
-        self.stored_bytes
+        self.message_bytes + self.meta_bytes
+    }
+
+    /// Sets the group's secret (at creation).
+    pub fn set_secret(&mut self, secret: Option<String>) {
+        self.meta_bytes -= self.secret.as_deref().map_or(0, str::len);
+        self.meta_bytes += secret.as_deref().map_or(0, str::len);
+        self.secret = secret;
+    }
+
+    /// Counts the bytes kept from scratch: (messages, everything else).
+    pub fn recount(&self) -> (usize, usize) {
+        let messages = self
+            .messages
+            .iter()
+            .flat_map(|(id, m)| m.iter().map(move |(s, d)| entry_bytes(id, s, d)))
+            .sum();
+        let pairs = |m: &IndexMap<String, String>| -> usize {
+            m.iter().map(|(a, b)| a.len() + b.len()).sum()
+        };
+        let meta = self.name.len()
+            + self.secret.as_deref().map_or(0, str::len)
+            + pairs(&self.members)
+            + self.roster.as_ref().map_or(0, pairs)
+            + self
+                .syncs
+                .iter()
+                .map(|(id, s)| id.len() + s.bytes())
+                .sum::<usize>()
+            + pairs(&self.failed)
+            + self.cleared.iter().map(String::len).sum::<usize>();
+        (messages, meta)
     }
 
     /// Rebuilds a stored group. `messages`: (id, sender, data) in the order first sent.
@@ -269,9 +381,9 @@ impl Group {
         group.secret = meta.secret;
         group.failed = meta.failed;
         for (id, sender, data) in messages {
-            group.stored_bytes += entry_bytes(&id, &sender, &data);
             group.messages.entry(id).or_default().insert(sender, data);
         }
+        (group.message_bytes, group.meta_bytes) = group.recount();
         group.dirty_meta = false;
         group.fresh = false;
         Ok(group)
@@ -316,7 +428,7 @@ impl Group {
             "failed": self.failed,
             "sent": sent,
             "sync_arrivals": syncs,
-            "stored_bytes": self.stored_bytes,
+            "stored_bytes": self.stored_bytes(),
             "blocked": self.parked.iter().map(|p| serde_json::json!({
                 "client": p.client,
                 "waits_for": p.condition.describe(),
@@ -413,7 +525,10 @@ impl Group {
 
     /// Records that `client` failed.
     pub fn fail(&mut self, client: &str, reason: &str) {
-        self.failed.insert(client.to_owned(), reason.to_owned());
+        if let Some(old) = self.failed.insert(client.to_owned(), reason.to_owned()) {
+            self.meta_bytes -= client.len() + old.len();
+        }
+        self.meta_bytes += client.len() + reason.len();
         self.dirty_meta = true;
     }
 
@@ -422,7 +537,7 @@ impl Group {
         if self.failed.is_empty() {
             return None;
         }
-        let why = |c: &String| format!("member {c:?} failed: {}", self.failed[c]);
+        let why = |c: &String| format!("member {} failed: {}", quoted(c), bounded(&self.failed[c]));
         match condition {
             Condition::Synced { id } => {
                 let round = self.syncs.get(id).map(|s| &s.round);
@@ -455,7 +570,7 @@ impl Group {
                 let names: Vec<String> = self
                     .failed
                     .iter()
-                    .map(|(c, r)| format!("{c:?} ({r})"))
+                    .map(|(c, r)| format!("{} ({})", quoted(c), bounded(r)))
                     .collect();
                 Some(format!("every other member failed: {}", names.join(", ")))
             }
@@ -487,11 +602,17 @@ impl Group {
         let what: Vec<String> = self
             .parked
             .iter()
-            .map(|p| format!("{} waits for {}", p.client, p.condition.describe()))
+            .map(|p| {
+                format!(
+                    "{} waits for {}",
+                    bounded(&p.client),
+                    p.condition.describe()
+                )
+            })
             .collect();
         Some(format!(
-            "deadlock in group {:?}: {}",
-            self.name,
+            "deadlock in group {}: {}",
+            quoted(&self.name),
             what.join("; ")
         ))
     }
@@ -499,6 +620,7 @@ impl Group {
     /// Records that `client` cleared the group.
     pub fn clear(&mut self, client: &str) {
         if self.cleared.insert(client.to_owned()) {
+            self.meta_bytes += client.len();
             self.dirty_meta = true;
         }
     }
@@ -516,23 +638,33 @@ impl Group {
         }
     }
 
-    /// Registers `client` (a no-op for a member). Returns whether it is new.
-    pub fn register(&mut self, client: &str, role: Option<&str>) -> Result<bool, String> {
+    /// The role `client` registers with (`None`: it is a member already), or why it may not.
+    /// `roster`: the roster that holds by then (a declaration's own).
+    fn registration(
+        &self,
+        client: &str,
+        role: Option<&str>,
+        roster: Option<&Roles>,
+    ) -> Result<Option<String>, String> {
         if self.members.contains_key(client) {
-            return Ok(false);
+            return Ok(None);
         }
-        let declared = self.roster.as_ref().map(|r| r.get(client));
+        let declared = roster.map(|r| r.get(client));
         let role = match (declared, role) {
             (Some(None), _) => {
                 return Err(format!(
-                    "client {client:?} is not in the roster declared for group {:?}",
-                    self.name
+                    "client {} is not in the roster declared for group {}",
+                    quoted(client),
+                    quoted(&self.name)
                 ))
             }
             (Some(Some(declared)), Some(role)) if declared != role => {
                 return Err(format!(
-                "client {client:?} registers as role {role:?} but the roster declares {declared:?}"
-            ))
+                    "client {} registers as role {} but the roster declares {}",
+                    quoted(client),
+                    quoted(role),
+                    quoted(declared)
+                ))
             }
             (Some(Some(declared)), _) => declared.clone(),
             (None, Some(role)) => role.to_owned(),
@@ -540,24 +672,34 @@ impl Group {
         };
         if self.is_complete() {
             return Err(format!(
-                "group {:?} already has its {} members",
-                self.name, self.size
+                "group {} already has its {} members",
+                quoted(&self.name),
+                self.size
             ));
         }
+        Ok(Some(role))
+    }
+
+    /// Registers `client` (a no-op for a member). Returns whether it is new.
+    pub fn register(&mut self, client: &str, role: Option<&str>) -> Result<bool, String> {
+        let Some(role) = self.registration(client, role, self.roster.as_ref())? else {
+            return Ok(false);
+        };
+        self.meta_bytes += client.len() + role.len();
         self.members.insert(client.to_owned(), role);
         self.dirty_meta = true;
         Ok(true)
     }
 
-    /// Declares the roster; a repeat of the same roster is accepted.
-    pub fn declare_roster(&mut self, roster: &Roles) -> Result<(), String> {
+    /// Whether `roster` may be declared (`true`: it is new, `false`: the same again).
+    fn check_roster(&self, roster: &Roles) -> Result<bool, String> {
         if let Some(existing) = &self.roster {
             return if existing == roster {
-                Ok(())
+                Ok(false)
             } else {
                 Err(format!(
-                    "group {:?} already has a different roster",
-                    self.name
+                    "group {} already has a different roster",
+                    quoted(&self.name)
                 ))
             };
         }
@@ -574,11 +716,21 @@ impl Group {
             .find(|(client, role)| roster.get(*client) != Some(*role))
         {
             return Err(format!(
-                "registered client {client:?} (role {role:?}) does not match the roster"
+                "registered client {} (role {}) does not match the roster",
+                quoted(client),
+                quoted(role)
             ));
         }
-        self.roster = Some(roster.clone());
-        self.dirty_meta = true;
+        Ok(true)
+    }
+
+    /// Declares the roster; a repeat of the same roster is accepted.
+    pub fn declare_roster(&mut self, roster: &Roles) -> Result<(), String> {
+        if self.check_roster(roster)? {
+            self.meta_bytes += roster.iter().map(|(c, r)| c.len() + r.len()).sum::<usize>();
+            self.roster = Some(roster.clone());
+            self.dirty_meta = true;
+        }
         Ok(())
     }
 
@@ -586,40 +738,102 @@ impl Group {
         self.messages.len() + self.syncs.len()
     }
 
-    /// Stores `data` from `sender` under `id`, replacing the sender's earlier data, unless
-    /// that would go over `room`.
-    pub fn send(&mut self, sender: &str, id: &str, data: Value, room: Room) -> Result<(), String> {
-        let existing = self.messages.get(id);
-        if existing.is_none() && self.id_count() >= room.max_ids {
+    fn too_many_ids(&self, room: Room) -> Result<(), String> {
+        if self.id_count() >= room.max_ids {
             return Err(format!(
-                "group {:?} already uses {} ids (limit max_ids_per_group)",
-                self.name,
+                "group {} already uses {} ids (limit max_ids_per_group)",
+                quoted(&self.name),
                 self.id_count()
             ));
         }
-        let old = existing
-            .and_then(|m| m.get(sender))
-            .map_or(0, |d| entry_bytes(id, sender, d));
-        let new = entry_bytes(id, sender, &data);
-        if new > old {
-            let grow = new - old;
-            if self.stored_bytes + grow > room.max_group_bytes {
+        Ok(())
+    }
+
+    /// Why `req` must be refused, decided before anything changes, so that a refused request
+    /// leaves no trace: the group's secret, the roster it declares, its sender's registration,
+    /// the ids and the bytes it would make the group keep (`base`: the bytes of the group
+    /// itself when the request creates it).
+    pub fn admit(&self, req: &Request, room: Room, base: usize) -> Result<(), String> {
+        if let Some(secret) = &self.secret {
+            if !crate::access::same_secret(secret, req.group_secret.as_deref()) {
                 return Err(format!(
-                    "group {:?} would store more than {} bytes (limit max_group_bytes)",
-                    self.name, room.max_group_bytes
+                    "group {} is protected: the request lacks its group_secret",
+                    quoted(&self.name)
+                ));
+            }
+        }
+        let client = req.client_name.as_str();
+        let mut grow = base;
+        let mut roster = self.roster.as_ref();
+        if let RequestKind::DeclareRoster { roster: declared } = &req.kind {
+            if self.check_roster(declared)? {
+                grow += declared
+                    .iter()
+                    .map(|(c, r)| c.len() + r.len())
+                    .sum::<usize>();
+                roster = Some(declared);
+            }
+        }
+        if let Some(role) = self.registration(client, req.role.as_deref(), roster)? {
+            grow += client.len() + role.len();
+        }
+        match &req.kind {
+            RequestKind::Aggregate => {
+                return Err(
+                    "aggregate is not supported: LAVA's dispatcher no longer sends it".into(),
+                )
+            }
+            RequestKind::Sync { id, message } => {
+                if !self.syncs.contains_key(id) {
+                    self.too_many_ids(room)?;
+                    grow += id.len();
+                }
+                // The arrival, and the reply kept for the member once it picked it up.
+                let reply = sync_reply(id, message);
+                grow += 2 * arrival_bytes(client, &reply, req.request_id.as_deref());
+            }
+            RequestKind::Fail { reason } => grow += client.len() + reason.len(),
+            RequestKind::ClearGroup => grow += client.len(),
+            kind => {
+                if let Some((id, data)) = sent_data(kind) {
+                    let existing = self.messages.get(id);
+                    if existing.is_none() {
+                        self.too_many_ids(room)?;
+                    }
+                    let old = existing
+                        .and_then(|m| m.get(client))
+                        .map_or(0, |d| entry_bytes(id, client, d));
+                    grow += entry_bytes(id, client, &data).saturating_sub(old);
+                }
+            }
+        }
+        if grow > 0 {
+            if self.stored_bytes() + grow > room.max_group_bytes {
+                return Err(format!(
+                    "group {} would store more than {} bytes (limit max_group_bytes)",
+                    quoted(&self.name),
+                    room.max_group_bytes
                 ));
             }
             if grow > room.total_free {
                 return Err("the coordinator's store is full (limit max_total_bytes)".into());
             }
         }
-        self.stored_bytes = self.stored_bytes + new - old;
-        self.messages
+        Ok(())
+    }
+
+    /// Stores `data` from `sender` under `id`, replacing the sender's earlier data (the
+    /// request was admitted: see [`Group::admit`]).
+    pub fn send(&mut self, sender: &str, id: &str, data: Value) {
+        let new = entry_bytes(id, sender, &data);
+        let old = self
+            .messages
             .entry(id.to_owned())
             .or_default()
             .insert(sender.to_owned(), data);
+        self.message_bytes =
+            self.message_bytes + new - old.map_or(0, |d| entry_bytes(id, sender, &d));
         self.dirty_messages.push((id.to_owned(), sender.to_owned()));
-        Ok(())
     }
 
     /// Records `client`'s arrival at sync `id` (once per round). Returns the reply at once
@@ -630,35 +844,35 @@ impl Group {
         id: &str,
         message: &Value,
         request_id: Option<&str>,
-        room: Room,
-    ) -> Result<Option<Reply>, String> {
-        let reply = if is_falsy(message) {
-            Value::String(id.to_owned())
-        } else {
-            message.clone()
-        };
-        if !self.syncs.contains_key(id) && self.id_count() >= room.max_ids {
-            return Err(format!(
-                "group {:?} already uses {} ids (limit max_ids_per_group)",
-                self.name,
-                self.id_count()
-            ));
+    ) -> Option<Reply> {
+        let reply = sync_reply(id, message);
+        if !self.syncs.contains_key(id) {
+            self.meta_bytes += id.len();
         }
         let sync = self.syncs.entry(id.to_owned()).or_default();
         if let (Some(call), Some((passed, reply))) = (request_id, sync.passed.get(client)) {
             if call == passed {
-                return Ok(Some(Reply::ack_message(reply.clone())));
+                return Some(Reply::ack_message(reply.clone()));
             }
         }
         self.dirty_meta = true;
+        let added = arrival_bytes(client, &reply, request_id);
         let request_id = request_id.map(str::to_owned);
         match sync.round.get_mut(client) {
             // Asking again after passing this round: the member is at the next one.
             Some(arrival) if arrival.picked_up => {
-                sync.next.insert(client.to_owned(), (reply, request_id));
+                if let Some((old, call)) = sync.next.insert(client.to_owned(), (reply, request_id))
+                {
+                    self.meta_bytes -= arrival_bytes(client, &old, call.as_deref());
+                }
+                self.meta_bytes += added;
             }
             // LAVA keeps the latest message of the member's request.
-            Some(arrival) => arrival.reply = reply,
+            Some(arrival) => {
+                self.meta_bytes -= value_bytes(&arrival.reply);
+                self.meta_bytes += value_bytes(&reply);
+                arrival.reply = reply;
+            }
             None => {
                 sync.round.insert(
                     client.to_owned(),
@@ -668,9 +882,10 @@ impl Group {
                         request_id,
                     },
                 );
+                self.meta_bytes += added;
             }
         }
-        Ok(None)
+        None
     }
 
     /// The reply for `client` waiting on `condition`, or `None` while it must wait.
@@ -720,16 +935,23 @@ impl Group {
                 arrival.picked_up = true;
                 self.dirty_meta = true;
                 let reply = Reply::ack_message(arrival.reply.clone());
-                match &arrival.request_id {
+                let earlier = match &arrival.request_id {
                     Some(call) => {
+                        self.meta_bytes += arrival_bytes(client, &arrival.reply, Some(call));
                         let passed = (call.clone(), arrival.reply.clone());
-                        sync.passed.insert(client.to_owned(), passed);
+                        sync.passed.insert(client.to_owned(), passed)
                     }
-                    None => {
-                        sync.passed.remove(client);
-                    }
+                    None => sync.passed.remove(client),
+                };
+                if let Some((call, reply)) = earlier {
+                    self.meta_bytes -= arrival_bytes(client, &reply, Some(&call));
                 }
                 if sync.round.values().all(|a| a.picked_up) {
+                    self.meta_bytes -= sync
+                        .round
+                        .iter()
+                        .map(|(c, a)| arrival_bytes(c, &a.reply, a.request_id.as_deref()))
+                        .sum::<usize>();
                     // Round over: the next round asked for starts (it may be empty).
                     sync.round = std::mem::take(&mut sync.next)
                         .into_iter()
@@ -744,6 +966,7 @@ impl Group {
                         .collect();
                     if sync.round.is_empty() && sync.passed.is_empty() {
                         self.syncs.remove(id);
+                        self.meta_bytes -= id.len();
                     }
                 }
                 Some(reply)

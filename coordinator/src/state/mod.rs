@@ -8,9 +8,29 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use lava_protocol::{Reply, Request, RequestKind, VM_START_ID, VM_STOP_ID};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 pub use group::{Change, Condition, Group, Mutation, Room};
+
+/// How many characters of a client's text (a name, an id, a reason) an error or a log line
+/// quotes; the rest is summed up as `...(N bytes)`.
+pub const QUOTE_MAX: usize = 200;
+
+/// Client text cut to [`QUOTE_MAX`] characters, with `...(N bytes)` when it was longer.
+pub fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(QUOTE_MAX) {
+        None => text.into(),
+        Some((cut, _)) => format!("{}...({} bytes)", &text[..cut], text.len()).into(),
+    }
+}
+
+/// Client text quoted (as `{:?}` does), cut to [`QUOTE_MAX`] characters.
+pub fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_MAX) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}...({} bytes)", &text[..cut], text.len()),
+    }
+}
 
 /// Identifies a parked request; chosen by the caller, unique among parked requests.
 pub type WaiterId = u64;
@@ -134,15 +154,36 @@ impl Coordinator {
         self
     }
 
-    /// Data bytes stored by all groups.
+    /// Bytes kept by all groups (what counts against `max_total_bytes`).
     pub fn total_bytes(&self) -> usize {
         self.total_bytes
     }
 
+    /// The same, counted from scratch (a check of the running count).
+    pub fn recount_bytes(&self) -> usize {
+        self.groups
+            .values()
+            .map(|g| {
+                let (messages, meta) = g.recount();
+                messages + meta
+            })
+            .sum()
+    }
+
     /// Puts back a group read from the store.
-    pub fn restore(&mut self, group: Group) {
-        self.total_bytes += group.stored_bytes();
+    pub fn restore(&mut self, mut group: Group) {
+        group.accounted = group.stored_bytes();
+        self.total_bytes += group.accounted;
         self.groups.insert(group.name.clone(), group);
+    }
+
+    /// Brings the total up to date with what a group keeps now.
+    fn account(&mut self, group_name: &str) {
+        if let Some(group) = self.groups.get_mut(group_name) {
+            let now = group.stored_bytes();
+            self.total_bytes = self.total_bytes + now - group.accounted;
+            group.accounted = now;
+        }
     }
 
     /// What changed since the last call, to be stored before any reply computed since leaves.
@@ -190,7 +231,7 @@ impl Coordinator {
             max_group_bytes: self.limits.max_group_bytes,
             total_free: self.limits.max_total_bytes.saturating_sub(self.total_bytes),
         };
-        let group = match self.enter(req, now) {
+        let group = match self.enter(req, now, room) {
             Ok(group) => group,
             Err(error) => {
                 out.reply = Some(Reply::nack(error));
@@ -198,10 +239,7 @@ impl Coordinator {
             }
         };
         let (group, registered) = group;
-        let before = group.stored_bytes();
-        let (condition, change, reply) = Self::apply(group, req, room);
-        let after = group.stored_bytes();
-        self.total_bytes = self.total_bytes + after - before;
+        let (condition, change, reply) = Self::apply(group, req);
         for change in [registered.then_some(Change::Registered), change]
             .into_iter()
             .flatten()
@@ -251,6 +289,7 @@ impl Coordinator {
         if self.verdicts.deadlock_detection {
             out.wakeups.extend(self.resolve_deadlock(&req.group_name));
         }
+        self.account(&req.group_name);
         // This very request may be among those a verdict answered.
         if let (None, Some(waiter)) = (&out.reply, park) {
             if let Some(i) = out.wakeups.iter().position(|w| w.waiter == waiter) {
@@ -269,7 +308,7 @@ impl Coordinator {
             return Vec::new();
         };
         self.events.push(Event::Deadlock {
-            group: group_name.to_owned(),
+            group: bounded(group_name).into_owned(),
             verdict: verdict.clone(),
         });
         std::mem::take(&mut group.parked)
@@ -284,18 +323,24 @@ impl Coordinator {
             .collect()
     }
 
-    /// Finds or creates the request's group and registers its client (`true`: newly).
-    fn enter(&mut self, req: &Request, now: Instant) -> Result<(&mut Group, bool), String> {
+    /// Finds or creates the request's group and registers its client (`true`: newly), once
+    /// the request is admitted: a refused request changes nothing (no group created, no
+    /// client registered, nothing to store).
+    fn enter(
+        &mut self,
+        req: &Request,
+        now: Instant,
+        room: Room,
+    ) -> Result<(&mut Group, bool), String> {
+        let mut fresh = None;
         if !self.groups.contains_key(&req.group_name) {
             let size = match (&req.kind, req.group_size) {
                 (_, Some(size)) => size as usize,
                 (RequestKind::DeclareRoster { roster }, None) if !roster.is_empty() => roster.len(),
-                _ => {
-                    return Err(format!(
-                    "group {:?} does not exist and the request carries no group_size to create it",
-                    req.group_name
-                ))
-                }
+                _ => return Err(format!(
+                    "group {} does not exist and the request carries no group_size to create it",
+                    quoted(&req.group_name)
+                )),
             };
             if self.groups.len() >= self.limits.max_groups {
                 return Err(format!(
@@ -310,26 +355,28 @@ impl Coordinator {
                 ));
             }
             let mut group = Group::new(&req.group_name, size, now);
-            group.secret = req.group_secret.clone();
-            self.groups.insert(req.group_name.clone(), group);
+            group.set_secret(req.group_secret.clone());
+            fresh = Some(group);
+        }
+        match &fresh {
+            Some(group) => group.admit(req, room, group.stored_bytes())?,
+            None => match self.groups.get(&req.group_name) {
+                Some(group) => group.admit(req, room, 0)?,
+                None => return Err("group vanished".to_owned()),
+            },
+        }
+        if let Some(group) = fresh {
             self.events.push(Event::Created {
-                group: req.group_name.clone(),
-                size,
+                group: bounded(&req.group_name).into_owned(),
+                size: group.size,
             });
+            self.groups.insert(req.group_name.clone(), group);
         }
         self.touched.insert(req.group_name.clone());
         let group = self
             .groups
             .get_mut(&req.group_name)
             .ok_or_else(|| "group vanished".to_owned())?;
-        if let Some(secret) = &group.secret {
-            if !crate::access::same_secret(secret, req.group_secret.as_deref()) {
-                return Err(format!(
-                    "group {:?} is protected: the request lacks its group_secret",
-                    req.group_name
-                ));
-            }
-        }
         group.last_active = now;
         // Declaring the roster comes before the declarer's own registration, so that it is
         // checked against the roster.
@@ -339,7 +386,7 @@ impl Coordinator {
         let registered = group.register(&req.client_name, req.role.as_deref())?;
         if registered && group.is_complete() {
             self.events.push(Event::Complete {
-                group: req.group_name.clone(),
+                group: bounded(&req.group_name).into_owned(),
             });
         }
         Ok((group, registered))
@@ -350,28 +397,21 @@ impl Coordinator {
     fn apply(
         group: &mut Group,
         req: &Request,
-        room: Room,
     ) -> (Option<Condition>, Option<Change>, Option<Reply>) {
         let client = req.client_name.as_str();
         let wait = |condition| (Some(condition), None, None);
-        let mut send = |id: &str, data: Value| match group.send(client, id, data, room) {
-            Ok(()) => (None, Some(Change::Sent(id.to_owned())), None),
-            Err(error) => (None, None, Some(Reply::nack(error))),
-        };
+        if let Some((id, data)) = group::sent_data(&req.kind) {
+            group.send(client, id, data);
+            return (None, Some(Change::Sent(id.to_owned())), None);
+        }
         match &req.kind {
             RequestKind::GroupData => wait(Condition::GroupComplete),
             RequestKind::Roster => wait(Condition::Roster),
             RequestKind::DeclareRoster { .. } => (None, Some(Change::RosterDeclared), None),
             RequestKind::Complete => (None, None, None),
-            RequestKind::Send { id, message } => send(id, message.clone()),
-            RequestKind::VmStart { host_ip } => send(VM_START_ID, json!({ "host_ip": host_ip })),
-            RequestKind::VmStop { status, reason } => {
-                let mut data = Map::new();
-                data.insert("status".into(), status.as_str().into());
-                if let Some(reason) = reason {
-                    data.insert("reason".into(), reason.clone().into());
-                }
-                send(VM_STOP_ID, Value::Object(data))
+            // Handled above.
+            RequestKind::Send { .. } | RequestKind::VmStart { .. } | RequestKind::VmStop { .. } => {
+                (None, None, None)
             }
             RequestKind::Wait { id } => wait(Condition::Sent {
                 id: id.clone(),
@@ -392,15 +432,14 @@ impl Coordinator {
                 vm_stop: true,
             }),
             RequestKind::Sync { id, message } => {
-                match group.arrive_at_sync(client, id, message, req.request_id.as_deref(), room) {
-                    Ok(None) => (
+                match group.arrive_at_sync(client, id, message, req.request_id.as_deref()) {
+                    None => (
                         Some(Condition::Synced { id: id.clone() }),
                         Some(Change::SyncArrived(id.clone())),
                         None,
                     ),
-                    // A retry of a call already answered, or over a limit.
-                    Ok(Some(reply)) => (None, None, Some(reply)),
-                    Err(error) => (None, None, Some(Reply::nack(error))),
+                    // A retry of a call already answered.
+                    Some(reply) => (None, None, Some(reply)),
                 }
             }
             RequestKind::Fail { reason } => {
@@ -432,10 +471,14 @@ impl Coordinator {
             .into_iter()
             .map(|(waiter, reply)| Wakeup { waiter, reply })
             .collect();
+        self.account(group_name);
+        let Some(group) = self.groups.get(group_name) else {
+            return wakeups;
+        };
         if !group.cleared.is_empty() && group.members.keys().all(|c| group.cleared.contains(c)) {
             wakeups.extend(self.remove(group_name, "was cleared by all its members"));
             self.events.push(Event::Cleared {
-                group: group_name.to_owned(),
+                group: bounded(group_name).into_owned(),
             });
         }
         for wakeup in &wakeups {
@@ -450,7 +493,7 @@ impl Coordinator {
             return Vec::new();
         };
         self.touched.insert(group_name.to_owned());
-        self.total_bytes -= group.stored_bytes();
+        self.total_bytes -= group.accounted;
         group
             .parked
             .into_iter()
@@ -516,9 +559,10 @@ impl Coordinator {
         let mut wakeups = Vec::new();
         for (group, client) in gone {
             self.touched.insert(group.clone());
+            self.account(&group);
             self.events.push(Event::LeaseExpired {
-                group: group.clone(),
-                client,
+                group: bounded(&group).into_owned(),
+                client: bounded(&client).into_owned(),
             });
             wakeups.extend(self.release(&group, &Change::Failed));
             if self.verdicts.deadlock_detection {
@@ -543,8 +587,9 @@ impl Coordinator {
             }
             for (client, condition, age) in report {
                 lines.push(format!(
-                    "group {:?}: {client} has waited {}s for {} ({})",
-                    group.name,
+                    "group {}: {} has waited {}s for {} ({})",
+                    quoted(&group.name),
+                    bounded(&client),
                     age.as_secs(),
                     condition.describe(),
                     group.waits_on(&condition)
@@ -578,7 +623,10 @@ impl Coordinator {
         let mut wakeups = Vec::new();
         for (group, idle) in expired {
             wakeups.extend(self.remove(&group, "expired"));
-            self.events.push(Event::Expired { group, idle });
+            self.events.push(Event::Expired {
+                group: bounded(&group).into_owned(),
+                idle,
+            });
         }
         wakeups
     }

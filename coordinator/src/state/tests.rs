@@ -719,6 +719,8 @@ proptest! {
             }
         }
         prop_assert_eq!(h.machine.parked_count(), 0);
+        // The running count of kept bytes is what a recount finds.
+        prop_assert_eq!(h.machine.total_bytes(), h.machine.recount_bytes());
         // Every sent id is complete for wait (any member can read all of it).
         for (m, script) in sends.iter().enumerate().take(members) {
             for step in script {
@@ -1035,4 +1037,200 @@ fn a_finished_call_ends_its_lease() {
         .machine
         .expire_leases(h.now + Duration::from_secs(60))
         .is_empty());
+}
+
+/// Finding 5 of issue 15: a refusal stores nothing. The group's member count and the
+/// mutations to store are what a refused request could have left behind.
+#[test]
+fn a_refused_request_leaves_no_trace() {
+    let limits = Limits {
+        max_groups: 10,
+        max_group_size: 8,
+        max_ids_per_group: 2,
+        max_group_bytes: 1000,
+        max_total_bytes: 300,
+    };
+    let mut h = limited(limits);
+    let nack = |r: Reply, what: &str| {
+        assert_eq!(r.response, Response::Nack, "{r:?}");
+        assert!(r.error.as_deref().unwrap().contains(what), "{r:?}");
+    };
+    // Over the total: neither the group nor its client may stay.
+    nack(
+        h.call(h.req("a", "r", 2, send("m", json!({"k": "x".repeat(400)})))),
+        "max_total_bytes",
+    );
+    assert!(h.machine.group(G).is_none(), "no group created");
+    assert_eq!(h.machine.groups().count(), 0);
+    assert!(h.machine.take_mutations().is_empty(), "nothing to store");
+    assert!(h.machine.take_events().is_empty(), "no group was created");
+    assert_eq!(h.machine.total_bytes(), 0);
+    // The same over the group's ids, and without a role to register.
+    assert_eq!(
+        h.call(h.req("a", "r", 2, send("m1", json!({})))),
+        Reply::ack()
+    );
+    assert_eq!(
+        h.call(h.req("a", "r", 2, send("m2", json!({})))),
+        Reply::ack()
+    );
+    h.machine.take_mutations();
+    let bytes = h.machine.total_bytes();
+    nack(
+        h.call(h.req("b", "r", 2, send("m3", json!({})))),
+        "max_ids_per_group",
+    );
+    nack(h.call(h.req("b", "r", 2, sync("s"))), "max_ids_per_group");
+    nack(
+        h.call(h.req("b", "r", 2, send("m1", json!({"k": "x".repeat(400)})))),
+        "max_total_bytes",
+    );
+    nack(
+        h.call(h.req("b", "r", 2, RequestKind::Aggregate)),
+        "aggregate",
+    );
+    let members: Vec<&String> = h.machine.group(G).unwrap().members.keys().collect();
+    assert_eq!(members, ["a"], "the refused client was not registered");
+    assert!(h.machine.take_mutations().is_empty());
+    assert_eq!(h.machine.total_bytes(), bytes);
+    // A refused roster declaration declares nothing and creates nothing.
+    let mut r = Request::new(
+        "rostered",
+        "x",
+        "r",
+        RequestKind::DeclareRoster {
+            roster: roles(&[("y", "r"), ("z", "r")]),
+        },
+    );
+    r.group_size = Some(2);
+    nack(h.call(r), "not in the roster");
+    assert!(h.machine.group("rostered").is_none());
+    assert!(h.machine.take_mutations().is_empty());
+    let mut r = h.req("c", "r", 2, RequestKind::GroupData);
+    r.group_name = "nameless".into();
+    r.role = None;
+    nack(h.call(r), "role");
+    assert!(h.machine.group("nameless").is_none());
+    assert!(h.machine.take_mutations().is_empty());
+}
+
+/// Finding 5 of issue 15: a sync's message is kept (its reply, and for a retry), so it counts
+/// against `max_group_bytes` and `max_total_bytes` like a send's.
+#[test]
+fn sync_messages_count_against_the_limits() {
+    let limits = Limits {
+        max_group_bytes: 500,
+        max_total_bytes: 800,
+        ..Limits::default()
+    };
+    let mut h = limited(limits);
+    let big_sync = |h: &Harness, client: &str, group: &str, n: usize| {
+        let mut r = h.req(
+            client,
+            "r",
+            2,
+            RequestKind::Sync {
+                id: "s".into(),
+                message: json!({ "k": "x".repeat(n) }),
+            },
+        );
+        r.group_name = group.into();
+        r
+    };
+    let reply = h.call(big_sync(&h, "a", G, 600));
+    assert_eq!(reply.response, Response::Nack, "{reply:?}");
+    assert!(reply.error.unwrap().contains("max_group_bytes"));
+    assert!(h.machine.group(G).is_none());
+    assert!(h.call(big_sync(&h, "a", G, 100)).is_wait());
+    let kept = h.machine.total_bytes();
+    assert!(kept > 100, "the sync message is counted: {kept}");
+    // Other groups fill the total; the next big sync is refused.
+    assert!(h.call(big_sync(&h, "a", "g2", 200)).is_wait());
+    assert!(h.call(big_sync(&h, "a", "g3", 200)).is_wait());
+    let reply = h.call(big_sync(&h, "a", "g4", 200));
+    assert_eq!(reply.response, Response::Nack, "{reply:?}");
+    assert!(reply.error.unwrap().contains("max_total_bytes"));
+    assert!(h.machine.group("g4").is_none());
+    assert!(h.machine.total_bytes() <= 800);
+}
+
+/// Finding 5 of issue 15: group, client and role names (and a roster, a failure's reason)
+/// are kept as well, and count.
+#[test]
+fn names_count_against_the_limits() {
+    let limits = Limits {
+        max_group_bytes: 300,
+        max_total_bytes: 1000,
+        ..Limits::default()
+    };
+    let mut h = limited(limits);
+    let long = "n".repeat(400);
+    let mut r = h.req("a", "r", 2, RequestKind::GroupData);
+    r.group_name = long.clone();
+    let reply = h.call(r);
+    assert_eq!(
+        reply.response,
+        Response::Nack,
+        "a group name over the limit"
+    );
+    assert!(h.machine.group(&long).is_none());
+    let reply = h.call(h.req(&long, "r", 2, RequestKind::GroupData));
+    assert_eq!(
+        reply.response,
+        Response::Nack,
+        "a client name over the limit"
+    );
+    assert!(h.machine.group(G).is_none());
+    let reply = h.call(h.req("a", &long, 2, RequestKind::GroupData));
+    assert_eq!(reply.response, Response::Nack, "a role over the limit");
+    assert!(h.machine.take_mutations().is_empty());
+    assert_eq!(h.machine.total_bytes(), 0);
+    // Names under the limit are counted.
+    assert!(h
+        .call(h.req("a", "role", 2, RequestKind::GroupData))
+        .is_wait());
+    assert_eq!(h.machine.total_bytes(), G.len() + "a".len() + "role".len());
+    // A failure's reason is kept too.
+    let reply = h.call(h.req("a", "role", 2, fail(&long)));
+    assert_eq!(reply.response, Response::Nack, "{reply:?}");
+    assert!(h.machine.group(G).unwrap().failed.is_empty());
+    // Many groups with middling names reach the total.
+    let mut created = 0;
+    for i in 0..20 {
+        let mut r = h.req("a", "r", 2, RequestKind::GroupData);
+        r.group_name = format!("{i:0>100}");
+        if h.call(r).is_wait() {
+            created += 1;
+        }
+    }
+    assert!(created < 20, "the total stopped them");
+    assert!(h.machine.total_bytes() <= 1000);
+}
+
+/// Finding 5 of issue 15: a refusal's text (logged by the server) quotes client text only up
+/// to a bound.
+#[test]
+fn refusals_quote_client_text_only_up_to_a_bound() {
+    let mut h = limited(Limits {
+        max_group_bytes: 100,
+        ..Limits::default()
+    });
+    let long = "g".repeat(10_000);
+    let mut r = h.req("a", "r", 2, RequestKind::GroupData);
+    r.group_name = long.clone();
+    r.group_size = None;
+    let error = h.call(r).error.unwrap();
+    assert!(error.len() < 400, "{} bytes", error.len());
+    assert!(error.contains("...(10000 bytes)"), "{error}");
+    let error = h
+        .call(h.req(&long, "r", 2, RequestKind::GroupData))
+        .error
+        .unwrap();
+    assert!(
+        error.len() < 400,
+        "{} bytes: {}",
+        error.len(),
+        &error[..100]
+    );
+    assert_eq!(quoted("short"), "\"short\"");
 }
