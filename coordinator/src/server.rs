@@ -40,6 +40,49 @@ struct Inner {
     next_waiter: WaiterId,
     /// The last batch of changes handed to the store.
     ticket: u64,
+    /// The state machine's time: the time the coordinator was running.
+    clock: Clock,
+}
+
+/// The server ticks every second; a longer gap between two looks at the clock than this
+/// means the process did not run (SIGSTOP, a suspended VM, a machine starved for minutes).
+const FROZEN_AFTER: Duration = Duration::from_secs(3);
+
+/// Time that excludes the gaps in which the coordinator did not run, so that they never count
+/// against leases (a member is not failed for the coordinator's own absence), held requests'
+/// ages or group expiry. It is what the state machine gets as `now`.
+struct Clock {
+    /// The real time of the last look.
+    last: Instant,
+    /// The gaps so far, in all.
+    frozen: Duration,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            last: Instant::now(),
+            frozen: Duration::ZERO,
+        }
+    }
+
+    /// The coordinator's time now. A gap since the last look longer than `FROZEN_AFTER` is
+    /// taken out, less the second of a tick's ordinary wait.
+    fn now(&mut self) -> Instant {
+        let real = Instant::now();
+        let gap = real.saturating_duration_since(self.last);
+        if gap > FROZEN_AFTER {
+            let lost = gap - Duration::from_secs(1);
+            self.frozen += lost;
+            warn!(
+                "the coordinator did not run for {:.1}s (stopped, suspended or starved): that \
+                 time does not count against leases, waits or group expiry",
+                lost.as_secs_f64()
+            );
+        }
+        self.last = real;
+        real.checked_sub(self.frozen).unwrap_or(real)
+    }
 }
 
 impl Inner {
@@ -128,6 +171,7 @@ impl Shared {
                 waiters: HashMap::new(),
                 next_waiter: 0,
                 ticket: 0,
+                clock: Clock::new(),
             }),
             access: settings.access(),
             settings,
@@ -208,7 +252,8 @@ impl Shared {
                     inner.next_waiter += 1;
                     inner.next_waiter
                 });
-            let out = inner.machine.handle(request, Instant::now(), park);
+            let now = inner.clock.now();
+            let out = inner.machine.handle(request, now, park);
             let ticket = inner.flush(self.writer.as_ref());
             inner.deliver(out.wakeups, ticket);
             match (out.reply, park) {
@@ -249,7 +294,8 @@ impl Shared {
     /// The `status` reply: groups (or one group), clients, held requests, counters.
     fn status(&self, group: Option<&str>) -> serde_json::Value {
         let m = &self.metrics;
-        let inner = self.lock();
+        let mut inner = self.lock();
+        let now = inner.clock.now();
         serde_json::json!({
             "response": "status",
             "version": env!("CARGO_PKG_VERSION"),
@@ -267,15 +313,15 @@ impl Shared {
                 "groups": inner.machine.groups().count(),
                 "stored_bytes": inner.machine.total_bytes(),
             },
-            "groups": inner.machine.status(group, Instant::now()),
+            "groups": inner.machine.status(group, now),
         })
     }
 
     /// The Prometheus metrics.
     pub fn metrics_text(&self) -> String {
         let gauges = {
-            let inner = self.lock();
-            let now = Instant::now();
+            let mut inner = self.lock();
+            let now = inner.clock.now();
             Gauges {
                 groups: inner.machine.groups().count(),
                 clients: inner.machine.groups().map(|g| g.members.len()).sum(),
@@ -299,6 +345,8 @@ impl Shared {
         }
         let lines = {
             let mut inner = self.lock();
+            // The look that notices a gap comes before the leases are checked.
+            let now = inner.clock.now();
             let wakeups = inner.machine.expire_leases(now);
             let ticket = inner.flush(self.writer.as_ref());
             inner.deliver(wakeups, ticket);
@@ -314,7 +362,8 @@ impl Shared {
     /// Forgets idle groups.
     pub fn expire(&self) {
         let mut inner = self.lock();
-        let wakeups = inner.machine.expire(Instant::now());
+        let now = inner.clock.now();
+        let wakeups = inner.machine.expire(now);
         let ticket = inner.flush(self.writer.as_ref());
         inner.deliver(wakeups, ticket);
     }

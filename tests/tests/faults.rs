@@ -240,3 +240,82 @@ fn one_address_cannot_take_every_connection() {
     );
     drop(hog);
 }
+
+/// The `status` answer for one group, as JSON.
+fn group_status(server: &Server, group: &str) -> serde_json::Value {
+    let body = json!({"request": "status", "group": group}).to_string();
+    let frame = format!("{:08X}{body}", body.len());
+    let reply = lava_multinode_tests::raw_exchange(
+        &server.addr,
+        frame.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .expect("status answers");
+    let v: serde_json::Value = serde_json::from_slice(&reply[8..]).expect("status is JSON");
+    v["groups"][0].clone()
+}
+
+fn signal(server: &Server, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(server.child.id().to_string())
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+/// Finding 9: the time the coordinator itself was stopped (SIGSTOP) does not count against
+/// leases: a member that kept asking is not failed after the coordinator comes back, while
+/// one that really stopped asking still is, once its lease has run out in the coordinator's
+/// running time.
+#[test]
+fn a_stopped_coordinator_does_not_blame_its_clients() {
+    const LEASE: f64 = 2.0;
+    let server = start_coordinator_with_config(None, &["--state", ":memory:"]);
+    let wait = |client: &str| {
+        let mut r = req("frozen", client, 3, RequestKind::Wait { id: "never".into() });
+        r.lease = Some(LEASE);
+        r
+    };
+    let c = server.client().with_io_timeout(Duration::from_secs(30));
+    // b asks once, with a lease, and never again.
+    assert!(c.call(&wait("b")).unwrap().is_wait());
+    // a keeps asking every 300 ms, as our tools do, through the freeze.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asker = {
+        let c = c.clone();
+        let stop = stop.clone();
+        let r = wait("a");
+        thread::spawn(move || {
+            let mut replies = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                replies.push(c.call(&r).expect("a is answered"));
+                thread::sleep(Duration::from_millis(300));
+            }
+            replies
+        })
+    };
+    thread::sleep(Duration::from_millis(600));
+    signal(&server, "STOP");
+    thread::sleep(Duration::from_secs_f64(LEASE * 2.5));
+    signal(&server, "CONT");
+    // Right after: nobody is failed, a's pending request is answered `wait`.
+    thread::sleep(Duration::from_millis(700));
+    let g = group_status(&server, "frozen");
+    assert_eq!(g["failed"], json!({}), "{g}");
+    // b, which stopped asking, is failed once its lease ran out in running time; a is not.
+    thread::sleep(Duration::from_secs_f64(LEASE + 1.5));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let replies = asker.join().unwrap();
+    let g = group_status(&server, "frozen");
+    let failed = g["failed"].as_object().expect("failed members");
+    assert!(failed.contains_key("b"), "{g}");
+    assert!(!failed.contains_key("a"), "{g}");
+    assert!(
+        replies.iter().all(|r| r.is_wait()),
+        "a kept asking and got only `wait`: {replies:?}"
+    );
+    let log = server.log_text();
+    assert!(log.contains("the coordinator did not run for"), "{log}");
+}
