@@ -457,7 +457,9 @@ mod tests {
         assert_eq!(s.max_inflight_bytes, 64 << 20);
         let s = load(r#"{"max_connections": 300}"#).unwrap().unwrap();
         assert_eq!(s.max_connections_per_address(), 150);
-        let s = load(r#"{"max_connections_per_address": 7}"#).unwrap().unwrap();
+        let s = load(r#"{"max_connections_per_address": 7}"#)
+            .unwrap()
+            .unwrap();
         assert_eq!(s.max_connections_per_address(), 7);
         assert!(matches!(
             load(r#"{"max_connections_per_address": 0}"#),

@@ -9,6 +9,8 @@ use lava_coordinator::store::{Store, Writer};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+mod diagnose;
+
 fn init_logging(cli: &Cli) {
     let level = match cli.loglevel {
         LogLevel::Debug => tracing::Level::DEBUG,
@@ -122,6 +124,12 @@ fn main() -> ExitCode {
             let (store, groups) = match opened {
                 Ok(opened) => opened,
                 Err(e) => {
+                    // SQLite's words (`disk I/O error`, `database is locked`) rarely say what
+                    // to fix: add what is wrong with the file or its folder, if anything.
+                    let e = match diagnose::state_file(&path) {
+                        Some(cause) => format!("{e} (cause: {cause})"),
+                        None => e.to_string(),
+                    };
                     error!("{e}");
                     eprintln!("lava-coordinator: {e}");
                     return ExitCode::from(2);

@@ -190,14 +190,18 @@ impl Shared {
     /// `warnings::PER_WINDOW` lines per kind per `warnings::WINDOW`; what is left out is
     /// reported as a count).
     fn warn(&self, kind: &'static str, line: impl FnOnce() -> String) {
-        let report = |kind: &str, count: u64| {
-            warn!(
-                "suppressed {count} similar warnings ({kind}) in the last {}s",
-                warnings::WINDOW.as_secs()
-            )
-        };
-        if self.warnings.allow(kind, Instant::now(), report) {
+        if self.warnings.allow(kind, Instant::now(), report_suppressed) {
             warn!("{}", line());
+        }
+    }
+
+    /// `warn`, for the INFO lines of requests answered `nack` (kind `nack`).
+    fn info_nack(&self, line: impl FnOnce() -> String) {
+        if self
+            .warnings
+            .allow("nack", Instant::now(), report_suppressed)
+        {
+            info!("{}", line());
         }
     }
 
@@ -338,10 +342,7 @@ impl Shared {
     pub fn every_second(&self) {
         let now = Instant::now();
         for (kind, count) in self.warnings.ended(now) {
-            warn!(
-                "suppressed {count} similar warnings ({kind}) in the last {}s",
-                warnings::WINDOW.as_secs()
-            );
+            report_suppressed(kind, count);
         }
         let lines = {
             let mut inner = self.lock();
@@ -367,6 +368,14 @@ impl Shared {
         let ticket = inner.flush(self.writer.as_ref());
         inner.deliver(wakeups, ticket);
     }
+}
+
+/// The line that stands for the warnings a flood made `Shared::warn` leave out.
+fn report_suppressed(kind: &str, count: u64) {
+    warn!(
+        "suppressed {count} similar warnings ({kind}) in the last {}s",
+        warnings::WINDOW.as_secs()
+    );
 }
 
 /// One connection counted against its address; dropping it gives the place back.
@@ -559,7 +568,7 @@ async fn serve(
         Ok(Err(e)) => {
             shared.metrics.failure(Failure::BadFrame);
             let e = ReadError::from(e);
-            warn!("{peer}: bad request frame: {e}");
+            shared.warn("bad_frame", || format!("{peer}: bad request frame: {e}"));
             return write_reply(&mut stream, &Reply::nack(format!("bad request frame: {e}"))).await;
         }
         Err(e) => {
@@ -567,7 +576,7 @@ async fn serve(
                 ReadError::Inflight(..) => Failure::OverLimit,
                 _ => Failure::ReadTimeout,
             });
-            warn!("{peer}: {e}");
+            shared.warn("read_timeout", || format!("{peer}: {e}"));
             return write_reply(&mut stream, &Reply::nack(e.to_string())).await;
         }
     };
@@ -582,7 +591,9 @@ async fn serve(
         Ok(request) => request,
         Err(e) => {
             shared.metrics.failure(Failure::BadRequest);
-            warn!("{peer}: bad request: {e}: {:.200}", body);
+            shared.warn("bad_request", || {
+                format!("{peer}: bad request: {e}: {}", quote(&body, 200))
+            });
             drop((body, paid));
             return write_reply(&mut stream, &Reply::nack(format!("bad request: {e}"))).await;
         }
@@ -592,12 +603,14 @@ async fn serve(
     drop((body, paid));
     if let Some(why) = shared.access.refuses(peer.ip(), request.secret.as_deref()) {
         shared.metrics.failure(Failure::Refused);
-        warn!(
-            "{peer}: refused {} from {:?} in {:?}: {why}",
-            request.kind.name(),
-            request.client_name,
-            request.group_name
-        );
+        shared.warn("refused", || {
+            format!(
+                "{peer}: refused {} from {} in {}: {why}",
+                request.kind.name(),
+                quote(&request.client_name, 200),
+                quote(&request.group_name, 200)
+            )
+        });
         return write_reply(&mut stream, &Reply::nack(why)).await;
     }
     let started = Instant::now();
@@ -613,12 +626,15 @@ async fn serve(
         started.elapsed()
     );
     if let Some(error) = &reply.error {
-        info!(
-            "{peer}: nack {} from {:?} in {:?}: {error}",
-            request.kind.name(),
-            request.client_name,
-            request.group_name
-        );
+        shared.info_nack(|| {
+            format!(
+                "{peer}: nack {} from {} in {}: {}",
+                request.kind.name(),
+                quote(&request.client_name, 200),
+                quote(&request.group_name, 200),
+                quote(error, 400)
+            )
+        });
     }
     write_reply(&mut stream, &reply).await;
 }
@@ -633,12 +649,21 @@ async fn serve_status(
     let secret = value.get("secret").and_then(|s| s.as_str());
     if let Some(why) = shared.access.refuses(peer.ip(), secret) {
         shared.metrics.failure(Failure::Refused);
-        warn!("{peer}: refused status: {why}");
+        shared.warn("refused", || format!("{peer}: refused status: {why}"));
         return write_reply(stream, &Reply::nack(why)).await;
     }
     let group = value.get("group").and_then(|g| g.as_str());
     let body = lava_protocol::json::to_ascii_string(&shared.status(group));
     write_frame(stream, &body).await;
+}
+
+/// Client text for a log line: Rust-escaped (`"..."`), at most `max` characters of it, then
+/// how long it was.
+fn quote(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}...({} bytes)", &text[..end], text.len()),
+    }
 }
 
 fn request_id(request: &Request) -> &str {

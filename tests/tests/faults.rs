@@ -33,9 +33,7 @@ fn run_good_group(server: &Server, group: &str, size: u32) -> Duration {
     let start = Instant::now();
     let handles: Vec<_> = (0..size)
         .map(|i| {
-            let client = server
-                .client()
-                .with_io_timeout(Duration::from_secs(60));
+            let client = server.client().with_io_timeout(Duration::from_secs(60));
             let group = group.to_owned();
             thread::spawn(move || {
                 let name = format!("n{i}");
@@ -120,7 +118,10 @@ fn stalled_large_bodies_hold_only_the_inflight_budget() {
     let pushed: usize = stalled.iter().map(|(_, sent)| sent).sum();
     // The good group is served while the budget is taken.
     let took = run_good_group(&server, "good6", 3);
-    assert!(took < Duration::from_secs(5), "the good group took {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the good group took {took:?}"
+    );
     let grown = rss_kib(pid).saturating_sub(before) as usize * 1024;
     let announced = COUNT * ANNOUNCED;
     eprintln!(
@@ -186,12 +187,9 @@ fn status_time(server: &Server) -> Duration {
     let start = Instant::now();
     let body = r#"{"request": "status"}"#;
     let frame = format!("{:08X}{body}", body.len());
-    let reply = lava_multinode_tests::raw_exchange(
-        &server.addr,
-        frame.as_bytes(),
-        Duration::from_secs(5),
-    )
-    .expect("status answers");
+    let reply =
+        lava_multinode_tests::raw_exchange(&server.addr, frame.as_bytes(), Duration::from_secs(5))
+            .expect("status answers");
     assert!(
         String::from_utf8_lossy(&reply).contains("\"status\""),
         "{reply:?}"
@@ -221,7 +219,10 @@ fn one_address_cannot_take_every_connection() {
     let took = status_time(&server);
     assert!(took < Duration::from_secs(1), "status took {took:?}");
     let took = run_good_group(&server, "good7", 4);
-    assert!(took < Duration::from_secs(5), "the good group took {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the good group took {took:?}"
+    );
     // The hog's connections over the limit were told why, at once.
     let mut refused = 0;
     for s in &mut hog {
@@ -232,7 +233,10 @@ fn one_address_cannot_take_every_connection() {
             refused += 1;
         }
     }
-    assert_eq!(refused, 200, "connections over the limit get a nack naming it");
+    assert_eq!(
+        refused, 200,
+        "connections over the limit get a nack naming it"
+    );
     let log = server.log_text();
     assert!(
         log.contains("127.0.0.2 holds max_connections_per_address (100) already"),
@@ -245,12 +249,9 @@ fn one_address_cannot_take_every_connection() {
 fn group_status(server: &Server, group: &str) -> serde_json::Value {
     let body = json!({"request": "status", "group": group}).to_string();
     let frame = format!("{:08X}{body}", body.len());
-    let reply = lava_multinode_tests::raw_exchange(
-        &server.addr,
-        frame.as_bytes(),
-        Duration::from_secs(10),
-    )
-    .expect("status answers");
+    let reply =
+        lava_multinode_tests::raw_exchange(&server.addr, frame.as_bytes(), Duration::from_secs(10))
+            .expect("status answers");
     let v: serde_json::Value = serde_json::from_slice(&reply[8..]).expect("status is JSON");
     v["groups"][0].clone()
 }
@@ -274,7 +275,12 @@ fn a_stopped_coordinator_does_not_blame_its_clients() {
     const LEASE: f64 = 2.0;
     let server = start_coordinator_with_config(None, &["--state", ":memory:"]);
     let wait = |client: &str| {
-        let mut r = req("frozen", client, 3, RequestKind::Wait { id: "never".into() });
+        let mut r = req(
+            "frozen",
+            client,
+            3,
+            RequestKind::Wait { id: "never".into() },
+        );
         r.lease = Some(LEASE);
         r
     };
@@ -318,4 +324,107 @@ fn a_stopped_coordinator_does_not_blame_its_clients() {
     );
     let log = server.log_text();
     assert!(log.contains("the coordinator did not run for"), "{log}");
+}
+
+/// Finding 8: a flood of bad connections writes a bounded number of WARN lines (at most 10
+/// per kind per 10 s), then one line per kind with the count of what was left out.
+#[test]
+fn a_flood_of_bad_connections_is_logged_rate_limited_with_a_count() {
+    let server = start_coordinator_with_config(None, &["--state", ":memory:"]);
+    for i in 0..300 {
+        let bad_header =
+            lava_multinode_tests::raw_exchange(&server.addr, b"zzzzzzzz{}", Duration::from_secs(5))
+                .unwrap();
+        assert!(String::from_utf8_lossy(&bad_header).contains("nack"), "{i}");
+        let bad_json = lava_multinode_tests::raw_exchange(
+            &server.addr,
+            b"00000003abc",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert!(String::from_utf8_lossy(&bad_json).contains("nack"), "{i}");
+    }
+    // The counts come once the 10 s window is over, even though the flood has stopped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = server.log_text();
+        if log.contains("similar warnings (bad_request)") && log.contains("(bad_frame)") {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no count of suppressed warnings:\n{log}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    let warns: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert!(
+        warns.len() <= 2 * 10 + 2,
+        "{} WARN lines for 600 bad connections:\n{}",
+        warns.len(),
+        warns.join("\n")
+    );
+    assert!(
+        log.contains("suppressed 290 similar warnings (bad_frame) in the last 10s"),
+        "{log}"
+    );
+    assert!(
+        log.contains("suppressed 290 similar warnings (bad_request) in the last 10s"),
+        "{log}"
+    );
+    // And the coordinator still says why to each: every one got its nack (above).
+}
+
+/// Finding 8: a state file the coordinator may not write is refused at start with its path
+/// and the system's reason, not only SQLite's `database is locked` or `disk I/O error`.
+#[test]
+fn a_state_file_it_may_not_write_is_named_with_the_cause() {
+    let dir = lava_multinode_tests::TempDir::new("ro-state");
+    let folder = dir.path().join("state");
+    std::fs::create_dir(&folder).unwrap();
+    let state = folder.join("state.db");
+    std::fs::write(&state, b"").unwrap();
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let mut cmd = if root {
+        // Root may write anything: run it as nobody, to whom the folder is read-only.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(lava_multinode_tests::bin("lava-coordinator"));
+        cmd
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o444)).unwrap();
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o555)).unwrap();
+        std::process::Command::new(lava_multinode_tests::bin("lava-coordinator"))
+    };
+    let out = cmd
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--logfile",
+            "-",
+            "--config",
+            "/nonexistent",
+        ])
+        .arg("--state")
+        .arg(&state)
+        .output()
+        .expect("run the coordinator");
+    if !root {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755));
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&*state.to_string_lossy()), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot create files in {}", folder.display()))
+            && stderr.contains("Permission denied"),
+        "the cause is named: {stderr}"
+    );
 }

@@ -10,6 +10,16 @@ use std::time::{Duration, Instant};
 pub const WINDOW: Duration = Duration::from_secs(10);
 /// Lines of one kind logged per window.
 pub const PER_WINDOW: u32 = 10;
+/// Lines per window of the INFO lines of `nack` replies (kind `nack`): most are answers to
+/// real events (a member failed, a limit reached by a job) that operators read.
+pub const NACKS_PER_WINDOW: u32 = 100;
+
+fn budget(kind: &str) -> u32 {
+    match kind {
+        "nack" => NACKS_PER_WINDOW,
+        _ => PER_WINDOW,
+    }
+}
 
 struct Window {
     start: Instant,
@@ -45,7 +55,7 @@ impl Warnings {
                     suppressed: 0,
                 };
             }
-            if window.shown < PER_WINDOW {
+            if window.shown < budget(kind) {
                 window.shown += 1;
                 true
             } else {
