@@ -134,27 +134,33 @@ other files only with --force."
 }
 
 const VM_GROUP: &str = "\
-Usage: lava-multinode vm-group run JOB.json [OPTIONS] [-- HOST_TEST [ARGS ...]]
-       lava-multinode vm-group show JOB.json [OPTIONS]
+Usage: lava-multinode vm-group run JOB [OPTIONS] [-- HOST_TEST [ARGS ...]]
+       lava-multinode vm-group show JOB [OPTIONS]
 
-The host of a VM group (docs/VM-GROUPS.md). JOB.json is a VM group job definition: vm_group
-with host {device_type, role}, auto_start_vms (default true) and vms [{device_type, role,
-count (1), launch_with [commands], shell_prompt (one or a list), image, auto_login
-{login_prompt, username, password_prompt, password}, console_commands [commands]}].
+The host of a VM group (docs/VM-GROUPS.md). JOB is a VM-group job as LAVA v1 wrote it, JSON
+or YAML: timeout, job_name, vm_group {host {device_type, role, ssh}, auto_start_vms (true),
+vms [{device_type, role, count (1), image, launch_with, shell_prompt, auto_login
+{login_prompt, username, password_prompt, password}, console_commands}]} and actions, run in
+order: deploy_linaro_image {image, role}, deploy_linaro_kernel {kernel, ramdisk, dtb, rootfs,
+role}, lava_test_shell {testdef_urls, testdef_repos, role, timeout}; boot_linaro_image and
+submit_results are skipped, any other command refused.
 
-run: declares the group's roster as the host ('host' client = the host's role; VMs are
-ROLE-1 .. ROLE-N), opens the VMs' start gate (at once with auto_start_vms, else when the host
-test calls lava-start-vms), then starts every VM with its launch_with commands (sh -c, in
-order; the last one runs on a pseudo-terminal: the VM's console, kept in LOG_DIR/CLIENT.log).
-On each console it logs in (auto_login), waits for shell_prompt ('# ' or '$ ' when it needs a
-shell and none is given), types the console_commands one by one (each must exit 0; after the
-last it reports the VM's end and powers it off), and relays LAVA's MultiNode markers
-(<LAVA_MULTI_NODE> <LAVA_SEND ...>, WAIT, WAIT_ALL, SYNC) to the coordinator in the VM's name,
-typing LAVA's reply lines back: a guest needs no network. A VM whose process ends before its
-guest called lava-vm-done is reported failed in its name. Meanwhile HOST_TEST runs with the host's LAVA_MULTINODE_* settings and
-the lava-* tools on PATH; then the launcher reports the host's end (failed if the test
-failed), waits for every member's end (lava-wait-for-vms), waits for the VM processes, runs
-the --after commands and clears the group.
+run: fetches the images and test definitions, declares the group's roster ('host' client =
+the host's role; VMs are ROLE-1 .. ROLE-N), opens the VMs' start gate (at once with
+auto_start_vms, else when the host's test calls lava-start-vms), then starts every VM: its
+launch_with commands (sh -c, in order), else qemu for its device_type (KVM when it works, else
+TCG) on its own overlay of its image. The last command runs on a pseudo-terminal: the VM's
+console, kept in LOG_DIR/CLIENT.log. On each console the launcher logs in (auto_login), waits
+for shell_prompt ('# ' or '$ ' when none is given), types the console_commands and the VM's
+test shells (the test definitions, helpers and, when the guest has none, our tools) and
+relays LAVA's MultiNode markers (<LAVA_MULTI_NODE> <LAVA_SEND ...>, WAIT, WAIT_ALL, SYNC) to
+the coordinator in the VM's name, typing LAVA's reply lines back: a guest needs no network.
+After its last test shell it reports the VM's end and powers it off. A VM whose process ends
+before its end was reported is reported failed in its name. Meanwhile HOST_TEST and the
+host's first test shell run with the host's settings; then the launcher reports the host's end,
+waits for every member's end (lava-wait-for-vms), runs the host's further test shells and the
+--after commands, prints the results table, writes results.yaml and junit.xml to LOG_DIR and
+clears the group. With vm_group.host.ssh, the VMs and the host's test shells run on that host.
 show: prints the group and each VM's commands with the placeholders filled in.
 
 Options:
@@ -178,8 +184,9 @@ lava_multinode.group_size=..'; also in the environment as LAVA_VM_<NAME>. '{{' a
 literal braces; ${...} is left to the shell.
 
 Exit status:
-  0  every member finished with status=ok and every host step passed
-  1  a VM or the host failed, the host test or an --after command failed
+  0  every member finished with status=ok, every host step passed and no test case failed
+  1  a VM or the host failed, a test case failed, the host test or an --after command
+     failed, or the job's timeout was reached
   2  bad arguments
   3  invalid job definition (the message names the field) or setting
   4  the coordinator refused a request (e.g. the group exists with another roster)

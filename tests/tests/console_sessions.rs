@@ -418,3 +418,138 @@ fn a_guest_without_tools_gets_ours_over_the_console() {
         run.stdout
     );
 }
+
+/// An sshd on a loopback port playing the VM-group host `vm_group.host.ssh` names: root's key
+/// login with keys of its own, killed when dropped.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    key: PathBuf,
+    known_hosts: PathBuf,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sshd_or_skip(dir: &TempDir, test: &str) -> Option<Sshd> {
+    use std::process::{Command, Stdio};
+    let sshd = Path::new("/usr/sbin/sshd");
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !sshd.exists() || !root {
+        let why = "needs root and openssh-server (bash tests/interop/install.sh installs it)";
+        assert!(!lava_multinode_tests::vm::vm_required(), "{test}: {why}");
+        eprintln!("NOTICE: skipping {test}: {why}");
+        return None;
+    }
+    let d = dir.path();
+    for name in ["host_key", "client_key"] {
+        let ok = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(d.join(name))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+    let port = lava_multinode_tests::free_port();
+    std::fs::write(
+        d.join("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+             PermitRootLogin prohibit-password\nPasswordAuthentication no\nStrictModes no\n\
+             UsePAM no\nPidFile {}\nLogLevel ERROR\n",
+            d.join("host_key").display(),
+            d.join("authorized_keys").display(),
+            d.join("sshd.pid").display()
+        ),
+    )
+    .unwrap();
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let child = Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(d.join("sshd_config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        lava_multinode_tests::wait_for_port(&format!("127.0.0.1:{port}"), Duration::from_secs(10)),
+        "sshd did not start"
+    );
+    Some(Sshd {
+        child,
+        port,
+        key: d.join("client_key"),
+        known_hosts: d.join("known_hosts"),
+    })
+}
+
+/// `vm_group.host.ssh`: the VMs' commands and the host's test shells run on the host through
+/// ssh (their environment shows it), each VM's console streams back through `ssh -tt`, and the
+/// MultiNode API still works end to end.
+#[test]
+fn a_host_reached_over_ssh_runs_the_vms_and_its_test_shells() {
+    let server = coordinator();
+    let mut l = Launcher::new(&server.addr, "ssh");
+    l.boot_timeout = 30.0;
+    l.timeout = 60.0;
+    let Some(sshd) = sshd_or_skip(
+        &l.dir,
+        "a_host_reached_over_ssh_runs_the_vms_and_its_test_shells",
+    ) else {
+        return;
+    };
+    // The guests use the tools the launcher puts on the host, over their consoles.
+    let bin = std::path::PathBuf::from(format!("/tmp/lava-vm-group-{}/bin", l.group));
+    let guest = guest_script(&l.dir, &bin, false);
+    let def = l.dir.path().join("via-ssh.yaml");
+    std::fs::write(
+        &def,
+        "metadata: {name: via-ssh}\nrun:\n  steps:\n    - lava-test-case over-ssh --shell '[ -n \"$SSH_CONNECTION\" ]'\n    - lava-sync over-ssh\n    - lava-test-case synced --result pass\n",
+    )
+    .unwrap();
+    let mut job = job(
+        None,
+        vec![console_vm(
+            "server",
+            &guest,
+            false,
+            &["test -n \"$SSH_CONNECTION\""],
+        )],
+    );
+    job["vm_group"]["host"]["ssh"] = json!({
+        "destination": "root@127.0.0.1",
+        "port": sshd.port,
+        "identity_file": sshd.key.display().to_string(),
+        "options": [format!("UserKnownHostsFile={}", sshd.known_hosts.display())],
+    });
+    job["actions"] = json!([
+        {"command": "lava_test_shell", "parameters": {"testdef_urls": [def.display().to_string()]}},
+    ]);
+    let run = l.run(&job, &[], QUICK);
+    assert_eq!(run.code, 0, "{}", run.text());
+    run.line_of("the host is root@127.0.0.1 (over ssh)");
+    for node in ["host", "server-1"] {
+        for case in ["over-ssh", "synced"] {
+            let row = [node, "0_via-ssh", case, "pass"];
+            assert!(
+                run.stdout
+                    .lines()
+                    .any(|l| l.split_whitespace().collect::<Vec<_>>() == row),
+                "no {row:?}: {}",
+                run.text()
+            );
+        }
+    }
+    assert!(
+        !Path::new(&format!("/tmp/lava-vm-group-{}", l.group)).exists(),
+        "the run's folder on the host is removed"
+    );
+}

@@ -9,24 +9,50 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use super::launcher::Shared;
+use super::remote::Remote;
 use super::results::Collector;
 use super::testshell::{self, Shell};
 
-/// Where the host's test shells live.
-pub fn root(shared: &Shared) -> std::path::PathBuf {
-    shared.opts.log_dir.join("host-lava")
+/// Where the host's test shells live: `LOG_DIR/host-lava` on this machine, the run's folder
+/// on a host reached over ssh.
+pub fn root(shared: &Shared) -> String {
+    match &shared.opts.job.host_ssh {
+        Some(_) => format!("{}/host-lava", Remote::dir(&shared.opts.group)),
+        None => shared.opts.log_dir.join("host-lava").display().to_string(),
+    }
 }
 
-/// Puts the host's test-shell files in place.
+/// Puts the host's test-shell files in place (there, for a host reached over ssh: with the
+/// host's settings in their environment file, since ssh passes no environment).
 pub fn prepare(shared: &Shared, shells: &[Shell]) -> Result<(), String> {
     let root = root(shared);
-    let files = testshell::files(shells, &root.display().to_string(), &identity(shared));
-    testshell::write_files(&root, &files)
-        .map_err(|e| format!("cannot write {}: {e}", root.display()))
+    let mut environment = identity(shared, &root);
+    match &shared.opts.job.host_ssh {
+        None => {
+            let files = testshell::files(shells, &root, &environment);
+            testshell::write_files(Path::new(&root), &files)
+                .map_err(|e| format!("cannot write {root}: {e}"))
+        }
+        Some(remote) => {
+            for (k, v) in shared.host_env() {
+                if k != "PATH" {
+                    environment.push((k, v));
+                }
+            }
+            environment.push((
+                "PATH".into(),
+                format!("{}/bin", Remote::dir(&shared.opts.group)),
+            ));
+            for (rel, text, exec) in testshell::files(shells, &root, &environment) {
+                remote.write(&text, &format!("{root}/{rel}"), exec)?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// LAVA's test-shell identity variables for the host (its tools also read our settings).
-fn identity(shared: &Shared) -> Vec<(String, String)> {
+fn identity(shared: &Shared, root: &str) -> Vec<(String, String)> {
     let role = &shared.opts.job.host_role;
     let roster = shared
         .opts
@@ -37,10 +63,7 @@ fn identity(shared: &Shared) -> Vec<(String, String)> {
         .collect::<Vec<_>>()
         .join("\n");
     vec![
-        (
-            "LAVA_MULTI_NODE_CACHE".into(),
-            root(shared).join("cache.txt").display().to_string(),
-        ),
+        ("LAVA_MULTI_NODE_CACHE".into(), format!("{root}/cache.txt")),
         ("LAVA_HOSTNAME".into(), role.clone()),
         ("TARGET_ROLE".into(), role.clone()),
         ("LAVA_GROUP".into(), roster),
@@ -50,8 +73,7 @@ fn identity(shared: &Shared) -> Vec<(String, String)> {
 /// Runs one test shell's definitions in order; a definition that fails (status, or no
 /// ENDRUN) is recorded as such and the next one runs.
 pub fn run_shell(shared: &Shared, shell: &Shell, collector: &Mutex<Collector>) {
-    let root = root(shared);
-    let root_text = root.display().to_string();
+    let root_text = root(shared);
     let log_path = shared.opts.log_dir.join("host.log");
     let mut log = std::fs::OpenOptions::new()
         .create(true)
@@ -64,11 +86,19 @@ pub fn run_shell(shared: &Shared, shell: &Shell, collector: &Mutex<Collector>) {
             run.id, run.origin
         ));
         let started = std::time::Instant::now();
-        let spawned = Command::new("sh")
-            .arg("-c")
-            .arg(testshell::run_command(&root_text, run))
-            .envs(shared.host_env())
-            .current_dir(Path::new(&root_text))
+        let command = testshell::run_command(&root_text, run);
+        let mut cmd = match &shared.opts.job.host_ssh {
+            Some(remote) => remote.command(&command),
+            None => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(&command)
+                    .envs(shared.host_env())
+                    .current_dir(Path::new(&root_text));
+                c
+            }
+        };
+        let spawned = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -39,6 +39,8 @@ pub struct Job {
     pub actions: Vec<JobAction>,
     pub host_device_type: String,
     pub host_role: String,
+    /// `vm_group.host.ssh`: the host is reached over ssh (else it is this machine).
+    pub host_ssh: Option<super::remote::Remote>,
     pub auto_start_vms: bool,
     pub vms: Vec<VmSpec>,
 }
@@ -243,6 +245,7 @@ impl Job {
         let host_device_type = string(host, "vm_group.host", "device_type")?;
         let host_role = string(host, "vm_group.host", "role")?;
         check_role(&host_role, "vm_group.host.role")?;
+        let host_ssh = super::remote::Remote::parse(host.get("ssh"))?;
         let auto_start_vms = match vg.get("auto_start_vms") {
             None | Some(Value::Null) => true,
             Some(Value::Bool(b)) => *b,
@@ -349,6 +352,7 @@ impl Job {
             actions,
             host_device_type,
             host_role,
+            host_ssh,
             auto_start_vms,
             vms,
         })

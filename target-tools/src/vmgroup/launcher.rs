@@ -30,6 +30,7 @@ use super::host;
 use super::images::{self, Deployed};
 use super::job::{self, Job, Node, VmSpec};
 use super::qemu;
+use super::remote::{self, Remote};
 use super::results::{CaseResult, Collector};
 use super::testshell;
 use super::testshell::Shell;
@@ -355,8 +356,17 @@ pub fn placeholder_values(
         ("kernel_cmdline", Some(cmdline)),
         ("index", node.vm.map(|(_, n)| n.to_string())),
         ("device_type", Some(node.device_type.clone())),
-        ("log_dir", Some(opts.log_dir.display().to_string())),
+        ("log_dir", Some(log_dir_there(opts).display().to_string())),
     ]
+}
+
+/// The log folder as the VMs' commands see it: this machine's, or the run's folder on a host
+/// reached over ssh.
+pub fn log_dir_there(opts: &Options) -> PathBuf {
+    match &opts.job.host_ssh {
+        Some(_) => PathBuf::from(Remote::dir(&opts.group)),
+        None => opts.log_dir.clone(),
+    }
 }
 
 /// A VM's commands with their placeholders replaced: its `launch_with`, else the default
@@ -393,7 +403,7 @@ pub fn commands_of(
             deployed,
             disk,
             &node.client,
-            &opts.log_dir,
+            &log_dir_there(opts),
             launch.accel,
         )
         .map_err(|e| {
@@ -405,6 +415,14 @@ pub fn commands_of(
         let done = job::substitute(&cmd, &value)
             .map_err(|e| format!("vm_group.vms[{index}] default launcher: {e}"))?;
         out.push(done);
+    }
+    // On a host reached over ssh, every command runs there; the last one, the console, on a
+    // terminal of its own there.
+    if let Some(remote) = &opts.job.host_ssh {
+        let last = out.len() - 1;
+        for (j, cmd) in out.iter_mut().enumerate() {
+            *cmd = remote.wrap(cmd, j == last);
+        }
     }
     Ok((spec, out))
 }
@@ -443,9 +461,17 @@ fn run_vm(
     let mut disk = None;
     if shared.opts.job.vms[index].launch_with.is_empty() {
         if let Some(base) = shared.launch.of(&node.role).and_then(|d| d.image.clone()) {
-            match images::overlay(&base, &shared.opts.log_dir, &node.client) {
+            let made = match &shared.opts.job.host_ssh {
+                Some(remote) => {
+                    let path = deploy::disk_path(&log_dir_there(&shared.opts), &node.client);
+                    remote::overlay(remote, &base, &path).map(|()| path)
+                }
+                None => images::overlay(&base, &shared.opts.log_dir, &node.client)
+                    .map_err(|e| e.to_string()),
+            };
+            match made {
                 Ok(path) => disk = Some(path),
-                Err(e) => return Some(e.to_string()),
+                Err(e) => return Some(e),
             }
         }
     }
@@ -794,9 +820,18 @@ pub fn run(opts: Options) -> Result<(), Error> {
         .map_err(|e| Error::Local(format!("cannot create {}: {e}", opts.log_dir.display())))?;
     // The deployed images are fetched (and decompressed) into the log folder, and every VM's
     // commands must expand, before anything starts.
-    let launch = prepare_launch(&opts, &log, true)?;
+    let mut launch = prepare_launch(&opts, &log, true)?;
+    if let Some(remote) = &opts.job.host_ssh {
+        let dir = Remote::dir(&opts.group);
+        log.say(&format!(
+            "the host is {} (over ssh): putting the tools and images in {dir} there",
+            remote.destination
+        ));
+        remote::install_tools(remote, &dir).map_err(Error::Local)?;
+        remote::copy_images(remote, &dir, &mut launch.deployed).map_err(Error::Local)?;
+    }
     for node in &vms {
-        let disk = deploy::disk_path(&opts.log_dir, &node.client);
+        let disk = deploy::disk_path(&log_dir_there(&opts), &node.client);
         commands_of(&opts, node, &opts.host_ip, &launch, Some(&disk)).map_err(Error::Job)?;
     }
     // Every test definition is fetched and parsed before anything starts.
@@ -1080,6 +1115,13 @@ pub fn run(opts: Options) -> Result<(), Error> {
                 log.say(&f);
                 failures.push(f);
             }
+        }
+    }
+
+    if let Some(remote) = &opts.job.host_ssh {
+        let dir = Remote::dir(&opts.group);
+        if let Err(e) = remote.run(&format!("rm -rf {}", remote::quote(&dir))) {
+            log.say(&format!("cannot remove {dir} on the host: {e}"));
         }
     }
 

@@ -14,6 +14,7 @@ pub mod job;
 pub mod launcher;
 pub mod qemu;
 pub mod relay;
+pub mod remote;
 pub mod results;
 pub mod session;
 pub mod testdef;
@@ -219,7 +220,7 @@ fn show(opts: &Options, out: &mut dyn std::io::Write) -> Result<(), Error> {
             node.client, node.role, node.device_type
         ));
         if node.vm.is_some() {
-            let disk = deploy::disk_path(&opts.log_dir, &node.client);
+            let disk = deploy::disk_path(&launcher::log_dir_there(opts), &node.client);
             let (_, commands) =
                 launcher::commands_of(opts, &node, &opts.host_ip, &launch, Some(&disk))
                     .map_err(Error::Job)?;

@@ -461,8 +461,8 @@ mod tests {
                 " -chardev stdio,id=console,mux=off,signal=off -serial chardev:console",
                 " -netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile=",
                 " -pidfile /logs/server-1.pid",
-                // Not a qcow2 file here, so raw: the format follows the bytes.
-                " -drive file=/logs/server-1.qcow2,if=virtio,format=raw",
+                // Not made yet: the overlay a run creates, qcow2 by its name.
+                " -drive file=/logs/server-1.qcow2,if=virtio,format=qcow2",
             ] {
                 assert!(c.contains(part), "{part} in {c}");
             }

@@ -144,20 +144,24 @@ pub fn plan(job: &Job, role: &str, work: &Path) -> Result<Vec<Shell>, String> {
 /// A file to put on a node: path relative to ROOT, text, executable or not.
 pub type NodeFile = (String, String, bool);
 
-/// The files of a node's test shells: helpers, environment, scripts.
+/// The files of a node's test shells: helpers, environment (its `PATH` entry, if any, a folder
+/// put first on PATH), scripts.
 pub fn files(shells: &[Shell], root: &str, environment: &[(String, String)]) -> Vec<NodeFile> {
     let mut out: Vec<NodeFile> = HELPERS
         .iter()
         .map(|(name, text)| (format!("bin/{name}"), (*text).to_owned(), true))
         .collect();
     let mut env = String::new();
+    // A `PATH` entry is a folder to put first on PATH (after the helpers), not a value.
+    let mut path = format!("{}/bin", shell_quote(root));
     for (k, v) in environment {
-        env.push_str(&format!("export {k}={}\n", shell_quote(v)));
+        if k == "PATH" {
+            path.push_str(&format!(":{}", shell_quote(v)));
+        } else {
+            env.push_str(&format!("export {k}={}\n", shell_quote(v)));
+        }
     }
-    env.push_str(&format!(
-        "export PATH={}/bin:\"$PATH\"\n",
-        shell_quote(root)
-    ));
+    env.push_str(&format!("export PATH={path}:\"$PATH\"\n"));
     out.push(("environment".into(), env, false));
     for run in shells.iter().flat_map(|s| &s.runs) {
         let dir = format!("{root}/tests/{}", run.id);
