@@ -41,7 +41,7 @@ Configuration file keys (JSON; all optional):
   max_connections     connections served at once [4096]
   max_connections_per_address
                       connections one client address may hold at once; more are
-                      refused at once (nack) [512, or max_connections / 2 when less]
+                      refused at once (nack) [1024, or max_connections / 2 when less]
   max_inflight_bytes  bytes of request bodies being received, all connections
                       together; a large body waits for room [67108864 = 64 MiB]
   max_request_bytes   largest request body, bytes [1048576]
@@ -149,7 +149,7 @@ pub struct Settings {
     pub max_connections: usize,
     /// Largest request body accepted, bytes.
     pub max_request_bytes: usize,
-    /// Connections one client address may hold at once; `None`: 512, or half of
+    /// Connections one client address may hold at once; `None`: 1024, or half of
     /// `max_connections` when that is less.
     pub max_connections_per_address: Option<usize>,
     /// Bytes of request bodies being received by all connections together.
@@ -373,13 +373,13 @@ impl Settings {
         }
     }
 
-    /// Connections one address may hold at once. The default serves a dispatcher host that
-    /// runs 100 nodes' clients, each with a held request, a retry and a closing connection
-    /// (512 > 100 x 5), while one address can never take more than an eighth of the default
-    /// `max_connections` (half of a lower one).
+    /// Connections one address may hold at once. The default serves a dispatcher host (or a
+    /// VM-group host) that runs 200 nodes' clients, each with a held request, a retry and a
+    /// closing connection (1024 > 200 x 5), while one address can never take more than a
+    /// quarter of the default `max_connections` (half of a lower one).
     pub fn max_connections_per_address(&self) -> usize {
         self.max_connections_per_address
-            .unwrap_or_else(|| 512.min((self.max_connections / 2).max(1)))
+            .unwrap_or_else(|| 1024.min((self.max_connections / 2).max(1)))
     }
 
     pub fn block_max(&self) -> Duration {
@@ -453,7 +453,7 @@ mod tests {
     #[test]
     fn connection_limits() {
         let s = Settings::default();
-        assert_eq!(s.max_connections_per_address(), 512);
+        assert_eq!(s.max_connections_per_address(), 1024);
         assert_eq!(s.max_inflight_bytes, 64 << 20);
         let s = load(r#"{"max_connections": 300}"#).unwrap().unwrap();
         assert_eq!(s.max_connections_per_address(), 150);
