@@ -314,6 +314,61 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
+    /// `testdef_repos`: a definition read from a git repository at a revision.
+    #[test]
+    fn definitions_come_from_git_repositories() {
+        let dir = std::env::temp_dir().join(format!("lava-git-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let repo = dir.join("repo");
+        std::fs::create_dir_all(repo.join("defs")).unwrap();
+        let git = |args: &[&str]| {
+            let ok = Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@t", "-C"])
+                .arg(&repo)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                ok.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&ok.stderr)
+            );
+            String::from_utf8_lossy(&ok.stdout).trim().to_owned()
+        };
+        git(&["init", "-q"]);
+        let write = |steps: &str| {
+            std::fs::write(
+                repo.join("defs/t.yaml"),
+                format!("metadata: {{name: from-git}}\nrun:\n  steps: [{steps}]\n"),
+            )
+            .unwrap();
+        };
+        write("echo first");
+        git(&["add", "."]);
+        git(&["commit", "-q", "-m", "first"]);
+        let first = git(&["rev-parse", "HEAD"]);
+        write("echo second");
+        git(&["commit", "-q", "-am", "second"]);
+        let source = |revision: Option<String>| TestdefSource::Git {
+            repo: repo.display().to_string(),
+            revision,
+            testdef: "defs/t.yaml".into(),
+        };
+        let (_, text) = fetch(&source(Some(first)), &dir, 0).unwrap();
+        assert!(text.contains("echo first"), "{text}");
+        let (origin, text) = fetch(&source(None), &dir, 1).unwrap();
+        assert!(text.contains("echo second") && origin.ends_with("defs/t.yaml"));
+        let missing = TestdefSource::Git {
+            repo: dir.join("nope").display().to_string(),
+            revision: None,
+            testdef: "t.yaml".into(),
+        };
+        assert!(fetch(&missing, &dir, 2)
+            .unwrap_err()
+            .contains("git clone failed"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_failing_step_ends_the_run() {
         let root = std::env::temp_dir().join(format!("lava-fail-{}", std::process::id()));
