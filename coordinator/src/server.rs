@@ -312,6 +312,7 @@ impl Shared {
                     + m.failures_of(Failure::BadRequest)
                     + m.failures_of(Failure::ReadTimeout),
                 "refused": m.failures_of(Failure::Refused),
+                "over_limit": m.failures_of(Failure::OverLimit),
                 "connections": m.connections.load(Ordering::Relaxed),
                 "held": inner.machine.parked_count(),
                 "groups": inner.machine.groups().count(),

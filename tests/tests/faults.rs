@@ -182,6 +182,16 @@ fn connect_from(from: [u8; 4], port: u16) -> std::io::Result<TcpStream> {
     }
 }
 
+/// The coordinator's `status` answer, as JSON.
+fn status_json(server: &Server) -> serde_json::Value {
+    let body = r#"{"request": "status"}"#;
+    let frame = format!("{:08X}{body}", body.len());
+    let reply =
+        lava_multinode_tests::raw_exchange(&server.addr, frame.as_bytes(), Duration::from_secs(5))
+            .expect("status answers");
+    serde_json::from_slice(&reply[8..]).expect("status is JSON")
+}
+
 /// A `status` request over a raw connection; returns how long the answer took.
 fn status_time(server: &Server) -> Duration {
     let start = Instant::now();
@@ -237,6 +247,8 @@ fn one_address_cannot_take_every_connection() {
         refused, 200,
         "connections over the limit get a nack naming it"
     );
+    let v = status_json(&server);
+    assert_eq!(v["counters"]["over_limit"], json!(200), "{v}");
     let log = server.log_text();
     assert!(
         log.contains("127.0.0.2 holds max_connections_per_address (100) already"),
