@@ -46,7 +46,7 @@ struct Inner {
 
 /// The server ticks every second; a longer gap between two looks at the clock than this
 /// means the process did not run (SIGSTOP, a suspended VM, a machine starved for minutes).
-const FROZEN_AFTER: Duration = Duration::from_secs(3);
+const FROZEN_AFTER: Duration = Duration::from_secs(2);
 
 /// Time that excludes the gaps in which the coordinator did not run, so that they never count
 /// against leases (a member is not failed for the coordinator's own absence), held requests'
@@ -67,17 +67,17 @@ impl Clock {
     }
 
     /// The coordinator's time now. A gap since the last look longer than `FROZEN_AFTER` is
-    /// taken out, less the second of a tick's ordinary wait.
+    /// taken out whole: when in it the process stopped is unknown, and counting up to a
+    /// second too little against a lease is harmless, counting the freeze is not.
     fn now(&mut self) -> Instant {
         let real = Instant::now();
         let gap = real.saturating_duration_since(self.last);
         if gap > FROZEN_AFTER {
-            let lost = gap - Duration::from_secs(1);
-            self.frozen += lost;
+            self.frozen += gap;
             warn!(
-                "the coordinator did not run for {:.1}s (stopped, suspended or starved): that \
-                 time does not count against leases, waits or group expiry",
-                lost.as_secs_f64()
+                "the coordinator did not run for about {:.1}s (stopped, suspended or starved): \
+                 that time does not count against leases, waits or group expiry",
+                gap.as_secs_f64()
             );
         }
         self.last = real;
