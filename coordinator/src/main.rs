@@ -164,11 +164,13 @@ fn main() -> ExitCode {
             }
         };
         info!(
-            "lava-coordinator {} listening on {addr} (block_max {}s, hold_lava_requests {}s, max_connections {})",
+            "lava-coordinator {} listening on {addr} (block_max {}s, hold_lava_requests {}s, max_connections {}, max_connections_per_address {}, max_inflight_bytes {})",
             env!("CARGO_PKG_VERSION"),
             settings.block_max,
             settings.hold_lava_requests,
-            settings.max_connections
+            settings.max_connections,
+            settings.max_connections_per_address(),
+            settings.max_inflight_bytes
         );
         let shutdown = CancellationToken::new();
         let metrics = match cli.metrics.or(settings.metrics_listen) {
