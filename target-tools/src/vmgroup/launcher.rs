@@ -427,6 +427,15 @@ pub fn commands_of(
     Ok((spec, out))
 }
 
+/// How a VM's process came to its end, as the launcher saw it.
+enum VmEnd {
+    /// It ended by itself, with this exit status: a failure only if the guest did not report
+    /// its end.
+    ProcessEnded(String),
+    /// The launcher counts it failed, for this reason.
+    Failed(String),
+}
+
 /// Runs one VM to its end and reports how it went.
 fn supervise(shared: &Arc<Shared>, node: &Node, host_ip: &str) -> VmReport {
     let started = Instant::now();
@@ -440,9 +449,9 @@ fn supervise(shared: &Arc<Shared>, node: &Node, host_ip: &str) -> VmReport {
         log: log_path.clone(),
         results: Vec::new(),
     };
-    let failure = run_vm(shared, node, host_ip, &log_path, &mut report);
+    let end = run_vm(shared, node, host_ip, &log_path, &mut report);
     report.ran = started.elapsed();
-    finish_vm(shared, node, failure, &mut report);
+    finish_vm(shared, node, end, &mut report);
     report
 }
 
@@ -454,7 +463,7 @@ fn run_vm(
     host_ip: &str,
     log_path: &Path,
     report: &mut VmReport,
-) -> Option<String> {
+) -> VmEnd {
     let say = |t: &str| shared.log.say(&format!("{}: {t}", node.client));
     let (index, _) = node.vm.expect("a VM node");
     // A VM the default launcher boots from a whole-disk image writes to an overlay of its own.
@@ -471,18 +480,18 @@ fn run_vm(
             };
             match made {
                 Ok(path) => disk = Some(path),
-                Err(e) => return Some(e),
+                Err(e) => return VmEnd::Failed(e),
             }
         }
     }
     let (spec, commands) =
         match commands_of(&shared.opts, node, host_ip, &shared.launch, disk.as_deref()) {
             Ok(c) => c,
-            Err(e) => return Some(e),
+            Err(e) => return VmEnd::Failed(e),
         };
     let mut log = match File::create(log_path) {
         Ok(f) => f,
-        Err(e) => return Some(format!("cannot create {}: {e}", log_path.display())),
+        Err(e) => return VmEnd::Failed(format!("cannot create {}: {e}", log_path.display())),
     };
     let values = placeholder_values(&shared.opts, node, &spec, host_ip, &shared.launch);
     let shell = |cmd: &str| {
@@ -498,29 +507,29 @@ fn run_vm(
     let (last, setup) = commands.split_last().expect("at least one command");
     for (j, cmd) in setup.iter().enumerate() {
         let (Ok(out), Ok(err)) = (log.try_clone(), log.try_clone()) else {
-            return Some(format!("cannot write {}", log_path.display()));
+            return VmEnd::Failed(format!("cannot write {}", log_path.display()));
         };
         let status = shell(cmd).stdout(out).stderr(err).status();
         match status {
             Ok(s) if s.success() => {}
             Ok(s) => {
-                return Some(format!(
+                return VmEnd::Failed(format!(
                     "launch_with[{j}] ended with {}: {cmd}",
                     describe_status(&s)
                 ))
             }
-            Err(e) => return Some(format!("launch_with[{j}] could not run: {e}")),
+            Err(e) => return VmEnd::Failed(format!("launch_with[{j}] could not run: {e}")),
         }
     }
 
     // The console: the last command on a pseudo-terminal.
     let pty = match Pty::open() {
         Ok(p) => p,
-        Err(e) => return Some(format!("cannot open a pseudo-terminal: {e}")),
+        Err(e) => return VmEnd::Failed(format!("cannot open a pseudo-terminal: {e}")),
     };
     let mut command = shell(last);
     if let Err(e) = pty.attach(&mut command) {
-        return Some(format!(
+        return VmEnd::Failed(format!(
             "cannot give the console to launch_with[{}]: {e}",
             setup.len()
         ));
@@ -530,7 +539,7 @@ fn run_vm(
     drop(command); // closes this process's copies of the terminal
     let mut child: Child = match spawned {
         Ok(c) => c,
-        Err(e) => return Some(format!("launch_with[{}] could not run: {e}", setup.len())),
+        Err(e) => return VmEnd::Failed(format!("launch_with[{}] could not run: {e}", setup.len())),
     };
     let master = pty.into_master();
     // A session of its own: its process group is its pid.
@@ -569,16 +578,16 @@ fn run_vm(
         "process ended ({status}) after {:.1} s",
         launched.elapsed().as_secs_f64()
     ));
-    Some(match driven.failure {
+    match driven.failure {
         Some(f) => {
             let tail = console::last_line(&driven.last)
                 .map(|l| format!("; last console line: {l}"))
                 .unwrap_or_default();
-            format!("{f}{tail}")
+            VmEnd::Failed(format!("{f}{tail}"))
         }
         // Only counts when the guest did not report its end itself.
-        None => format!("VM process ended ({status})"),
-    })
+        None => VmEnd::ProcessEnded(status),
+    }
 }
 
 /// The guests' reports so far: `lava_vm_stop` data by sender (empty when nobody sent).
@@ -594,7 +603,7 @@ fn stop_reports(s: &Session) -> Result<serde_json::Map<String, Value>, Error> {
 
 /// After a VM's process ended: when its guest did not report its end, report
 /// `status=failed` in its name.
-fn finish_vm(shared: &Shared, node: &Node, failure: Option<String>, report: &mut VmReport) {
+fn finish_vm(shared: &Shared, node: &Node, end: VmEnd, report: &mut VmReport) {
     let say = |t: &str| shared.log.say(&format!("{}: {t}", node.client));
     let host = shared.host(CALL_TIMEOUT);
     let reported = match stop_reports(&host) {
@@ -609,12 +618,11 @@ fn finish_vm(shared: &Shared, node: &Node, failure: Option<String>, report: &mut
         say(&format!("the guest reported its end: status={status}"));
         return;
     }
-    let reason = match failure {
-        Some(f) if f.starts_with("VM process ended") => {
-            format!("{f} without the guest reporting its end (lava-vm-done)")
-        }
-        Some(f) => f,
-        None => "VM ended without reporting its end (lava-vm-done)".to_owned(),
+    let reason = match end {
+        VmEnd::ProcessEnded(status) => format!(
+            "VM process ended ({status}) without the guest reporting its end (lava-vm-done)"
+        ),
+        VmEnd::Failed(why) => why,
     };
     let reason = format!("{reason}; console: {}", report.log.display());
     say(&format!("reporting status=failed for it: {reason}"));
