@@ -14,13 +14,13 @@ use lava_protocol::{Client, Reply, Request, RequestKind, Response};
 use serde_json::json;
 
 fn spawn(port: u16, state: &Path, log: &Path) -> Child {
+    spawn_with(port, state, log, Path::new("/nonexistent.conf"))
+}
+
+fn spawn_with(port: u16, state: &Path, log: &Path, config: &Path) -> Child {
     Command::new(bin("lava-coordinator"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--config",
-            "/nonexistent.conf",
-        ])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(config)
         .args(["--loglevel", "DEBUG", "--logfile"])
         .arg(log)
         .arg("--state")
@@ -47,6 +47,31 @@ fn call(client: &Client, mut req: Request, request_id: String) -> Reply {
             Err(e) => panic!("{e}"),
         }
     }
+}
+
+/// One call as LAVA's client makes it: no `block`, no `request_id`; after a `wait`, or when
+/// the connection fails or closes without a reply (LAVA reads that as `wait`), the same
+/// request again after a delay (LAVA's `poll_delay`, shortened).
+fn poll(client: &Client, req: &Request) -> Reply {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no answer for {req:?}");
+        match client.call(req) {
+            Ok(reply) if reply.is_wait() => thread::sleep(Duration::from_millis(5)),
+            Ok(reply) => return sorted_senders(normalise(reply)),
+            Err(e) if e.is_transient() => thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// A message lists its senders in the order they first sent, which depends on how the
+/// clients' polls interleave.
+fn sorted_senders(mut reply: Reply) -> Reply {
+    if let Some(serde_json::Value::Object(senders)) = &mut reply.message {
+        senders.sort_keys();
+    }
+    reply
 }
 
 /// group_data lists members in registration order, which depends on thread timing.
@@ -121,8 +146,13 @@ fn role(client: &str) -> &'static str {
     }
 }
 
-/// Runs the three scripts concurrently; returns each client's replies.
+/// Runs the three scripts concurrently, as our tools call; returns each client's replies.
 fn run_group(addr: &str, group: &str) -> Vec<Vec<Reply>> {
+    run_group_as(addr, group, false)
+}
+
+/// The same, as our tools call (`polling` false) or as LAVA's client does (true).
+fn run_group_as(addr: &str, group: &str, polling: bool) -> Vec<Vec<Reply>> {
     let handles: Vec<_> = ["a", "b", "c"]
         .into_iter()
         .map(|name| {
@@ -141,7 +171,11 @@ fn run_group(addr: &str, group: &str) -> Vec<Vec<Reply>> {
                         let mut req = Request::new(&group, name, role(name), kind);
                         req.group_size = Some(3);
                         req.hostname = Some("host".into());
-                        call(&client, req, format!("{name}-{step}"))
+                        if polling {
+                            poll(&client, &req)
+                        } else {
+                            call(&client, req, format!("{name}-{step}"))
+                        }
                     })
                     .collect::<Vec<_>>()
             })
@@ -194,11 +228,23 @@ impl Drop for Guard {
 }
 
 /// Kills the coordinator with SIGKILL every `every` and restarts it on the same state.
-fn start_killer(
+fn start_killer(child: Child, port: u16, state: PathBuf, log: PathBuf, every: Duration) -> Killer {
+    start_killer_with(
+        child,
+        port,
+        state,
+        log,
+        PathBuf::from("/nonexistent.conf"),
+        every,
+    )
+}
+
+fn start_killer_with(
     mut child: Child,
     port: u16,
     state: PathBuf,
     log: PathBuf,
+    config: PathBuf,
     every: Duration,
 ) -> Killer {
     let stop = Arc::new(AtomicBool::new(false));
@@ -213,7 +259,7 @@ fn start_killer(
             child.kill().expect("SIGKILL");
             child.wait().expect("reap");
             kills += 1;
-            child = spawn(port, &state, &log);
+            child = spawn_with(port, &state, &log, &config);
             assert!(wait_for_port(
                 &format!("127.0.0.1:{port}"),
                 Duration::from_secs(10)
@@ -384,4 +430,148 @@ fn a_message_too_deep_to_restore_is_refused_and_restarts_still_work() {
         .contains("1 groups restored"));
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Issue 15, finding 2: a LAVA client (plain polling: no `block`, no `request_id`) whose
+/// `lava_sync` completed the round, but whose reply never reached it (here: it closes its
+/// connection without reading; in the soak, `kill -9` right after the commit), asks again
+/// after a restart and gets the `ack` it missed, instead of opening a round nobody joins.
+/// Syncing on the id again afterwards still makes a second round (COMPATIBILITY.md #15).
+#[test]
+fn a_lava_clients_sync_reply_lost_to_kill_9_is_answered_after_the_restart() {
+    use std::io::Write;
+    let dir = TempDir::new("restart-lost-reply");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let state = dir.path().join("state.db");
+    let log = dir.path().join("coordinator.log");
+    let client = Client::new(addr.clone());
+    let req = |name: &str, kind: RequestKind| {
+        let mut r = Request::new("lost", name, "r", kind);
+        r.group_size = Some(2);
+        r.hostname = Some("host".into());
+        r
+    };
+    let sync = || RequestKind::Sync {
+        id: "s".into(),
+        message: json!({}),
+    };
+    let mut guard = Guard(Some(spawn(port, &state, &log)));
+    assert!(wait_for_port(&addr, Duration::from_secs(10)));
+    assert!(client.call(&req("a", sync())).unwrap().is_wait());
+    // b completes the round and goes away without reading its ack.
+    {
+        let body = req("b", sync()).to_json();
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .write_all(&lava_protocol::frame::encode(&body))
+            .unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    // a's ack shows b's arrival was applied, and (commits are in order) stored.
+    assert_eq!(
+        poll(&client, &req("a", sync())),
+        Reply::ack_message(json!("s"))
+    );
+    let mut child = guard.0.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    guard.0 = Some(spawn(port, &state, &log));
+    assert!(wait_for_port(&addr, Duration::from_secs(10)));
+
+    assert_eq!(
+        client.call(&req("b", sync())).unwrap(),
+        Reply::ack_message(json!("s")),
+        "b's retry after the restart gets the ack it missed"
+    );
+    // Both act on their reply, then sync on the id again: a second round.
+    let send = RequestKind::Send {
+        id: "m".into(),
+        message: json!({"k": "v"}),
+    };
+    assert_eq!(client.call(&req("b", send)).unwrap(), Reply::ack());
+    assert_eq!(
+        client
+            .call(&req("a", RequestKind::Wait { id: "m".into() }))
+            .unwrap(),
+        Reply::ack_message(json!({"b": {"k": "v"}}))
+    );
+    assert!(client.call(&req("a", sync())).unwrap().is_wait());
+    assert!(client.call(&req("a", sync())).unwrap().is_wait());
+    assert_eq!(
+        client.call(&req("b", sync())).unwrap(),
+        Reply::ack_message(json!("s"))
+    );
+    assert_eq!(
+        client.call(&req("a", sync())).unwrap(),
+        Reply::ack_message(json!("s"))
+    );
+}
+
+/// The crash storm of `kill_9_at_any_moment_changes_no_reply` with LAVA's polling clients,
+/// plain and with `hold_lava_requests`: every client finishes with the replies of a calm run
+/// (in the soak, a sync reply lost to the kill stranded the node that asked again).
+#[test]
+fn kill_9_at_any_moment_strands_no_polling_lava_client() {
+    let dir = TempDir::new("restart-polling");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let state = dir.path().join("state.db");
+    let log = dir.path().join("coordinator.log");
+    let plain = PathBuf::from("/nonexistent.conf");
+    let hold = dir.path().join("hold.conf");
+    std::fs::write(&hold, r#"{"hold_lava_requests": 1}"#).unwrap();
+    let mut guard = Guard(Some(spawn(port, &state, &log)));
+    assert!(wait_for_port(&addr, Duration::from_secs(10)));
+    let expected = run_group_as(&addr, "calm", true);
+    let tools: Vec<Vec<Reply>> = run_group(&addr, "calm-tools")
+        .into_iter()
+        .map(|replies| replies.into_iter().map(sorted_senders).collect())
+        .collect();
+    assert_eq!(expected, tools, "both kinds of client agree");
+
+    let mut total_kills = 0;
+    const GROUPS: usize = 12;
+    for (round, (config, every_ms)) in [(&plain, 7u64), (&plain, 19), (&hold, 11), (&hold, 29)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut child = guard.0.take().expect("a running coordinator");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let child = spawn_with(port, &state, &log, config);
+        assert!(wait_for_port(&addr, Duration::from_secs(10)));
+        let every = Duration::from_millis(every_ms);
+        let killer = start_killer_with(
+            child,
+            port,
+            state.clone(),
+            log.clone(),
+            config.clone(),
+            every,
+        );
+        // Several groups at once, so that kills find replies in flight.
+        let groups: Vec<_> = (0..GROUPS)
+            .map(|g| {
+                let addr = addr.clone();
+                thread::spawn(move || run_group_as(&addr, &format!("polling{round}-{g}"), true))
+            })
+            .collect();
+        let got: Vec<_> = groups.into_iter().map(|h| h.join().unwrap()).collect();
+        let (child, kills) = killer.finish();
+        guard.0 = Some(child);
+        total_kills += kills;
+        for (g, got) in got.iter().enumerate() {
+            assert_eq!(
+                got,
+                &expected,
+                "group {g}: kill every {every_ms} ms ({kills} kills), config {}",
+                config.display()
+            );
+        }
+    }
+    assert!(
+        total_kills >= 10,
+        "the test killed the coordinator only {total_kills} times"
+    );
 }

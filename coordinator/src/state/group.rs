@@ -84,6 +84,30 @@ struct Sync {
     passed: HashMap<String, (String, Value)>,
 }
 
+/// A member's last pick-up of a sync by a call without a `request_id` (LAVA's client): its
+/// reply is kept until the member is seen to act on it (any later request), so that the retry
+/// of a call whose reply was lost is answered with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PickedUp {
+    id: String,
+    reply: Value,
+    /// Whether the reply may not have reached the member: it was picked up before a restart
+    /// (the state was read back), or the server could not deliver it. Only then is the
+    /// member's next `lava_sync` on the id a retry rather than the next round.
+    #[serde(skip_serializing, default = "picked_up_before_a_restart")]
+    in_doubt: bool,
+}
+
+fn picked_up_before_a_restart() -> bool {
+    true
+}
+
+impl PickedUp {
+    fn bytes(&self, client: &str) -> usize {
+        client.len() + self.id.len() + value_bytes(&self.reply)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Parked {
     pub waiter: WaiterId,
@@ -125,6 +149,8 @@ pub struct Group {
     /// message id -> sender -> data, senders in the order they first sent.
     pub messages: HashMap<String, IndexMap<String, Value>>,
     syncs: HashMap<String, Sync>,
+    /// member -> its last sync pick-up without a `request_id`, until it acts on it.
+    last_sync: HashMap<String, PickedUp>,
     pub cleared: HashSet<String>,
     /// Members that declared they failed, with their reason.
     pub failed: IndexMap<String, String>,
@@ -214,6 +240,7 @@ struct MetaRef<'a> {
     members: &'a IndexMap<String, String>,
     roster: &'a Option<Roles>,
     syncs: &'a HashMap<String, Sync>,
+    last_sync: &'a HashMap<String, PickedUp>,
     cleared: &'a HashSet<String>,
     secret: &'a Option<String>,
     failed: &'a IndexMap<String, String>,
@@ -225,6 +252,8 @@ struct Meta {
     members: IndexMap<String, String>,
     roster: Option<Roles>,
     syncs: HashMap<String, Sync>,
+    #[serde(default)]
+    last_sync: HashMap<String, PickedUp>,
     cleared: HashSet<String>,
     #[serde(default)]
     secret: Option<String>,
@@ -313,6 +342,7 @@ impl Group {
             roster: None,
             messages: HashMap::new(),
             syncs: HashMap::new(),
+            last_sync: HashMap::new(),
             cleared: HashSet::new(),
             failed: IndexMap::new(),
             created: now,
@@ -360,6 +390,11 @@ impl Group {
                 .iter()
                 .map(|(id, s)| id.len() + s.bytes())
                 .sum::<usize>()
+            + self
+                .last_sync
+                .iter()
+                .map(|(c, p)| p.bytes(c))
+                .sum::<usize>()
             + pairs(&self.failed)
             + self.cleared.iter().map(String::len).sum::<usize>();
         (messages, meta)
@@ -377,6 +412,7 @@ impl Group {
         group.members = meta.members;
         group.roster = meta.roster;
         group.syncs = meta.syncs;
+        group.last_sync = meta.last_sync;
         group.cleared = meta.cleared;
         group.secret = meta.secret;
         group.failed = meta.failed;
@@ -451,6 +487,7 @@ impl Group {
                 members: &self.members,
                 roster: &self.roster,
                 syncs: &self.syncs,
+                last_sync: &self.last_sync,
                 cleared: &self.cleared,
                 secret: &self.secret,
                 failed: &self.failed,
@@ -888,6 +925,32 @@ impl Group {
         None
     }
 
+    /// When `req` is the retry of a sync call whose reply may have been lost (see
+    /// [`PickedUp::in_doubt`]), that reply. Otherwise the member acts after its last sync
+    /// reply, which proves it got it: the reply is no longer kept.
+    pub fn retried_sync(&mut self, req: &Request) -> Option<Reply> {
+        let client = req.client_name.as_str();
+        let kept = self.last_sync.get_mut(client)?;
+        if let RequestKind::Sync { id, .. } = &req.kind {
+            if kept.in_doubt && req.request_id.is_none() && *id == kept.id {
+                // Answered again in this run: a further sync on the id is the next round.
+                kept.in_doubt = false;
+                return Some(Reply::ack_message(kept.reply.clone()));
+            }
+        }
+        let kept = self.last_sync.remove(client)?;
+        self.meta_bytes -= kept.bytes(client);
+        self.dirty_meta = true;
+        None
+    }
+
+    /// The member's sync reply (of `id`) could not be delivered: its retry gets it again.
+    pub fn reply_lost(&mut self, client: &str, id: &str) {
+        if let Some(kept) = self.last_sync.get_mut(client).filter(|k| k.id == id) {
+            kept.in_doubt = true;
+        }
+    }
+
     /// The reply for `client` waiting on `condition`, or `None` while it must wait.
     /// Answering a sync records the member's pick-up; the last pick-up ends the round so that
     /// the id can be synced again.
@@ -941,7 +1004,18 @@ impl Group {
                         let passed = (call.clone(), arrival.reply.clone());
                         sync.passed.insert(client.to_owned(), passed)
                     }
-                    None => sync.passed.remove(client),
+                    None => {
+                        let kept = PickedUp {
+                            id: id.clone(),
+                            reply: arrival.reply.clone(),
+                            in_doubt: false,
+                        };
+                        self.meta_bytes += kept.bytes(client);
+                        if let Some(old) = self.last_sync.insert(client.to_owned(), kept) {
+                            self.meta_bytes -= old.bytes(client);
+                        }
+                        sync.passed.remove(client)
+                    }
                 };
                 if let Some((call, reply)) = earlier {
                     self.meta_bytes -= arrival_bytes(client, &reply, Some(&call));

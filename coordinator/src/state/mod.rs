@@ -239,7 +239,10 @@ impl Coordinator {
             }
         };
         let (group, registered) = group;
-        let (condition, change, reply) = Self::apply(group, req);
+        let (condition, change, reply) = match group.retried_sync(req) {
+            Some(reply) => (None, None, Some(reply)),
+            None => Self::apply(group, req),
+        };
         for change in [registered.then_some(Change::Registered), change]
             .into_iter()
             .flatten()
@@ -337,10 +340,12 @@ impl Coordinator {
             let size = match (&req.kind, req.group_size) {
                 (_, Some(size)) => size as usize,
                 (RequestKind::DeclareRoster { roster }, None) if !roster.is_empty() => roster.len(),
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "group {} does not exist and the request carries no group_size to create it",
                     quoted(&req.group_name)
-                )),
+                ))
+                }
             };
             if self.groups.len() >= self.limits.max_groups {
                 return Err(format!(
@@ -505,6 +510,17 @@ impl Coordinator {
                 }
             })
             .collect()
+    }
+
+    /// The server could not deliver the reply to `req` (its connection was reset or timed
+    /// out). When that reply was the `ack` of a sync call without a `request_id` (LAVA's
+    /// client), the member's retry is answered with it rather than opening the next round.
+    pub fn reply_lost(&mut self, req: &Request) {
+        if let (RequestKind::Sync { id, .. }, None) = (&req.kind, &req.request_id) {
+            if let Some(group) = self.groups.get_mut(&req.group_name) {
+                group.reply_lost(&req.client_name, id);
+            }
+        }
     }
 
     /// Takes back a parked request (its connection timed out or went away). Returns whether

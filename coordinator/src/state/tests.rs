@@ -1234,3 +1234,236 @@ fn refusals_quote_client_text_only_up_to_a_bound() {
     );
     assert_eq!(quoted("short"), "\"short\"");
 }
+
+/// What the store keeps, for restarts in these tests: the mutations applied as SQLite does.
+#[derive(Default)]
+struct Disk {
+    groups: HashMap<String, String>,
+    messages: Vec<(String, String, String, String)>,
+}
+
+impl Disk {
+    fn apply(&mut self, mutations: Vec<Mutation>) {
+        for m in mutations {
+            match m {
+                Mutation::DeleteGroup { group } => {
+                    self.groups.remove(&group);
+                    self.messages.retain(|(g, ..)| *g != group);
+                }
+                Mutation::PutGroup { group, meta } => {
+                    self.groups.insert(group, meta);
+                }
+                Mutation::PutMessage {
+                    group,
+                    id,
+                    sender,
+                    data,
+                } => {
+                    match self
+                        .messages
+                        .iter_mut()
+                        .find(|(g, i, s, _)| *g == group && *i == id && *s == sender)
+                    {
+                        Some(row) => row.3 = data,
+                        None => self.messages.push((group, id, sender, data)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Harness {
+    /// `kill -9` and a restart on the same state: what was stored survives, held requests
+    /// and replies not yet delivered are lost.
+    fn restart(&mut self, disk: &mut Disk) {
+        disk.apply(self.machine.take_mutations());
+        let mut machine = Coordinator::new(Duration::from_secs(3600));
+        for (name, meta) in &disk.groups {
+            let messages =
+                disk.messages
+                    .iter()
+                    .filter(|(g, ..)| g == name)
+                    .map(|(_, id, sender, data)| {
+                        (
+                            id.clone(),
+                            sender.clone(),
+                            serde_json::from_str(data).unwrap(),
+                        )
+                    });
+            machine.restore(Group::restore(name, meta, messages, self.now).unwrap());
+        }
+        self.machine = machine;
+        self.woken.clear();
+    }
+}
+
+/// Finding 2 of issue 15: a LAVA client (polling, no request_id) whose sync `ack` was lost to
+/// a crash asks again after the restart, and gets the answer it missed instead of opening a
+/// round nobody joins. Its next sync on the id is a new round.
+#[test]
+fn a_lava_clients_sync_reply_lost_to_a_restart_is_answered_on_its_retry() {
+    let mut h = Harness::new();
+    let mut disk = Disk::default();
+    assert!(h.call(h.req("a", "r", 2, sync("s"))).is_wait());
+    // b completes the round; its ack is committed, then the coordinator dies before it leaves.
+    assert_eq!(
+        h.call(h.req("b", "r", 2, sync("s"))),
+        Reply::ack_message(json!("s"))
+    );
+    h.restart(&mut disk);
+    assert_eq!(
+        h.call(h.req("b", "r", 2, sync("s"))),
+        Reply::ack_message(json!("s")),
+        "b's retry is answered with the reply it missed"
+    );
+    assert_eq!(
+        h.call(h.req("a", "r", 2, sync("s"))),
+        Reply::ack_message(json!("s"))
+    );
+    // Both go on to a second sync on the same id: a round of its own, for both.
+    assert!(h.call(h.req("a", "r", 2, sync("s"))).is_wait());
+    assert!(h.call(h.req("a", "r", 2, sync("s"))).is_wait());
+    assert_eq!(
+        h.call(h.req("b", "r", 2, sync("s"))),
+        Reply::ack_message(json!("s"))
+    );
+    assert_eq!(
+        h.call(h.req("a", "r", 2, sync("s"))),
+        Reply::ack_message(json!("s"))
+    );
+    assert!(
+        h.call(h.req("a", "r", 2, sync("s"))).is_wait(),
+        "a third round"
+    );
+}
+
+/// The same with the reply of the member that polled last (the round was complete before it
+/// asked), and across two restarts (the repeated answer may be lost too).
+#[test]
+fn a_sync_reply_lost_twice_is_answered_twice() {
+    let mut h = Harness::new();
+    let mut disk = Disk::default();
+    assert!(h.call(h.req("a", "r", 2, sync("s"))).is_wait());
+    assert_eq!(
+        h.call(h.req("b", "r", 2, sync("s"))).response,
+        Response::Ack
+    );
+    assert_eq!(
+        h.call(h.req("a", "r", 2, sync("s"))).response,
+        Response::Ack
+    );
+    h.restart(&mut disk);
+    assert_eq!(
+        h.call(h.req("a", "r", 2, sync("s"))),
+        Reply::ack_message(json!("s"))
+    );
+    h.restart(&mut disk);
+    assert_eq!(
+        h.call(h.req("a", "r", 2, sync("s"))),
+        Reply::ack_message(json!("s"))
+    );
+    assert_eq!(
+        h.call(h.req("b", "r", 2, sync("s"))),
+        Reply::ack_message(json!("s"))
+    );
+    // Then each one's next sync is a new round.
+    assert!(h.call(h.req("a", "r", 2, sync("s"))).is_wait());
+    assert_eq!(
+        h.call(h.req("b", "r", 2, sync("s"))).response,
+        Response::Ack
+    );
+}
+
+/// docs/COMPATIBILITY.md #15 still holds for LAVA clients: back to back syncs on one id make
+/// two rounds, without a restart, and with a restart after the member did something else.
+#[test]
+fn back_to_back_lava_syncs_make_two_rounds() {
+    let mut h = Harness::new();
+    let mut disk = Disk::default();
+    assert!(h.call(h.req("a", "r", 2, sync("s"))).is_wait());
+    assert_eq!(
+        h.call(h.req("b", "r", 2, sync("s"))).response,
+        Response::Ack
+    );
+    // b got its reply and syncs again at once, before a picked round 1 up.
+    assert!(
+        h.call(h.req("b", "r", 2, sync("s"))).is_wait(),
+        "not a retry"
+    );
+    assert_eq!(
+        h.call(h.req("a", "r", 2, sync("s"))).response,
+        Response::Ack
+    );
+    assert!(
+        h.call(h.req("b", "r", 2, sync("s"))).is_wait(),
+        "round 2 needs a"
+    );
+    assert_eq!(
+        h.call(h.req("a", "r", 2, sync("s"))).response,
+        Response::Ack
+    );
+    assert_eq!(
+        h.call(h.req("b", "r", 2, sync("s"))).response,
+        Response::Ack
+    );
+    // A restart after a member acted on its reply: its next sync is a new round.
+    assert!(h.call(h.req("a", "r", 2, sync("t"))).is_wait());
+    assert_eq!(
+        h.call(h.req("b", "r", 2, sync("t"))).response,
+        Response::Ack
+    );
+    assert_eq!(
+        h.call(h.req("b", "r", 2, send("m", json!({})))),
+        Reply::ack()
+    );
+    h.restart(&mut disk);
+    assert!(
+        h.call(h.req("b", "r", 2, sync("t"))).is_wait(),
+        "b is at round 2"
+    );
+    assert_eq!(
+        h.call(h.req("a", "r", 2, sync("t"))).response,
+        Response::Ack
+    );
+    assert!(h.call(h.req("b", "r", 2, sync("t"))).is_wait());
+}
+
+/// With `hold_lava_requests` (parked, no request_id): a wake-up lost to a crash is answered
+/// on the retry after the restart, at once.
+#[test]
+fn a_held_lava_sync_whose_wakeup_was_lost_gets_it_on_retry() {
+    let mut h = Harness::new();
+    let mut disk = Disk::default();
+    let wa = h.block(h.req("a", "r", 2, sync("s"))).unwrap_err();
+    assert_eq!(
+        h.block(h.req("b", "r", 2, sync("s"))).unwrap().response,
+        Response::Ack
+    );
+    assert!(h.woken(wa).is_some(), "released, but the crash loses it");
+    h.restart(&mut disk);
+    assert_eq!(
+        h.block(h.req("a", "r", 2, sync("s"))),
+        Ok(Reply::ack_message(json!("s")))
+    );
+    assert_eq!(
+        h.block(h.req("b", "r", 2, sync("s"))),
+        Ok(Reply::ack_message(json!("s")))
+    );
+    assert_eq!(h.machine.parked_count(), 0);
+}
+
+/// A reply the server could not write (the connection was reset) is answered again on the
+/// retry, without a restart, once the server says so.
+#[test]
+fn a_sync_reply_lost_to_a_reset_is_answered_on_retry() {
+    let mut h = Harness::new();
+    assert!(h.call(h.req("a", "r", 2, sync("s"))).is_wait());
+    let req = h.req("b", "r", 2, sync("s"));
+    assert_eq!(h.call(req.clone()).response, Response::Ack);
+    h.machine.reply_lost(&req);
+    assert_eq!(h.call(req.clone()), Reply::ack_message(json!("s")));
+    // Other replies lost change nothing.
+    h.machine.reply_lost(&h.req("a", "r", 2, wait("m")));
+    assert!(h.call(req).is_wait(), "b's next sync is round 2");
+}
