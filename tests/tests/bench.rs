@@ -34,6 +34,8 @@ fn quick_run_produces_every_row_without_errors() {
         .arg(bin("lava-coordinator"))
         .arg("--tools")
         .arg(bin("lava-multinode"))
+        .arg("--launcher")
+        .arg(bin("lava-multinode"))
         .arg("--json")
         .arg(&json)
         .output()
@@ -105,6 +107,34 @@ fn quick_run_produces_every_row_without_errors() {
             "tool lava-sync"
         );
     }
+
+    // The console section: the launcher's relay with two shell guests, next to TCP.
+    // (variant, n, samples at 3 calls: per member for clock and send, per round for sync)
+    for (variant, n, samples) in [
+        ("tcp lava-send", 1, 3),
+        ("tcp lava-sync", 2, 3),
+        ("tcp lava-sync", 3, 3),
+        ("tcp shell clock", 0, 9),
+        ("tcp shell lava-send", 1, 9),
+        ("tcp shell lava-sync", 3, 3),
+        ("tcp shell lava-sync round", 3, 3),
+        ("console clock", 0, 6),
+        ("console lava-send", 1, 6),
+        ("host tcp lava-send", 1, 3),
+        ("console lava-sync", 3, 3),
+        ("console lava-sync round", 3, 3),
+    ] {
+        let row = rows(&report, "console", "ours")
+            .into_iter()
+            .find(|r| r["variant"] == variant && r["n"] == n)
+            .unwrap_or_else(|| panic!("console {variant} {n}"));
+        assert_eq!(row["samples"], samples, "{row}");
+        assert!(row["p90_ms"].as_f64().is_some(), "{row}");
+    }
+    assert!(
+        stdout.contains("The MultiNode API over the console"),
+        "table: {stdout}"
+    );
 
     for row in report["rows"].as_array().unwrap() {
         let what = format!(

@@ -4,6 +4,7 @@
 //! Every request loop is bounded (per-request timeouts, per-round deadlines, time budgets),
 //! so a misbehaving server costs errors in the result, never a hang.
 
+pub mod console;
 pub mod load;
 pub mod net;
 pub mod report;
@@ -37,6 +38,9 @@ pub struct Options {
     pub reference: Option<PathBuf>,
     /// The `lava-multinode` binary of the tools; `None`: not measured.
     pub tools: Option<PathBuf>,
+    /// The host's `lava-multinode` (with the VM-group launcher) of the console section; its
+    /// `LOG_DIR/bin` tools are the guests', and the same binary makes the TCP calls there.
+    pub launcher: PathBuf,
     pub quick: bool,
     /// Sections to run (all when empty).
     pub only: Vec<Part>,
@@ -46,6 +50,8 @@ pub struct Options {
     pub sync_nodes: Option<Vec<usize>>,
     /// Client counts of the throughput rows instead of the plan's.
     pub clients: Option<Vec<usize>>,
+    /// Calls of the console section instead of the plan's.
+    pub console_calls: Option<usize>,
     /// Clients shut their write side after the request, as LAVA's client does.
     pub half_close: bool,
     /// The command line, for the record.
@@ -60,6 +66,7 @@ pub enum Part {
     Throughput,
     Scale,
     Tools,
+    Console,
 }
 
 /// Sizes of one run: the default run, or the short smoke run of `--quick`.
@@ -89,6 +96,10 @@ pub struct Plan {
     pub tool_send_reps: usize,
     pub tool_sync_reps: usize,
     pub reference_tool_sync_reps: usize,
+    /// Calls of each kind in the console section (and of its TCP rows).
+    pub console_calls: usize,
+    /// In how many blocks the console section's calls are made, every measure in turn.
+    pub console_blocks: usize,
 }
 
 impl Plan {
@@ -115,6 +126,8 @@ impl Plan {
                 tool_send_reps: 2,
                 tool_sync_reps: 2,
                 reference_tool_sync_reps: 1,
+                console_calls: 3,
+                console_blocks: 1,
             }
         } else {
             Plan {
@@ -138,6 +151,8 @@ impl Plan {
                 tool_send_reps: 20,
                 tool_sync_reps: 10,
                 reference_tool_sync_reps: 3,
+                console_calls: 100,
+                console_blocks: 4,
             }
         }
     }
@@ -391,6 +406,9 @@ pub fn run(opts: &Options) -> Report {
     }
     if let Some(clients) = &opts.clients {
         plan.clients = clients.clone();
+    }
+    if let Some(calls) = opts.console_calls {
+        plan.console_calls = calls;
     }
     net::set_half_close(opts.half_close);
     let loadavg_start = loadavg();
@@ -698,6 +716,72 @@ pub fn run(opts: &Options) -> Report {
                     }
                 }
             },
+        }
+    }
+
+    if wants(Part::Console) {
+        match console::check_launcher(&opts.launcher) {
+            Err(e) => {
+                progress.note(&format!("console section not measured: {e}"));
+                notes.push(format!("console section not measured: {e}"));
+            }
+            Ok(()) => {
+                let tools = crate::tools::Tools::new(opts.launcher.clone(), None);
+                let _ = ours.fresh();
+                let blocks = plan.console_blocks.max(1);
+                let calls = plan.console_calls.div_ceil(blocks);
+                let limit = Duration::from_secs(60 + calls as u64);
+                let mut collected = Vec::new();
+                // Blocks of every measure in turn, so that a disturbance of the machine
+                // does not fall on one of them only.
+                for b in 1..=blocks {
+                    let addr = match ours.running() {
+                        Ok(p) => p.addr,
+                        Err(e) => {
+                            progress.note(&format!("console section: {e}"));
+                            notes.push(format!("ours: {e}"));
+                            break;
+                        }
+                    };
+                    let what = |w: &str| format!("console section, block {b}/{blocks}: {w}, ours");
+                    let done = |s: &[console::Samples]| {
+                        s.iter()
+                            .map(|s| {
+                                format!(
+                                    "{} {}: median {:.2} ms",
+                                    s.variant,
+                                    s.n,
+                                    stats::median(&s.ms).unwrap_or(0.0)
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    };
+                    let mut block = Vec::new();
+                    progress.begin(&what("lava-send and 2- and 3-node lava-sync over TCP"));
+                    block.push(console::tcp_send(&tools, addr, calls));
+                    block.push(console::tcp_sync(&tools, addr, 2, calls));
+                    block.push(console::tcp_sync(&tools, addr, 3, calls));
+                    progress.end(&done(&block));
+                    progress.begin(&what("the guests' loop by 3 shells over TCP"));
+                    let got = console::tcp_loop(&tools, addr, 3, calls, limit);
+                    progress.end(&done(&got));
+                    block.extend(got);
+                    progress.begin(&what(
+                        "vm-group run, 2 guests on the console and the host over TCP",
+                    ));
+                    let got = console::over_console(&opts.launcher, addr, calls, limit, &progress);
+                    progress.end(&done(&got));
+                    block.extend(got);
+                    if !ours.process.as_mut().is_some_and(|p| p.running()) {
+                        for s in &mut block {
+                            s.errors.add_named("server_died", 1);
+                        }
+                    }
+                    collected.push(block);
+                }
+                rows.extend(console::rows(collected));
+            }
         }
     }
 

@@ -101,6 +101,7 @@ fn label(row: &Row) -> String {
         ),
         Section::Tool if row.variant == "lava-sync" => "tool: 2-node lava-sync".into(),
         Section::Tool => format!("tool: one {}", row.variant),
+        Section::Console => super::console::label(row),
     }
 }
 
@@ -126,7 +127,8 @@ fn ratio(v: Option<f64>) -> String {
 pub fn table(report: &Report) -> String {
     let rows = &report.rows;
     let mut keys = Vec::new();
-    for r in rows {
+    // The console section has a block of its own (median / p90, console against TCP).
+    for r in rows.iter().filter(|r| r.section != Section::Console) {
         if !keys.contains(&r.key()) {
             keys.push(r.key());
         }
@@ -206,16 +208,19 @@ pub fn table(report: &Report) -> String {
         if report.quick { ", --quick" } else { "" }
     );
     out.push_str("latency cells: median / p99 in ms; throughput: requests answered per second\n\n");
-    fmt_line(&mut out, &header);
-    fmt_line(&mut out, &widths.map(|w| "-".repeat(w)));
-    for l in &lines {
-        fmt_line(&mut out, l);
+    if !lines.is_empty() {
+        fmt_line(&mut out, &header);
+        fmt_line(&mut out, &widths.map(|w| "-".repeat(w)));
+        for l in &lines {
+            fmt_line(&mut out, l);
+        }
+        out.push('\n');
     }
-    out.push('\n');
     out.push_str("ours vs ref: how many times faster (latency, median), more (throughput) or smaller (memory) ours is.\n");
     if against_poll {
         out.push_str("*: against the reference's polling row (the reference has no `block`).\n");
     }
+    out.push_str(&super::console::table(rows));
     out.push_str("\nTargets:\n");
     for t in &report.targets {
         let mark = match t.met {

@@ -26,6 +26,8 @@ pub enum Section {
     Wakeup,
     /// Wall time of the target tools.
     Tool,
+    /// The MultiNode API over a VM's console (the launcher's relay) next to TCP.
+    Console,
 }
 
 impl Section {
@@ -38,6 +40,7 @@ impl Section {
             Section::RssPerNode => "rss_per_node",
             Section::Wakeup => "wakeup",
             Section::Tool => "tool",
+            Section::Console => "console",
         }
     }
 }
@@ -54,6 +57,9 @@ pub struct Row {
     /// tool), per request (throughput).
     pub median_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// Set by the rows that report it (the console section).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p90_ms: Option<f64>,
     pub max_ms: Option<f64>,
     /// Throughput (req/s) or memory (bytes).
     pub value: Option<f64>,
@@ -81,6 +87,7 @@ impl Row {
             server,
             median_ms: None,
             p99_ms: None,
+            p90_ms: None,
             max_ms: None,
             runs: Vec::new(),
             value: None,
@@ -100,6 +107,12 @@ impl Row {
         self.max_ms = stats::percentile(ms, 100.0);
         self.samples = ms.len() as u64;
         self
+    }
+
+    /// `latencies`, and the p90 too.
+    pub fn latencies_p90(mut self, ms: &[f64]) -> Row {
+        self.p90_ms = stats::percentile(ms, 90.0);
+        self.latencies(ms)
     }
 
     pub fn errors(mut self, errors: &Errors) -> Row {

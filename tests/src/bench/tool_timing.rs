@@ -52,6 +52,17 @@ fn config(addr: SocketAddr, group: &str, timeout: f64) -> GroupConfig {
 /// Wall time of `lava-send` (one node of a 2-node group), per run.
 pub fn send(tools: &Tools, addr: SocketAddr, server: Kind, reps: usize) -> Row {
     let began = Instant::now();
+    let (samples, errors) = send_samples(tools, addr, reps);
+    Row::new(Section::Tool, "lava-send", 1, server)
+        .latencies(&samples)
+        .errors(&errors)
+        .seconds(began.elapsed().as_secs_f64())
+        .note(format!("{}", tools.binary().display()))
+}
+
+/// `reps` runs of `lava-send` (one node of a 2-node group): each run's wall time in
+/// milliseconds, from starting the process to its exit, and the failed runs.
+pub fn send_samples(tools: &Tools, addr: SocketAddr, reps: usize) -> (Vec<f64>, Errors) {
     let group = config(addr, &group_name("tool-send"), 20.0);
     let node = Node::new(tools, &group, "node0", "node");
     let mut samples = Vec::new();
@@ -64,38 +75,52 @@ pub fn send(tools: &Tools, addr: SocketAddr, server: Kind, reps: usize) -> Row {
             errors.add_named("tool_failed", 1);
         }
     }
-    Row::new(Section::Tool, "lava-send", 1, server)
-        .latencies(&samples)
-        .errors(&errors)
-        .seconds(began.elapsed().as_secs_f64())
-        .note(format!("{}", tools.binary().display()))
+    (samples, errors)
 }
 
 /// Wall time of a 2-node `lava-sync` (a fresh group each time): from starting the first
 /// node's process to the exit of the last.
 pub fn sync(tools: &Tools, addr: SocketAddr, server: Kind, reps: usize, timeout: Duration) -> Row {
     let began = Instant::now();
-    let mut samples = Vec::new();
-    let mut errors = Errors::default();
-    for _ in 0..reps {
-        let group = config(addr, &group_name("tool-sync"), timeout.as_secs_f64());
-        let a = Node::new(tools, &group, "node0", "node");
-        let b = Node::new(tools, &group, "node1", "node");
-        let t0 = Instant::now();
-        let pa = a.spawn("lava-sync", &["bench"]);
-        let pb = b.spawn("lava-sync", &["bench"]);
-        let (ra, rb) = (pa.wait(), pb.wait());
-        // Both have exited once both waits returned.
-        let wall = t0.elapsed();
-        if ra.code == 0 && rb.code == 0 {
-            samples.push(ms(wall));
-        } else {
-            errors.add_named("tool_failed", 1);
-        }
-    }
+    let (samples, errors) = sync_samples(tools, addr, 2, reps, timeout);
     Row::new(Section::Tool, "lava-sync", 2, server)
         .latencies(&samples)
         .errors(&errors)
         .seconds(began.elapsed().as_secs_f64())
         .note(format!("{}", tools.binary().display()))
+}
+
+/// `reps` `lava-sync` rounds of `nodes` processes (a fresh group of `nodes` each time,
+/// every process started at once): each round's wall time in milliseconds, from starting
+/// the first node's process to the exit of the last, and the failed rounds.
+pub fn sync_samples(
+    tools: &Tools,
+    addr: SocketAddr,
+    nodes: usize,
+    reps: usize,
+    timeout: Duration,
+) -> (Vec<f64>, Errors) {
+    let mut samples = Vec::new();
+    let mut errors = Errors::default();
+    for _ in 0..reps {
+        let mut group = config(addr, &group_name("tool-sync"), timeout.as_secs_f64());
+        group.group_size = Some(nodes as u32);
+        let members: Vec<Node> = (0..nodes)
+            .map(|i| Node::new(tools, &group, &format!("node{i}"), "node"))
+            .collect();
+        let t0 = Instant::now();
+        let running: Vec<_> = members
+            .iter()
+            .map(|m| m.spawn("lava-sync", &["bench"]))
+            .collect();
+        let codes: Vec<i32> = running.into_iter().map(|p| p.wait().code).collect();
+        // Every one has exited once every wait returned.
+        let wall = t0.elapsed();
+        if codes.iter().all(|c| *c == 0) {
+            samples.push(ms(wall));
+        } else {
+            errors.add_named("tool_failed", 1);
+        }
+    }
+    (samples, errors)
 }

@@ -24,6 +24,14 @@ struct Cli {
     /// when present, else target/release/lava-multinode].
     #[arg(long, value_name = "PATH")]
     tools: Option<PathBuf>,
+    /// The host's lava-multinode with the VM-group launcher, for the console section (its
+    /// tools are the guests'; it also makes that section's TCP calls) [default:
+    /// target/release/lava-multinode when built, else target/debug].
+    #[arg(long, value_name = "PATH")]
+    launcher: Option<PathBuf>,
+    /// Calls of each kind in the console section instead of 100.
+    #[arg(long, value_name = "N")]
+    console_calls: Option<usize>,
     /// A short smoke run (seconds instead of minutes; figures are not meaningful).
     #[arg(long)]
     quick: bool,
@@ -112,11 +120,15 @@ fn main() -> ExitCode {
         coordinator,
         reference,
         tools,
+        launcher: cli
+            .launcher
+            .unwrap_or_else(bench::console::default_launcher),
         quick: cli.quick,
         only: cli.only,
         progress: !cli.no_progress,
         sync_nodes: cli.sync_nodes,
         clients: cli.clients,
+        console_calls: cli.console_calls,
         half_close: cli.half_close,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
