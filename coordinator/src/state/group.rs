@@ -211,18 +211,36 @@ fn arrival_bytes(client: &str, reply: &Value, request_id: Option<&str>) -> usize
     client.len() + value_bytes(reply) + request_id.map_or(0, str::len)
 }
 
+/// Bytes of the reply kept for a member once it picked up its arrival: with a request id, the
+/// id and reply (`Sync::passed`); without, the sync id and reply (`Group::last_sync`).
+fn kept_bytes(client: &str, id: &str, reply: &Value, request_id: Option<&str>) -> usize {
+    client.len() + value_bytes(reply) + request_id.unwrap_or(id).len()
+}
+
+/// Bytes counted for an arrival not picked up yet: the arrival, and the reply kept for the
+/// member once it picks it up (counted now, so that a pick-up never grows what is counted).
+fn unpicked_bytes(client: &str, id: &str, reply: &Value, request_id: Option<&str>) -> usize {
+    arrival_bytes(client, reply, request_id) + kept_bytes(client, id, reply, request_id)
+}
+
 impl Sync {
-    /// Bytes this sync keeps besides its id.
-    fn bytes(&self) -> usize {
+    /// Bytes this sync (`id`) keeps besides its id.
+    fn bytes(&self, id: &str) -> usize {
         let round: usize = self
             .round
             .iter()
-            .map(|(c, a)| arrival_bytes(c, &a.reply, a.request_id.as_deref()))
+            .map(|(c, a)| {
+                let call = a.request_id.as_deref();
+                match a.picked_up {
+                    true => arrival_bytes(c, &a.reply, call),
+                    false => unpicked_bytes(c, id, &a.reply, call),
+                }
+            })
             .sum();
         let next: usize = self
             .next
             .iter()
-            .map(|(c, (reply, call))| arrival_bytes(c, reply, call.as_deref()))
+            .map(|(c, (reply, call))| unpicked_bytes(c, id, reply, call.as_deref()))
             .sum();
         let passed: usize = self
             .passed
@@ -388,7 +406,7 @@ impl Group {
             + self
                 .syncs
                 .iter()
-                .map(|(id, s)| id.len() + s.bytes())
+                .map(|(id, s)| id.len() + s.bytes(id))
                 .sum::<usize>()
             + self
                 .last_sync
@@ -827,7 +845,7 @@ impl Group {
                 }
                 // The arrival, and the reply kept for the member once it picked it up.
                 let reply = sync_reply(id, message);
-                grow += 2 * arrival_bytes(client, &reply, req.request_id.as_deref());
+                grow += unpicked_bytes(client, id, &reply, req.request_id.as_deref());
             }
             RequestKind::Fail { reason } => grow += client.len() + reason.len(),
             RequestKind::ClearGroup => grow += client.len(),
@@ -845,7 +863,8 @@ impl Group {
             }
         }
         if grow > 0 {
-            if self.stored_bytes() + grow > room.max_group_bytes {
+            // `base` is in both (a group being created).
+            if self.stored_bytes() + grow - base > room.max_group_bytes {
                 return Err(format!(
                     "group {} would store more than {} bytes (limit max_group_bytes)",
                     quoted(&self.name),
@@ -893,21 +912,22 @@ impl Group {
             }
         }
         self.dirty_meta = true;
-        let added = arrival_bytes(client, &reply, request_id);
+        let added = unpicked_bytes(client, id, &reply, request_id);
         let request_id = request_id.map(str::to_owned);
         match sync.round.get_mut(client) {
             // Asking again after passing this round: the member is at the next one.
             Some(arrival) if arrival.picked_up => {
                 if let Some((old, call)) = sync.next.insert(client.to_owned(), (reply, request_id))
                 {
-                    self.meta_bytes -= arrival_bytes(client, &old, call.as_deref());
+                    self.meta_bytes -= unpicked_bytes(client, id, &old, call.as_deref());
                 }
                 self.meta_bytes += added;
             }
             // LAVA keeps the latest message of the member's request.
             Some(arrival) => {
-                self.meta_bytes -= value_bytes(&arrival.reply);
-                self.meta_bytes += value_bytes(&reply);
+                let call = arrival.request_id.as_deref();
+                self.meta_bytes -= unpicked_bytes(client, id, &arrival.reply, call);
+                self.meta_bytes += unpicked_bytes(client, id, &reply, call);
                 arrival.reply = reply;
             }
             None => {
@@ -998,6 +1018,9 @@ impl Group {
                 arrival.picked_up = true;
                 self.dirty_meta = true;
                 let reply = Reply::ack_message(arrival.reply.clone());
+                // What was counted for the kept reply now counts for the reply kept.
+                self.meta_bytes -=
+                    kept_bytes(client, id, &arrival.reply, arrival.request_id.as_deref());
                 let earlier = match &arrival.request_id {
                     Some(call) => {
                         self.meta_bytes += arrival_bytes(client, &arrival.reply, Some(call));
