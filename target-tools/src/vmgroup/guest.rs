@@ -217,11 +217,11 @@ pub fn drive(
     let mut last: Vec<u8> = Vec::new();
     // The launcher's own input, marked in the log.
     let typed = |master: &mut File, log: &mut File, text: &str, secret: bool| {
-        let shown = if secret { "********" } else { text.trim_end() };
-        let _ = writeln!(log, "\n[vm-group typed] {shown}");
         if let Err(e) = console::type_text(master, text) {
             say(&format!("cannot type on the console: {e}"));
         }
+        let shown = if secret { "********" } else { text.trim_end() };
+        let _ = writeln!(log, "\n[vm-group typed] {shown}");
     };
     let end_vm = |failure_reason: Option<&str>| {
         let guest = shared.session(&node.client, &node.role, CALL_TIMEOUT);
@@ -257,6 +257,10 @@ pub fn drive(
                 session.feed(&bytes, Instant::now()).into()
             }
             Ok(VmEvent::Relayed(done)) => {
+                // The guest waits for the reply: type it before anything is logged.
+                if let Some(line) = &done.reply {
+                    typed(&mut master, log, &format!("{line}\n"), false);
+                }
                 let what = done.call.marker();
                 match (&done.error, &done.call) {
                     (None, _) => say(&format!("relayed {what}")),
@@ -267,10 +271,7 @@ pub fn drive(
                         failure.get_or_insert(why.clone());
                         end_vm(Some(&why));
                     }
-                    (Some(e), _) => say(&format!("{what}: answering nack: {e}")),
-                }
-                if let Some(line) = done.reply {
-                    typed(&mut master, log, &format!("{line}\n"), false);
+                    (Some(e), _) => say(&format!("{what}: answered nack: {e}")),
                 }
                 VecDeque::new()
             }

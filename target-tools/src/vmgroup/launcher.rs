@@ -84,10 +84,13 @@ impl Log {
     }
 
     pub(super) fn say(&self, text: &str) {
-        eprintln!(
-            "vm-group [{:6.1} s] {text}",
+        // One write: standard error is unbuffered, and lines of several VM threads must not
+        // interleave.
+        let line = format!(
+            "vm-group [{:6.1} s] {text}\n",
             self.start.elapsed().as_secs_f64()
         );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     }
 }
 
