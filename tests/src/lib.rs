@@ -285,3 +285,113 @@ pub fn raw_exchange(addr: &str, bytes: &[u8], timeout: Duration) -> std::io::Res
     stream.read_to_end(&mut out)?;
     Ok(out)
 }
+
+/// How long the tests wait for the coordinator to reach a state they expect (a request held,
+/// a group gone): generous, since it only bounds a failure on a loaded machine.
+pub const STATE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The coordinator's status view: the answer to the `status` request (what
+/// `lava-coordinator status --json` prints), for every group or only `group`. `Err` says why
+/// there is none (not reachable, no reply, refused: e.g. a `group` it does not have).
+pub fn coordinator_status(addr: &str, group: Option<&str>) -> Result<serde_json::Value, String> {
+    let mut request = serde_json::json!({"request": "status"});
+    if let Some(group) = group {
+        request["group"] = group.into();
+    }
+    let body = lava_protocol::Client::new(addr)
+        .with_connect_timeout(Duration::from_secs(2))
+        .call_raw(&request.to_string(), None)
+        .map_err(|e| format!("status request to {addr}: {e}"))?
+        .ok_or_else(|| format!("status request to {addr}: closed without a reply"))?;
+    let reply: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("status reply {body:.200}: {e}"))?;
+    if reply["response"] != "status" {
+        return Err(format!("status request answered {reply}"));
+    }
+    Ok(reply)
+}
+
+/// The `blocked` entries of `group` in a status view: (client, what it waits for).
+pub fn held_requests(status: &serde_json::Value, group: &str) -> Vec<(String, String)> {
+    let groups = status["groups"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    groups
+        .iter()
+        .filter(|g| g["name"] == group)
+        .flat_map(|g| g["blocked"].as_array().cloned().unwrap_or_default())
+        .map(|b| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+            (text(&b["client"]), text(&b["waits_for"]))
+        })
+        .collect()
+}
+
+/// Polls the coordinator's status view (of `group`, or of all groups) every few milliseconds
+/// until `holds` says yes, and returns that view. Panics after `deadline`, naming `what` was
+/// awaited and the last status seen. This is how the tests wait for the coordinator to reach a
+/// state, instead of sleeping and hoping that it has.
+#[track_caller]
+pub fn wait_for_status(
+    addr: &str,
+    group: Option<&str>,
+    what: &str,
+    deadline: Duration,
+    holds: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let last = coordinator_status(addr, group);
+        if let Ok(status) = &last {
+            if holds(status) {
+                return status.clone();
+            }
+        }
+        if started.elapsed() > deadline {
+            let last = match last {
+                Ok(status) => serde_json::to_string_pretty(&status).unwrap_or_default(),
+                Err(e) => e,
+            };
+            panic!("after {deadline:?} the coordinator at {addr} still not: {what}; last status:\n{last}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until the coordinator at `addr` holds a request of `client` in `group` that waits
+/// for `waits_for`, as its status view words it (`lava_wait go`, `lava_wait_all all`,
+/// `lava_sync s`, `group_data (every member registered)`): the request has arrived and is
+/// blocked on what the test expects. Panics after `deadline` with the last status seen.
+#[track_caller]
+pub fn wait_until_held(addr: &str, group: &str, client: &str, waits_for: &str, deadline: Duration) {
+    wait_for_status(
+        addr,
+        Some(group),
+        &format!("holding {client}'s {waits_for} in group {group}"),
+        deadline,
+        |status| {
+            held_requests(status, group)
+                .iter()
+                .any(|(c, w)| c == client && w == waits_for)
+        },
+    );
+}
+
+/// Waits until the coordinator at `addr` holds no request of `client` in `group` (its held
+/// request has been answered, or the group is gone). Panics after `deadline` with the last
+/// status seen.
+#[track_caller]
+pub fn wait_until_not_held(addr: &str, group: &str, client: &str, deadline: Duration) {
+    wait_for_status(
+        addr,
+        None,
+        &format!("holding no request of {client} in group {group}"),
+        deadline,
+        |status| {
+            !held_requests(status, group)
+                .iter()
+                .any(|(c, _)| c == client)
+        },
+    );
+}

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use lava_multinode_tests::tools::{
     static_binary, static_required, GroupConfig, Node, Tools, QEMU_AARCH64, REQUIRE_STATIC_ENV,
 };
-use lava_multinode_tests::{bin, free_port, start_coordinator, start_reference, wait_for_port};
+use lava_multinode_tests::{
+    bin, free_port, start_coordinator, start_reference, wait_for_port, wait_until_held,
+    wait_until_not_held, STATE_DEADLINE,
+};
 use lava_protocol::message::Roles;
 use lava_protocol::{Request, RequestKind};
 use serde_json::json;
@@ -238,7 +241,15 @@ fn waits_block_instead_of_polling() {
 
     let mut wait = b.spawn("lava-wait", &["go"]);
     let mut wait_all = b.spawn("lava-wait-all", &["all"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Both asked, and the coordinator holds them (they did not just poll and go to sleep).
+    wait_until_held(&server.addr, "block", "b", "lava_wait go", STATE_DEADLINE);
+    wait_until_held(
+        &server.addr,
+        "block",
+        "b",
+        "lava_wait_all all",
+        STATE_DEADLINE,
+    );
     assert!(wait.running() && wait_all.running());
     a.run("lava-send", &["go", "k=v"]).ok();
     let sent = Instant::now();
@@ -252,7 +263,15 @@ fn waits_block_instead_of_polling() {
 
     // wait-all without role: until every member sent.
     a.run("lava-send", &["all", "from=a"]).ok();
-    std::thread::sleep(Duration::from_millis(300));
+    // a's send has been answered: had it released the wait-all, the coordinator would no
+    // longer hold it.
+    wait_until_held(
+        &server.addr,
+        "block",
+        "b",
+        "lava_wait_all all",
+        STATE_DEADLINE,
+    );
     assert!(wait_all.running(), "wait-all returned before b sent");
     b.run("lava-send", &["all", "from=b"]).ok();
     let sent = Instant::now();
@@ -268,7 +287,7 @@ fn waits_block_instead_of_polling() {
 
     // A sync: the second arrival releases the first at once.
     let first = a.spawn("lava-sync", &["s"]);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until_held(&server.addr, "block", "a", "lava_sync s", STATE_DEADLINE);
     let second = b.run("lava-sync", &["s"]);
     second.ok();
     let first = first.wait();
@@ -539,6 +558,7 @@ fn retries_until_the_coordinator_is_up() {
     let b = Node::new(&tools, &cfg, "b", "client");
     let send = a.spawn("lava-send", &["early", "k=v"]);
     let wait = b.spawn("lava-wait", &["early"]);
+    // Not synchronisation: the coordinator must come up late, while the tools retry.
     std::thread::sleep(Duration::from_millis(1500));
 
     let dir = lava_multinode_tests::TempDir::new("late-coordinator");
@@ -556,8 +576,9 @@ fn retries_until_the_coordinator_is_up() {
     let _ = child.wait();
     sent.ok();
     assert_eq!(waited.ok(), "a:k=v\n");
+    // It cannot have succeeded before the coordinator started, 1.5 s after it did.
     assert!(
-        sent.elapsed >= Duration::from_millis(1400),
+        sent.elapsed >= Duration::from_millis(1500),
         "{:?}",
         sent.elapsed
     );
@@ -701,8 +722,14 @@ fn install_help_and_subcommands() {
         .unwrap()
         .file_type()
         .is_symlink());
-    node.run("lava-multinode", &["install", "/nonexistent/dir"])
-        .fails(LOCAL);
+    // A folder that cannot be made, even by root (install makes a missing one): its parent
+    // is a file.
+    let below_a_file = node.conf_file().join("dir");
+    node.run(
+        "lava-multinode",
+        &["install", &below_a_file.display().to_string()],
+    )
+    .fails(LOCAL);
 }
 
 #[test]
@@ -758,7 +785,20 @@ fn a_failed_node_ends_the_others_waits_at_once() {
     std::thread::scope(|scope| {
         let sync = scope.spawn(|| a.run("lava-sync", &["step1"]));
         let wait_all = scope.spawn(|| b.run("lava-wait-all", &["result"]));
-        std::thread::sleep(Duration::from_millis(500));
+        wait_until_held(
+            &server.addr,
+            "failing",
+            "a",
+            "lava_sync step1",
+            STATE_DEADLINE,
+        );
+        wait_until_held(
+            &server.addr,
+            "failing",
+            "b",
+            "lava_wait_all result",
+            STATE_DEADLINE,
+        );
         let failed_at = Instant::now();
         c.run("lava-fail", &["build", "failed:", "no", "space"])
             .ok();
@@ -820,13 +860,19 @@ fn a_killed_waiting_tool_is_counted_gone_after_its_lease() {
     a.set_env("LAVA_MULTINODE_LEASE", Some("0.5"));
     let b = Node::new(&tools, &cfg, "b", "r");
     let mut waiting = a.command("lava-wait", &["never"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until_held(
+        &server.addr,
+        "lease",
+        "a",
+        "lava_wait never",
+        STATE_DEADLINE,
+    );
     waiting.kill().unwrap();
     waiting.wait().unwrap();
     let killed_at = Instant::now();
     // Once a's held request has ended (block_max), a is no longer held: no deadlock verdict,
     // only its lease can tell that it is gone.
-    std::thread::sleep(Duration::from_millis(700));
+    wait_until_not_held(&server.addr, "lease", "a", STATE_DEADLINE);
     // b needs a's "result": once a's lease ran out, b is told.
     let run = b.run("lava-wait-all", &["result"]);
     let err = run.fails(NACK);
