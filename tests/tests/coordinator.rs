@@ -862,3 +862,66 @@ fn metrics_count_requests_errors_and_wakeups() {
     );
     assert!(scrape(&metrics_addr, "/other").starts_with("HTTP/1.1 404"));
 }
+
+/// Issue 15, finding 5: limits cannot be walked around. A `lava_send` refused because the
+/// store is full leaves no group and no client behind; sync messages and names count against
+/// the byte limits; the status view counts what is kept.
+#[test]
+fn refused_requests_leave_nothing_and_every_kept_byte_counts() {
+    let config = r#"{"max_group_bytes": 700, "max_total_bytes": 1000}"#;
+    let server = start_coordinator_with_config(Some(config), &["--state", ":memory:"]);
+    let c = server.client();
+    let stored = || {
+        let (code, out, err) = status(&server, &["--json"], &[]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let c = &v["counters"];
+        (
+            c["groups"].as_u64().unwrap(),
+            c["stored_bytes"].as_u64().unwrap(),
+        )
+    };
+    let nack = |reply: Reply, limit: &str| {
+        assert_eq!(reply.response, Response::Nack, "{reply:?}");
+        assert!(reply.error.as_deref().unwrap().contains(limit), "{reply:?}");
+    };
+    let send = |n: usize| RequestKind::Send {
+        id: "m".into(),
+        message: json!({ "pad": "x".repeat(n) }),
+    };
+    assert_eq!(
+        c.call(&req("fill", "a", 2, send(600))).unwrap(),
+        Reply::ack()
+    );
+    let (groups, before) = stored();
+    assert_eq!(groups, 1);
+    // The store is full: the send is refused, and its group and client are not kept.
+    nack(
+        c.call(&req("walk", "a", 2, send(500))).unwrap(),
+        "max_total_bytes",
+    );
+    // A sync message and names that do not fit.
+    let sync = |n: usize| RequestKind::Sync {
+        id: "s".into(),
+        message: json!({ "pad": "y".repeat(n) }),
+    };
+    nack(
+        c.call(&req("walk", "a", 2, sync(300))).unwrap(),
+        "max_total_bytes",
+    );
+    nack(
+        c.call(&req(&"g".repeat(800), "a", 2, RequestKind::GroupData))
+            .unwrap(),
+        "max_group_bytes",
+    );
+    nack(
+        c.call(&req("fill", &"c".repeat(400), 2, RequestKind::GroupData))
+            .unwrap(),
+        "max_group_bytes",
+    );
+    assert_eq!(stored(), (1, before), "no group created, nothing more kept");
+    // What is accepted is counted: a client's name and role, a sync's message.
+    assert!(c.call(&req("fill", "b", 2, sync(10))).unwrap().is_wait());
+    let (_, after) = stored();
+    assert!(after >= before + 40, "{before} -> {after}");
+}
