@@ -158,8 +158,17 @@ fn main() -> ExitCode {
         let listener = match server::listen(addr) {
             Ok(l) => l,
             Err(e) => {
-                error!("cannot listen on {addr}: {e}");
-                eprintln!("lava-coordinator: cannot listen on {addr}: {e}");
+                // Say how to choose another address: the likely cause is another coordinator
+                // (Debian's, or ours as a service) on the same port.
+                let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                    "; another program listens there (Debian's lava-coordinator or a running \
+                     service?): stop it, or choose another address with --listen ADDR:PORT or \
+                     the config's listen or port"
+                } else {
+                    ""
+                };
+                error!("cannot listen on {addr}: {e}{hint}");
+                eprintln!("lava-coordinator: cannot listen on {addr}: {e}{hint}");
                 return ExitCode::FAILURE;
             }
         };

@@ -74,3 +74,20 @@ fn a_bad_log_level_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A port in use says so and how to choose another address.
+#[test]
+fn a_busy_port_names_how_to_choose_another() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let out = coordinator()
+        .args(["--logfile", "/dev/null", "--state", ":memory:", "--config"])
+        .arg("/nonexistent/lava-coordinator.conf")
+        .args(["--listen", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains(&format!("cannot listen on {addr}")), "{text}");
+    assert!(text.contains("--listen ADDR:PORT"), "{text}");
+}
