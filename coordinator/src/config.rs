@@ -124,6 +124,10 @@ pub enum Command {
         /// Print the coordinator's JSON answer as it is.
         #[arg(long)]
         json: bool,
+        /// List every group even when there are many (by default, over 20 groups are
+        /// summarised: counts, then the stuck and the oldest ones).
+        #[arg(long)]
+        all: bool,
     },
 }
 

@@ -58,7 +58,13 @@ async fn shutdown_signal() {
 }
 
 /// `lava-coordinator status`: no logging, no listening.
-fn status(cli: &Cli, address: Option<&str>, group: Option<&str>, json: bool) -> ExitCode {
+fn status(
+    cli: &Cli,
+    address: Option<&str>,
+    group: Option<&str>,
+    json: bool,
+    all: bool,
+) -> ExitCode {
     let settings = match Settings::load(&cli.config) {
         Ok(settings) => settings.unwrap_or_default(),
         Err(e) => {
@@ -79,6 +85,7 @@ fn status(cli: &Cli, address: Option<&str>, group: Option<&str>, json: bool) -> 
         group,
         secret.as_deref(),
         json,
+        all,
     ))
 }
 
@@ -88,9 +95,10 @@ fn main() -> ExitCode {
         address,
         group,
         json,
+        all,
     }) = &cli.command
     {
-        return status(&cli, address.as_deref(), group.as_deref(), *json);
+        return status(&cli, address.as_deref(), group.as_deref(), *json, *all);
     }
     init_logging(&cli);
     let settings = match Settings::load(&cli.config) {

@@ -13,7 +13,7 @@ pub const REFUSED: u8 = 1;
 pub const UNREACHABLE: u8 = 2;
 
 /// Asks `address` and prints the answer; returns the exit status.
-pub fn run(address: &str, group: Option<&str>, secret: Option<&str>, raw: bool) -> u8 {
+pub fn run(address: &str, group: Option<&str>, secret: Option<&str>, raw: bool, all: bool) -> u8 {
     let mut query = json!({"request": "status"});
     if let Some(group) = group {
         query["group"] = group.into();
@@ -55,7 +55,7 @@ pub fn run(address: &str, group: Option<&str>, secret: Option<&str>, raw: bool) 
     if raw {
         println!("{}", serde_json::to_string_pretty(&answer).unwrap_or(body));
     } else {
-        print!("{}", render(address, &answer, group.is_some()));
+        print!("{}", render(address, &answer, group.is_some(), all));
     }
     if let (Some(name), true) = (group, groups.is_empty()) {
         eprintln!("lava-coordinator status: no group {name:?}");
@@ -78,8 +78,15 @@ fn list(v: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// The human view.
-pub fn render(address: &str, a: &Value, detailed: bool) -> String {
+/// Over this many groups, the view summarises (without `--all`).
+pub const SUMMARY_OVER: usize = 20;
+/// Groups shown by name in a summary.
+const SUMMARY_SHOWN: usize = 10;
+
+/// The human view: every group, or (over `SUMMARY_OVER` groups, without `all`) counts and the
+/// groups that most need a look: the stuck ones (held requests, failed members) first, then the
+/// longest idle.
+pub fn render(address: &str, a: &Value, detailed: bool, all: bool) -> String {
     let c = &a["counters"];
     let mut out = String::new();
     let _ = writeln!(
@@ -101,7 +108,37 @@ pub fn render(address: &str, a: &Value, detailed: bool) -> String {
         text(&c["refused"]),
         text(&c["stored_bytes"]),
     );
-    for g in a["groups"].as_array().into_iter().flatten() {
+    let mut groups: Vec<&Value> = a["groups"].as_array().into_iter().flatten().collect();
+    let summarise = !all && !detailed && groups.len() > SUMMARY_OVER;
+    if summarise {
+        let count = |f: &dyn Fn(&Value) -> bool| groups.iter().filter(|g| f(g)).count();
+        let held = count(&|g| g["blocked"].as_array().is_some_and(|b| !b.is_empty()));
+        let failed = count(&|g| g["failed"].as_object().is_some_and(|f| !f.is_empty()));
+        let forming = count(&|g| g["registered"].as_u64() < g["size"].as_u64());
+        let _ = writeln!(
+            out,
+            "{} groups: {held} with held requests, {failed} with failed members, {forming} not yet complete",
+            groups.len()
+        );
+        let idle = |g: &Value| g["idle_seconds"].as_f64().unwrap_or(0.0);
+        let stuck = |g: &Value| {
+            g["blocked"].as_array().map_or(0, Vec::len)
+                + g["failed"].as_object().map_or(0, |f| f.len())
+        };
+        groups.sort_by(|x, y| {
+            (stuck(y) > 0)
+                .cmp(&(stuck(x) > 0))
+                .then(idle(y).total_cmp(&idle(x)))
+        });
+        let _ = writeln!(
+            out,
+            "the {} that most need a look (stuck first, then the longest idle); --all lists all {}:",
+            SUMMARY_SHOWN,
+            groups.len()
+        );
+        groups.truncate(SUMMARY_SHOWN);
+    }
+    for g in groups {
         let blocked = g["blocked"].as_array().map_or(0, Vec::len);
         let _ = writeln!(
             out,
@@ -167,4 +204,41 @@ pub fn render(address: &str, a: &Value, detailed: bool) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn answer(groups: usize) -> Value {
+        let groups: Vec<Value> = (0..groups)
+            .map(|i| {
+                json!({"name": format!("g{i}"), "registered": 2, "size": 2,
+                       "idle_seconds": i, "blocked": if i == 3 { json!([{"client": "a"}]) } else { json!([]) },
+                       "cleared": [], "failed": {}, "members": {}})
+            })
+            .collect();
+        json!({"version": "x", "uptime": 1, "counters": {}, "groups": groups})
+    }
+
+    #[test]
+    fn many_groups_are_summarised_unless_all() {
+        let few = render("a", &answer(5), false, false);
+        assert_eq!(few.matches("\ngroup g").count(), 5, "{few}");
+        let many = render("a", &answer(30), false, false);
+        assert!(
+            many.contains(
+                "30 groups: 1 with held requests, 0 with failed members, 0 not yet complete"
+            ),
+            "{many}"
+        );
+        assert_eq!(many.matches("\ngroup g").count(), SUMMARY_SHOWN, "{many}");
+        // The stuck one first, then the longest idle.
+        let first = many.lines().find(|l| l.starts_with("group ")).unwrap();
+        assert!(first.starts_with("group g3:"), "{many}");
+        assert!(many.contains("\ngroup g29:"), "{many}");
+        let all = render("a", &answer(30), false, true);
+        assert_eq!(all.matches("\ngroup g").count(), 30);
+    }
 }
