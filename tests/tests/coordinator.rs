@@ -8,7 +8,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use lava_multinode_tests::{
-    raw_exchange, start_coordinator, start_coordinator_with_config, Server,
+    raw_exchange, start_coordinator, start_coordinator_with_config, wait_for_status,
+    wait_until_held, Server, STATE_DEADLINE,
 };
 use lava_protocol::{Reply, Request, RequestKind, Response};
 use serde_json::json;
@@ -126,10 +127,10 @@ fn a_blocked_wait_is_answered_the_moment_the_message_is_sent() {
     let waiter = thread::spawn(move || {
         let mut r = req("gw", "b", 2, RequestKind::Wait { id: "go".into() });
         r.block = Some(20.0);
-        let start = Instant::now();
-        (client.call(&r).unwrap(), start.elapsed())
+        let reply = client.call(&r).unwrap();
+        (reply, Instant::now())
     });
-    thread::sleep(Duration::from_millis(300));
+    wait_until_held(&server.addr, "gw", "b", "lava_wait go", STATE_DEADLINE);
     let send = RequestKind::Send {
         id: "go".into(),
         message: json!({"ip": "10.0.2.2", "note": "ünïcødé"}),
@@ -139,12 +140,12 @@ fn a_blocked_wait_is_answered_the_moment_the_message_is_sent() {
         server.client().call(&req("gw", "a", 2, send)).unwrap(),
         Reply::ack()
     );
-    let (reply, took) = waiter.join().unwrap();
+    let (reply, answered_at) = waiter.join().unwrap();
     assert_eq!(
         reply,
         Reply::ack_message(json!({"a": {"ip": "10.0.2.2", "note": "ünïcødé"}}))
     );
-    assert!(took >= Duration::from_millis(250), "it did block: {took:?}");
+    assert!(answered_at >= sent_at, "it did block until the send");
     assert!(sent_at.elapsed() < Duration::from_secs(2));
 }
 
@@ -317,6 +318,8 @@ fn a_request_split_into_small_segments_is_read_whole() {
     bytes.extend_from_slice(body.as_bytes());
     for chunk in bytes.chunks(1447) {
         stream.write_all(chunk).unwrap();
+        // Not synchronisation: a pause between writes, so that the chunks arrive as
+        // separate segments.
         thread::sleep(Duration::from_millis(5));
     }
     stream.shutdown(Shutdown::Write).unwrap();
@@ -429,7 +432,17 @@ fn clients_that_reset_or_vanish_cost_only_their_own_request() {
         s.shutdown(Shutdown::Write).unwrap();
         reset(s);
     }
+    // Not synchronisation: the held requests' block (0.2 s) must run out, so that the
+    // coordinator answers them on connections that were reset...
     thread::sleep(Duration::from_millis(400));
+    // ... and it has: it holds none of them any more.
+    wait_for_status(
+        &server.addr,
+        None,
+        "holding no request",
+        STATE_DEADLINE,
+        |s| s["counters"]["held"] == 0,
+    );
     assert!(server.is_running());
     assert_serving(&server, "gr");
 }
@@ -507,7 +520,7 @@ fn sigterm_answers_held_requests_and_exits_cleanly() {
         r.block = Some(30.0);
         client.call(&r)
     });
-    thread::sleep(Duration::from_millis(300));
+    wait_until_held(&server.addr, "gt", "a", "lava_sync s", STATE_DEADLINE);
     let start = Instant::now();
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
@@ -523,8 +536,26 @@ fn sigterm_answers_held_requests_and_exits_cleanly() {
 #[test]
 fn an_idle_group_expires_and_is_logged() {
     let server = start_coordinator_with_config(Some(r#"{"group_expiry": 0.3}"#), &[]);
+    let stored = Instant::now();
     store_probe_message(&server, "ge");
-    thread::sleep(Duration::from_millis(800));
+    // The group leaves the coordinator's status view when it expires...
+    wait_for_status(
+        &server.addr,
+        None,
+        "forgetting group ge",
+        STATE_DEADLINE,
+        |s| {
+            s["groups"]
+                .as_array()
+                .is_some_and(|g| g.iter().all(|g| g["name"] != "ge"))
+        },
+    );
+    // ... not before it was idle for group_expiry.
+    assert!(
+        stored.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        stored.elapsed()
+    );
     let reply = server
         .client()
         .call(&req(
@@ -601,7 +632,8 @@ fn status_shows_who_waits_on_what() {
         thread::spawn(move || c.call(&r))
     })
     .collect();
-    thread::sleep(Duration::from_millis(300));
+    wait_until_held(&server.addr, "job42", "a", "lava_sync s1", STATE_DEADLINE);
+    wait_until_held(&server.addr, "job42", "b", "lava_wait go", STATE_DEADLINE);
     let (code, out, err) = status(&server, &["--group", "job42"], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("group job42: 2/3 registered"), "{out}");
@@ -808,7 +840,7 @@ fn metrics_count_requests_errors_and_wakeups() {
             c.call(&r).unwrap()
         })
     };
-    thread::sleep(Duration::from_millis(200));
+    wait_until_held(&server.addr, "gm", "b", "lava_wait go", STATE_DEADLINE);
     let blocked = scrape(&metrics_addr, "/metrics");
     assert_eq!(metric(&blocked, "lava_coordinator_blocked_requests"), 1.0);
     c.call(&req(
