@@ -1015,9 +1015,14 @@ impl Group {
                     return None;
                 }
                 let arrival = sync.round.get_mut(client)?;
+                let reply = Reply::ack_message(arrival.reply.clone());
+                if arrival.picked_up {
+                    // A second held call of the member in the same round (it asked again
+                    // while held): the same answer, picked up once.
+                    return Some(reply);
+                }
                 arrival.picked_up = true;
                 self.dirty_meta = true;
-                let reply = Reply::ack_message(arrival.reply.clone());
                 // What was counted for the kept reply now counts for the reply kept.
                 self.meta_bytes -=
                     kept_bytes(client, id, &arrival.reply, arrival.request_id.as_deref());
