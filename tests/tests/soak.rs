@@ -1,0 +1,40 @@
+//! Issue 15's soak at its small size, in `cargo test --workspace` (and so in CI): the
+//! scenarios that must hold (crash storms with our tools and with LAVA-style polling, the
+//! hostile mix, the limit floods) run against the real coordinator and report no violation.
+//! The full-disk scenario is left out while issue 15's finding 3 is open (`lava-soak
+//! --scenario disk` reports it). A larger run: `lava-soak --size large` (docs/BENCHMARKS.md).
+
+use std::process::Command;
+
+use lava_multinode_tests::bin;
+
+#[test]
+fn the_soak_holds_at_its_small_size() {
+    let scenarios = ["crash-tools", "crash-polling", "hostile", "limits"];
+    let out = Command::new(env!("CARGO_BIN_EXE_lava-soak"))
+        .args(["--size", "small", "--seed", "15", "--coordinator"])
+        .arg(bin("lava-coordinator"))
+        .arg("--scenario")
+        .args(scenarios)
+        .output()
+        .expect("run lava-soak");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "lava-soak reported violations ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    for name in scenarios {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{stdout}"));
+        assert!(line.contains("; violations 0 ("), "{line}");
+    }
+    assert!(
+        stdout.contains("lava-soak: 0 unexpected violations"),
+        "{stdout}"
+    );
+}
