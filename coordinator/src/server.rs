@@ -523,19 +523,26 @@ async fn read_body<'a>(
         .map_err(|_| FrameError::NotUtf8)
 }
 
-async fn write_reply(stream: &mut TcpStream, reply: &Reply) {
+/// Writes a reply; returns whether it was delivered (to the client's socket buffer).
+async fn write_reply(stream: &mut TcpStream, reply: &Reply) -> bool {
     write_frame(stream, &reply.to_json()).await
 }
 
-async fn write_frame(stream: &mut TcpStream, body: &str) {
+async fn write_frame(stream: &mut TcpStream, body: &str) -> bool {
     // Header and body in one write: LAVA's readers count blocks, not bytes.
     let bytes = frame::encode(body);
     // Closing the socket (on drop) sends the FIN: no separate shutdown call.
     let write = stream.write_all(&bytes);
     match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => debug!("reply not delivered: {e}"),
-        Err(_) => debug!("reply not delivered within {WRITE_TIMEOUT:?}"),
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            debug!("reply not delivered: {e}");
+            false
+        }
+        Err(_) => {
+            debug!("reply not delivered within {WRITE_TIMEOUT:?}");
+            false
+        }
     }
 }
 
@@ -570,7 +577,8 @@ async fn serve(
             shared.metrics.failure(Failure::BadFrame);
             let e = ReadError::from(e);
             shared.warn("bad_frame", || format!("{peer}: bad request frame: {e}"));
-            return write_reply(&mut stream, &Reply::nack(format!("bad request frame: {e}"))).await;
+            write_reply(&mut stream, &Reply::nack(format!("bad request frame: {e}"))).await;
+            return;
         }
         Err(e) => {
             shared.metrics.failure(match e {
@@ -578,7 +586,8 @@ async fn serve(
                 _ => Failure::ReadTimeout,
             });
             shared.warn("read_timeout", || format!("{peer}: {e}"));
-            return write_reply(&mut stream, &Reply::nack(e.to_string())).await;
+            write_reply(&mut stream, &Reply::nack(e.to_string())).await;
+            return;
         }
     };
     let parsed = serde_json::from_str::<serde_json::Value>(&body)
@@ -596,7 +605,8 @@ async fn serve(
                 format!("{peer}: bad request: {e}: {}", quote(&body, 200))
             });
             drop((body, paid));
-            return write_reply(&mut stream, &Reply::nack(format!("bad request: {e}"))).await;
+            write_reply(&mut stream, &Reply::nack(format!("bad request: {e}"))).await;
+            return;
         }
     };
     // The frame is parsed: its bytes go back to the in-flight budget. What the request
@@ -612,17 +622,18 @@ async fn serve(
                 quote(&request.group_name, 200)
             )
         });
-        return write_reply(&mut stream, &Reply::nack(why)).await;
+        write_reply(&mut stream, &Reply::nack(why)).await;
+        return;
     }
     let started = Instant::now();
     let reply = shared.call(&request, &shutdown).await;
     shared.metrics.request(&request.kind, reply.response);
     debug!(
-        "{peer}: {} {:?} from {:?} in {:?} -> {:?} after {:?}",
+        "{peer}: {} {} from {} in {} -> {:?} after {:?}",
         request.kind.name(),
-        request_id(&request),
-        request.client_name,
-        request.group_name,
+        quote(&request_id(&request), 200),
+        quote(&request.client_name, 200),
+        quote(&request.group_name, 200),
         reply.response,
         started.elapsed()
     );
@@ -637,7 +648,11 @@ async fn serve(
             )
         });
     }
-    write_reply(&mut stream, &reply).await;
+    if !write_reply(&mut stream, &reply).await && !reply.is_wait() {
+        // The client never got it (reset, timed out): a LAVA client's retry of a sync must
+        // see this answer rather than open the next round (docs/PROTOCOL.md, durability).
+        shared.lock().machine.reply_lost(&request);
+    }
 }
 
 /// Answers `{"request": "status"[, "group": NAME][, "secret": ...]}`.
@@ -651,7 +666,8 @@ async fn serve_status(
     if let Some(why) = shared.access.refuses(peer.ip(), secret) {
         shared.metrics.failure(Failure::Refused);
         shared.warn("refused", || format!("{peer}: refused status: {why}"));
-        return write_reply(stream, &Reply::nack(why)).await;
+        write_reply(stream, &Reply::nack(why)).await;
+        return;
     }
     let group = value.get("group").and_then(|g| g.as_str());
     let body = lava_protocol::json::to_ascii_string(&shared.status(group));

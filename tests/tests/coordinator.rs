@@ -952,3 +952,35 @@ fn refused_requests_leave_nothing_and_every_kept_byte_counts() {
     let (_, after) = stored();
     assert!(after >= before + 40, "{before} -> {after}");
 }
+
+/// Issue 15, finding 2, without a crash: a LAVA client (no `request_id`) held in a sync whose
+/// connection is reset before the release reaches it asks again and gets the answer it
+/// missed, rather than opening a round nobody else will join.
+#[test]
+fn a_sync_reply_lost_to_a_reset_is_answered_on_the_retry() {
+    let server = start_coordinator_with_config(Some(r#"{"hold_lava_requests": 20}"#), &[]);
+    let frame = |r: &Request| lava_protocol::frame::encode(&r.to_json());
+    // a arrives first and is held; its connection is then reset.
+    let mut a = TcpStream::connect(&server.addr).unwrap();
+    a.write_all(&frame(&req("lost", "a", 2, sync("s"))))
+        .unwrap();
+    wait_until_held(&server.addr, "lost", "a", "lava_sync s", STATE_DEADLINE);
+    reset(a);
+    // b completes the round; the reply to a cannot be delivered.
+    let client = lava_protocol::Client::new(server.addr.clone());
+    assert_eq!(
+        client
+            .call(&req("lost", "b", 2, sync("s")))
+            .unwrap()
+            .response,
+        Response::Ack
+    );
+    // a's retry (LAVA's client asks again after an empty reply) is the completed round.
+    let started = Instant::now();
+    let retry = client.call(&req("lost", "a", 2, sync("s"))).unwrap();
+    assert_eq!(retry.response, Response::Ack, "{retry:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered at once, not held"
+    );
+}
