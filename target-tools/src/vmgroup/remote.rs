@@ -195,9 +195,9 @@ impl Remote {
         }
     }
 
-    /// Copies a local file to `remote_path` there (through ssh alone: no scp or sftp needed).
-    pub fn copy(&self, local: &Path, remote_path: &str, executable: bool) -> Result<(), String> {
-        let file = std::fs::File::open(local).map_err(|e| format!("{}: {e}", local.display()))?;
+    /// A command that stores its standard input at `remote_path` there (folder made, made
+    /// executable on request): files travel through ssh alone, no scp or sftp needed.
+    fn put(&self, remote_path: &str, executable: bool) -> Command {
         let chmod = if executable {
             format!(" && chmod 755 {}", quote(remote_path))
         } else {
@@ -207,65 +207,55 @@ impl Remote {
             .parent()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "/".into());
-        let script = format!(
+        let mut c = self.command(&format!(
             "mkdir -p {} && cat > {}{chmod}",
             quote(&dir),
             quote(remote_path)
-        );
-        let out = self
-            .command(&script)
-            .stdin(file)
-            .output()
-            .map_err(|e| format!("cannot run ssh: {e}"))?;
+        ));
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        c
+    }
+
+    fn put_done(&self, out: std::io::Result<Output>, what: &str) -> Result<(), String> {
+        let out = out.map_err(|e| format!("{what}: ssh: {e}"))?;
         if out.status.success() {
             Ok(())
         } else {
             Err(format!(
-                "copying {} to {}:{remote_path} failed: {}",
-                local.display(),
-                self.destination,
+                "{what} failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             ))
         }
     }
 
+    /// Copies a local file to `remote_path` there, streamed.
+    pub fn copy(&self, local: &Path, remote_path: &str, executable: bool) -> Result<(), String> {
+        let file = std::fs::File::open(local).map_err(|e| format!("{}: {e}", local.display()))?;
+        let what = format!(
+            "copying {} to {}:{remote_path}",
+            local.display(),
+            self.destination
+        );
+        self.put_done(
+            self.put(remote_path, executable).stdin(file).output(),
+            &what,
+        )
+    }
+
     /// Writes `text` to `remote_path` there.
     pub fn write(&self, text: &str, remote_path: &str, executable: bool) -> Result<(), String> {
-        let chmod = if executable {
-            format!(" && chmod 755 {}", quote(remote_path))
-        } else {
-            String::new()
-        };
-        let dir = Path::new(remote_path)
-            .parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "/".into());
+        let what = format!("writing {}:{remote_path}", self.destination);
         let mut child = self
-            .command(&format!(
-                "mkdir -p {} && cat > {}{chmod}",
-                quote(&dir),
-                quote(remote_path)
-            ))
+            .put(remote_path, executable)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot run ssh: {e}"))?;
+            .map_err(|e| format!("{what}: cannot run ssh: {e}"))?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(text.as_bytes())
-                .map_err(|e| format!("writing {remote_path} through ssh: {e}"))?;
+                .map_err(|e| format!("{what}: {e}"))?;
         }
-        let out = child.wait_with_output().map_err(|e| format!("ssh: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "writing {}:{remote_path} failed: {}",
-                self.destination,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        self.put_done(child.wait_with_output(), &what)
     }
 
     /// The folder of this run there.
