@@ -1,8 +1,9 @@
 //! Issue 15's soak at its small size, in `cargo test --workspace` (and so in CI): the
-//! scenarios that must hold (crash storms with our tools and with LAVA-style polling, the
-//! hostile mix, the limit floods) run against the real coordinator and report no violation.
-//! The full-disk scenario is left out while issue 15's finding 3 is open (`lava-soak
-//! --scenario disk` reports it). A larger run: `lava-soak --size large` (docs/BENCHMARKS.md).
+//! scenarios that must hold (crash storms with our tools and with LAVA-style polling,
+//! SIGSTOP freezes longer than the lease, the hostile mix, the limit floods) run against the
+//! real coordinator and report no violation. The full-disk and vanishing-folder scenarios are
+//! left out while issue 15's findings 3 and 4 are open (`lava-soak --scenario disk vanish`
+//! reports them). A larger run: `lava-soak --size large` (docs/BENCHMARKS.md).
 
 use std::process::Command;
 
@@ -10,7 +11,7 @@ use lava_multinode_tests::bin;
 
 #[test]
 fn the_soak_holds_at_its_small_size() {
-    let scenarios = ["crash-tools", "crash-polling", "hostile", "limits"];
+    let scenarios = ["crash-tools", "crash-polling", "freeze", "hostile", "limits"];
     let out = Command::new(env!("CARGO_BIN_EXE_lava-soak"))
         .args(["--size", "small", "--seed", "15", "--coordinator"])
         .arg(bin("lava-coordinator"))

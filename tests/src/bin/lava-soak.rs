@@ -1,9 +1,10 @@
 //! `lava-soak`: issue 15's fault-injection soak. Runs the real `lava-coordinator` on free
 //! loopback ports with a state file and injects faults: crash storms (kill -9 and restart)
 //! under our tools' calls and under LAVA-style polling, hostile connections beside good
-//! groups, floods over every limit, a state file system that fills up. One line per
-//! scenario: load, faults, invariant violations, figures. Bounded in count and time; exit
-//! status 0 only when no scenario has a violation other than known open findings.
+//! groups, floods over every limit, a state file system that fills up, a state folder that
+//! vanishes. One line per scenario: load, faults, invariant violations, figures. Bounded in
+//! count and time; exit status 0 only when no scenario has a violation other than known
+//! open findings (issue 15's findings 3 and 4, marked "known: ...").
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +13,8 @@ use clap::{Parser, ValueEnum};
 
 #[path = "../soak/mod.rs"]
 mod soak;
+
+use soak::storm;
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum Size {
@@ -27,12 +30,16 @@ enum Scenario {
     CrashTools,
     /// 2. kill -9 storm, LAVA-style polling (no block, no request_id).
     CrashPolling,
+    /// 1b. SIGSTOP freezes longer than the lease, our tools' calls (issue 15, finding 9).
+    Freeze,
     /// 3. hostile connections beside good groups.
     Hostile,
     /// 4. requests over every limit.
     Limits,
     /// 5. the state file system fills up (tmpfs, root only).
     Disk,
+    /// 6. the state folder is deleted while the coordinator runs.
+    Vanish,
 }
 
 /// Fault-injection soak of lava-coordinator on loopback (issue 15).
@@ -76,9 +83,11 @@ fn main() -> ExitCode {
         vec![
             Scenario::CrashTools,
             Scenario::CrashPolling,
+            Scenario::Freeze,
             Scenario::Hostile,
             Scenario::Limits,
             Scenario::Disk,
+            Scenario::Vanish,
         ]
     } else {
         cli.scenario
@@ -93,11 +102,15 @@ fn main() -> ExitCode {
     let mut known = 0;
     for s in scenarios {
         let outcome = match s {
-            Scenario::CrashTools => soak::storm::crash_storm(&opts, soak::storm::Style::Tools),
-            Scenario::CrashPolling => soak::storm::crash_storm(&opts, soak::storm::Style::Polling),
+            Scenario::CrashTools => storm::crash_storm(&opts, storm::Style::Tools, storm::Fault::Kill),
+            Scenario::CrashPolling => {
+                storm::crash_storm(&opts, storm::Style::Polling, storm::Fault::Kill)
+            }
+            Scenario::Freeze => storm::crash_storm(&opts, storm::Style::Tools, storm::Fault::Freeze),
             Scenario::Hostile => soak::hostile::run(&opts),
             Scenario::Limits => soak::limits::run(&opts),
             Scenario::Disk => soak::disk::run(&opts),
+            Scenario::Vanish => soak::vanish::run(&opts),
         };
         outcome.print();
         unexpected += outcome.violations;

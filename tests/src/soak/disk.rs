@@ -125,14 +125,17 @@ fn run_on(opts: &Opts, dir: &Path, mnt: &Path) -> Outcome {
         }
     }
     // Fill the file system.
-    let mut filled = 0usize;
-    if let Ok(mut f) = std::fs::File::create(mnt.join("filler")) {
-        let chunk = vec![0u8; 16 << 10];
-        while f.write_all(&chunk).is_ok() {
-            filled += chunk.len();
+    let filled = {
+        let mut filled = 0usize;
+        if let Ok(mut f) = std::fs::File::create(mnt.join("filler")) {
+            let chunk = vec![0u8; 16 << 10];
+            while f.write_all(&chunk).is_ok() {
+                filled += chunk.len();
+            }
+            let _ = f.sync_all();
         }
-        let _ = f.sync_all();
-    }
+        filled
+    };
     // Writes: three 200 kB sends.
     let mut acked_writes = Vec::new();
     let mut writes = Vec::new();
@@ -175,41 +178,69 @@ fn run_on(opts: &Opts, dir: &Path, mnt: &Path) -> Outcome {
     if !matches!(r, Ok(ref rep) if rep.response == Response::Ack) {
         known.push(format!("another group's lava_wait: {other_said}"));
     }
-    // SIGTERM.
+    // Space returns: does it recover by itself?
+    let fill = |mnt: &Path| -> usize {
+        let mut filled = 0usize;
+        if let Ok(mut f) = std::fs::File::create(mnt.join("filler")) {
+            let chunk = vec![0u8; 16 << 10];
+            while f.write_all(&chunk).is_ok() {
+                filled += chunk.len();
+            }
+            let _ = f.sync_all();
+        }
+        filled
+    };
+    let _ = std::fs::remove_file(mnt.join("filler"));
+    let freed = Instant::now();
+    let deadline = freed + Duration::from_secs(20);
+    let recovery = loop {
+        let r = quick.call(&send("disk", "a", "after", json!({"v": 3})));
+        if matches!(r, Ok(ref rep) if rep.response == Response::Ack) {
+            acked_writes.push(("after".to_owned(), json!({"v": 3})));
+            break format!("a write acknowledged {:.1?} after space returned", freed.elapsed());
+        }
+        if Instant::now() > deadline || !coord.running() {
+            let r = "no write acknowledged within 20 s after space returned".to_owned();
+            known.push(r.clone());
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Full again, a write stuck on it, then SIGTERM.
+    fill(mnt);
+    let stuck = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let c = Client::new(addr).with_io_timeout(Duration::from_secs(30));
+            c.call(&send("disk", "a", "stuck", json!("s".repeat(200_000))))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
     let term = coord.terminate(Duration::from_secs(5));
-    let term_said = match term {
+    let mut term_said = match term {
         Some(t) => format!("exited {t:.1?} after SIGTERM"),
         None => "still running 5 s after SIGTERM".to_owned(),
     };
     if term.is_none() {
         known.push(format!("SIGTERM not obeyed: {term_said}"));
     }
-    // Space returns.
     let _ = std::fs::remove_file(mnt.join("filler"));
-    let freed = Instant::now();
-    let mut recovery = String::new();
-    if coord.running() {
-        // Still the old process: does it recover by itself?
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let r = quick.call(&send("disk", "a", "after", json!({"v": 3})));
-            if matches!(r, Ok(ref rep) if rep.response == Response::Ack) {
-                recovery = format!("a write acknowledged {:.1?} after space returned", freed.elapsed());
-                break;
-            }
-            if Instant::now() > deadline {
-                recovery = "no write acknowledged within 20 s after space returned".into();
-                known.push(recovery.clone());
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // It was told to stop: does it now?
-        let exited = (0..100).any(|_| {
+    if term.is_none() {
+        let freed = Instant::now();
+        let exited = (0..200).any(|_| {
             std::thread::sleep(Duration::from_millis(50));
             !coord.running()
         });
-        recovery += if exited { ", then it obeyed the SIGTERM" } else { ", still running" };
+        term_said += &if exited {
+            format!(", exited {:.1?} after space returned", freed.elapsed())
+        } else {
+            ", still running 10 s after space returned".to_owned()
+        };
+    }
+    if let Ok(Ok(r)) = stuck.join() {
+        if r.response == Response::Ack {
+            acked_writes.push(("stuck".to_owned(), json!("s".repeat(200_000))));
+        }
     }
     // A restart on the same file: what was acknowledged is there.
     coord.kill9();
@@ -235,7 +266,7 @@ fn run_on(opts: &Opts, dir: &Path, mnt: &Path) -> Outcome {
     let line = format!(
         "load 2 groups on a 2 MiB tmpfs, filled with {} kB; faults: file system full; violations {} \
          (unexpected {violations}{}); figures: 200 kB writes: {}; status {st_said}; lava_wait on kept data: {read_said}; \
-         another group: {other_said}; SIGTERM: {term_said}; {}; acknowledged sends kept after a restart: {}",
+         another group: {other_said}; {}; full again, a write stuck, SIGTERM: {term_said}; acknowledged sends kept after a restart: {}",
         filled / 1024,
         violations + known.len(),
         if known.is_empty() {
@@ -244,7 +275,7 @@ fn run_on(opts: &Opts, dir: &Path, mnt: &Path) -> Outcome {
             format!(", {} {KNOWN}", known.len())
         },
         writes.join(" / "),
-        if recovery.is_empty() { "space returned".to_owned() } else { recovery },
+        recovery,
         if violations == 0 { "all" } else { "NOT all" },
     );
     Outcome {

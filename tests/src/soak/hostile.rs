@@ -151,7 +151,7 @@ fn bad(addr: &str, kind: &str, pool: &Mutex<Pool>) -> Result<(), String> {
 pub fn run(opts: &Opts) -> Outcome {
     let name = "hostile";
     let (groups, n, rounds, threads, hog, idle_max, stalled_max): (usize, usize, usize, usize, usize, usize, usize) = if opts.large {
-        (10, 4, 16, 4, 612, 100, 40)
+        (10, 4, 30, 4, 612, 100, 40)
     } else {
         (4, 3, 10, 2, 300, 40, 20)
     };
@@ -181,6 +181,7 @@ pub fn run(opts: &Opts) -> Outcome {
         think_ms: 100,
         seed: opts.seed,
         give_up: GiveUp::new(Duration::from_secs(60)),
+        lease: 10.0,
     };
     let expected = match storm::calm_replies(&addr, "calm", &spec) {
         Ok(e) => e,

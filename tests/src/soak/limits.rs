@@ -201,9 +201,10 @@ pub fn run(opts: &Opts) -> Outcome {
     let line = format!(
         "load 6 groups filled to the limits (max_groups {MAX_GROUPS}, max_group_size 8, max_ids_per_group 10, \
          max_group_bytes {MAX_GROUP_BYTES}, max_total_bytes {MAX_TOTAL_BYTES}, max_request_bytes 1 MiB); \
-         faults {tried} requests over a limit, {kinds} kinds x {reps} (1.1 MB bodies x {}); violations {violations} \
+         faults {tried} requests over a limit: {} kinds x {reps}, 1.1 MB bodies x {}; violations {violations} \
          (not a nack naming the limit {unnamed}, floods that changed the stored state {changed}); \
          figures: stored state unchanged by every flood ({} groups, {} bytes stored at the end), nack median {:.1} ms p99 {:.1} ms",
+        kinds - 1,
         reps.min(20),
         end["groups"],
         end["stored_bytes"],

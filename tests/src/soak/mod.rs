@@ -7,6 +7,7 @@ pub mod disk;
 pub mod hostile;
 pub mod limits;
 pub mod storm;
+pub mod vanish;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -105,6 +105,18 @@ pub struct RunSpec {
     pub seed: u64,
     /// Nodes give up once this is set and `grace` has passed since.
     pub give_up: Arc<GiveUp>,
+    /// The lease our tools' calls carry, seconds.
+    pub lease: f64,
+}
+
+/// The fault a storm injects every 1-4 s.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// SIGKILL, then a restart on the same state file.
+    Kill,
+    /// SIGSTOP for 3-6 s (4-9 s at the large size), then SIGCONT: the coordinator itself
+    /// does not run, while its clients keep renewing their leases (issue 15, finding 9).
+    Freeze,
 }
 
 /// Set when the faults are over: from then on a node has `grace` to finish.
@@ -165,7 +177,7 @@ pub fn run_node(addr: &str, group: &str, i: usize, spec: &RunSpec) -> NodeRun {
         if spec.style == Style::Tools {
             req.block = Some(1.0);
             req.request_id = Some(format!("{name}-{step}"));
-            req.lease = Some(10.0);
+            req.lease = Some(spec.lease);
         }
         let start = Instant::now();
         let reply = loop {
@@ -372,19 +384,21 @@ pub fn calm_replies(addr: &str, prefix: &str, spec: &RunSpec) -> Result<Vec<Vec<
     Ok(out)
 }
 
-/// Kills the coordinator every 1-4 s (seeded) until `crashes` kills or `stop`; measures
-/// each restart's time to answer `status`.
-fn killer(
+/// Kills (or freezes) the coordinator every 1-4 s (seeded) until `count` faults or `stop`;
+/// measures each restart's (or thaw's) time to answer `status`.
+fn injector(
     coord: Arc<Mutex<Coord>>,
-    crashes: usize,
+    fault: Fault,
+    count: usize,
+    large: bool,
     seed: u64,
     stop: Arc<AtomicBool>,
 ) -> (usize, Vec<Duration>, Vec<String>) {
     let mut rng = Rng::fork(seed, 0xC0FFEE);
-    let mut kills = 0;
+    let mut faults = 0;
     let mut ready = Vec::new();
     let mut problems = Vec::new();
-    while kills < crashes {
+    while faults < count {
         let pause = Duration::from_millis(rng.range(1000, 4000));
         let until = Instant::now() + pause;
         while Instant::now() < until && !stop.load(Ordering::Relaxed) {
@@ -394,36 +408,58 @@ fn killer(
             break;
         }
         let mut c = coord.lock().unwrap();
-        c.kill9();
-        kills += 1;
-        if let Err(e) = c.spawn() {
-            problems.push(e);
-            break;
+        faults += 1;
+        match fault {
+            Fault::Kill => {
+                c.kill9();
+                if let Err(e) = c.spawn() {
+                    problems.push(e);
+                    break;
+                }
+            }
+            Fault::Freeze => {
+                let Some(pid) = c.child.as_ref().map(|c| c.id()) else {
+                    problems.push("no coordinator to freeze".into());
+                    break;
+                };
+                let hold = if large { rng.range(4000, 9000) } else { rng.range(3000, 6000) };
+                super::signal(pid, 19); // SIGSTOP
+                thread::sleep(Duration::from_millis(hold));
+                super::signal(pid, 18); // SIGCONT
+            }
         }
         match c.wait_ready(Duration::from_secs(20)) {
             Some(t) => ready.push(t),
             None => {
                 problems.push(format!(
-                    "restart {kills} did not answer within 20 s: {:.1000}",
+                    "after fault {faults} it did not answer within 20 s: {:.1000}",
                     c.log_text().lines().rev().take(5).collect::<Vec<_>>().join(" | ")
                 ));
                 break;
             }
         }
     }
-    (kills, ready, problems)
+    (faults, ready, problems)
 }
 
-/// Scenario 1 (`Style::Tools`) or 2 (`Style::Polling`).
-pub fn crash_storm(opts: &Opts, style: Style) -> Outcome {
-    let name = match style {
-        Style::Tools => "crash-tools",
-        Style::Polling => "crash-polling",
+/// Scenario 1 (`Style::Tools`, `Fault::Kill`), 2 (`Style::Polling`, `Fault::Kill`), or
+/// the freezes (`Style::Tools`, `Fault::Freeze`, with a 2 s lease).
+pub fn crash_storm(opts: &Opts, style: Style, fault: Fault) -> Outcome {
+    let name = match (style, fault) {
+        (Style::Tools, Fault::Kill) => "crash-tools",
+        (Style::Polling, _) => "crash-polling",
+        (Style::Tools, Fault::Freeze) => "freeze",
     };
-    let (groups, n, rounds, crashes, think) = if opts.large {
+    let (groups, n, rounds, mut crashes, think) = if opts.large {
         (40, 4, 24, 12, 400)
     } else {
         (8, 3, 12, 4, 300)
+    };
+    let lease = if fault == Fault::Freeze {
+        crashes = if opts.large { 6 } else { 2 };
+        2.0
+    } else {
+        10.0
     };
     let fail = |line: String| Outcome {
         name,
@@ -450,6 +486,7 @@ pub fn crash_storm(opts: &Opts, style: Style) -> Outcome {
         think_ms: think,
         seed: opts.seed,
         give_up: GiveUp::new(Duration::from_secs(if opts.large { 60 } else { 30 })),
+        lease,
     };
     let expected = match calm_replies(&addr, "calm", &spec) {
         Ok(e) => e,
@@ -459,8 +496,8 @@ pub fn crash_storm(opts: &Opts, style: Style) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let k = {
-        let (coord, stop, seed) = (coord.clone(), stop.clone(), opts.seed);
-        thread::spawn(move || killer(coord, crashes, seed, stop))
+        let (coord, stop, seed, large) = (coord.clone(), stop.clone(), opts.seed, opts.large);
+        thread::spawn(move || injector(coord, fault, crashes, large, seed, stop))
     };
     // The groups run; once they are all done (or the killer is), the faults stop and
     // stragglers have the grace period.
@@ -494,19 +531,30 @@ pub fn crash_storm(opts: &Opts, style: Style) -> Outcome {
         + checked.violations.len()
         + usize::from(!running);
     let style_text = match style {
-        Style::Tools => "block 1 s slices, request_id, lease 10 s",
-        Style::Polling => "LAVA polling every 10-50 ms, no block, no request_id",
+        Style::Tools => format!("block 1 s slices, request_id, lease {lease} s"),
+        Style::Polling => "LAVA polling every 10-50 ms, no block, no request_id".to_owned(),
+    };
+    let fault_text = match fault {
+        Fault::Kill => format!("{kills} kill -9 + restarts (every 1-4 s, seed {})", opts.seed),
+        Fault::Freeze => format!(
+            "{kills} SIGSTOP freezes of {} s, longer than the lease (every 1-4 s, seed {})",
+            if opts.large { "4-9" } else { "3-6" },
+            opts.seed
+        ),
+    };
+    let ready_text = match fault {
+        Fault::Kill => "restart to answer",
+        Fault::Freeze => "thaw to answer",
     };
     let line = format!(
         "load {groups} groups x {n} nodes, {rounds} rounds, {} calls ({} requests with retries), {style_text}; \
-         faults {kills} kill -9 + restarts (every 1-4 s, seed {}); violations {violations} \
+         faults {fault_text}; violations {violations} \
          (stranded {}, replies differing / early syncs / lost sends {}, of which lost sends {}); \
          figures: nodes finished {}/{}, acknowledged sends kept {}/{}, syncs checked {}, \
-         send latency median {:.1} ms p99 {:.1} ms max {:.0} ms, restart to answer median {:.0} ms max {:.0} ms, \
+         send latency median {:.1} ms p99 {:.1} ms max {:.0} ms, {ready_text} median {:.0} ms max {:.0} ms, \
          {:.1} s",
         checked.logical,
         checked.attempts,
-        opts.seed,
         checked.stranded.len(),
         checked.violations.len(),
         checked.acked - checked.kept,
