@@ -11,7 +11,13 @@ use lava_multinode_tests::bin;
 
 #[test]
 fn the_soak_holds_at_its_small_size() {
-    let scenarios = ["crash-tools", "crash-polling", "freeze", "hostile", "limits"];
+    let scenarios = [
+        "crash-tools",
+        "crash-polling",
+        "freeze",
+        "hostile",
+        "limits",
+    ];
     let out = Command::new(env!("CARGO_BIN_EXE_lava-soak"))
         .args(["--size", "small", "--seed", "15", "--coordinator"])
         .arg(bin("lava-coordinator"))

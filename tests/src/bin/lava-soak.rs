@@ -102,11 +102,15 @@ fn main() -> ExitCode {
     let mut known = 0;
     for s in scenarios {
         let outcome = match s {
-            Scenario::CrashTools => storm::crash_storm(&opts, storm::Style::Tools, storm::Fault::Kill),
+            Scenario::CrashTools => {
+                storm::crash_storm(&opts, storm::Style::Tools, storm::Fault::Kill)
+            }
             Scenario::CrashPolling => {
                 storm::crash_storm(&opts, storm::Style::Polling, storm::Fault::Kill)
             }
-            Scenario::Freeze => storm::crash_storm(&opts, storm::Style::Tools, storm::Fault::Freeze),
+            Scenario::Freeze => {
+                storm::crash_storm(&opts, storm::Style::Tools, storm::Fault::Freeze)
+            }
             Scenario::Hostile => soak::hostile::run(&opts),
             Scenario::Limits => soak::limits::run(&opts),
             Scenario::Disk => soak::disk::run(&opts),

@@ -53,7 +53,14 @@ fn req(group: &str, client: &str, kind: RequestKind) -> Request {
 }
 
 fn send(group: &str, client: &str, id: &str, data: Value) -> Request {
-    req(group, client, RequestKind::Send { id: id.into(), message: data })
+    req(
+        group,
+        client,
+        RequestKind::Send {
+            id: id.into(),
+            message: data,
+        },
+    )
 }
 
 /// A reply in words, with the time it took.
@@ -101,7 +108,7 @@ fn run_on(opts: &Opts, dir: &Path, mnt: &Path) -> Outcome {
                 known: 0,
                 line: format!("violations 1: {e}"),
                 details: vec![],
-            }
+            };
         }
     };
     let addr = coord.addr.clone();
@@ -155,7 +162,10 @@ fn run_on(opts: &Opts, dir: &Path, mnt: &Path) -> Outcome {
                         let e = e.to_lowercase();
                         e.contains("full") || e.contains("space") || e.contains("disk")
                     }) => {}
-            _ => known.push(format!("a write got no nack naming the cause: {}", said(&r, took))),
+            _ => known.push(format!(
+                "a write got no nack naming the cause: {}",
+                said(&r, took)
+            )),
         }
     }
     // Reads, status, another group.
@@ -168,12 +178,18 @@ fn run_on(opts: &Opts, dir: &Path, mnt: &Path) -> Outcome {
     if st.is_err() {
         known.push(format!("status: {st_said}"));
     }
-    let (r, took) = timed(&quick, &req("disk", "b", RequestKind::Wait { id: "kept".into() }));
+    let (r, took) = timed(
+        &quick,
+        &req("disk", "b", RequestKind::Wait { id: "kept".into() }),
+    );
     let read_said = said(&r, took);
     if !matches!(r, Ok(ref rep) if rep.response == Response::Ack) {
         known.push(format!("lava_wait on data it holds: {read_said}"));
     }
-    let (r, took) = timed(&quick, &req("other", "b", RequestKind::Wait { id: "x".into() }));
+    let (r, took) = timed(
+        &quick,
+        &req("other", "b", RequestKind::Wait { id: "x".into() }),
+    );
     let other_said = said(&r, took);
     if !matches!(r, Ok(ref rep) if rep.response == Response::Ack) {
         known.push(format!("another group's lava_wait: {other_said}"));
@@ -197,7 +213,10 @@ fn run_on(opts: &Opts, dir: &Path, mnt: &Path) -> Outcome {
         let r = quick.call(&send("disk", "a", "after", json!({"v": 3})));
         if matches!(r, Ok(ref rep) if rep.response == Response::Ack) {
             acked_writes.push(("after".to_owned(), json!({"v": 3})));
-            break format!("a write acknowledged {:.1?} after space returned", freed.elapsed());
+            break format!(
+                "a write acknowledged {:.1?} after space returned",
+                freed.elapsed()
+            );
         }
         if Instant::now() > deadline || !coord.running() {
             let r = "no write acknowledged within 20 s after space returned".to_owned();
@@ -244,7 +263,10 @@ fn run_on(opts: &Opts, dir: &Path, mnt: &Path) -> Outcome {
     }
     // A restart on the same file: what was acknowledged is there.
     coord.kill9();
-    let restart = coord.spawn().ok().and_then(|_| coord.wait_ready(Duration::from_secs(15)));
+    let restart = coord
+        .spawn()
+        .ok()
+        .and_then(|_| coord.wait_ready(Duration::from_secs(15)));
     match restart {
         None => unexpected.push("it did not start again on its state file".into()),
         Some(_) => {

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::storm::{self, GiveUp, RunSpec, Style};
-use super::{connect_from, frame, max_ms, quantile_ms, raw, reset, status, Coord, Opts, Outcome, Rng};
+use super::{
+    connect_from, frame, max_ms, quantile_ms, raw, reset, status, Coord, Opts, Outcome, Rng,
+};
 
 const PER_ADDRESS: usize = 256;
 const STATUS_BOUND: Duration = Duration::from_secs(2);
@@ -150,7 +152,15 @@ fn bad(addr: &str, kind: &str, pool: &Mutex<Pool>) -> Result<(), String> {
 
 pub fn run(opts: &Opts) -> Outcome {
     let name = "hostile";
-    let (groups, n, rounds, threads, hog, idle_max, stalled_max): (usize, usize, usize, usize, usize, usize, usize) = if opts.large {
+    let (groups, n, rounds, threads, hog, idle_max, stalled_max): (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+    ) = if opts.large {
         (10, 4, 30, 4, 612, 100, 40)
     } else {
         (4, 3, 10, 2, 300, 40, 20)
@@ -163,7 +173,8 @@ pub fn run(opts: &Opts) -> Outcome {
         details: vec![],
     };
     let dir = lava_multinode_tests::TempDir::new("soak-hostile");
-    let config = format!(r#"{{"max_connections": 512, "max_connections_per_address": {PER_ADDRESS}}}"#);
+    let config =
+        format!(r#"{{"max_connections": 512, "max_connections_per_address": {PER_ADDRESS}}}"#);
     let mut coord = match Coord::start(
         &opts.coordinator,
         dir.path(),
@@ -283,7 +294,7 @@ pub fn run(opts: &Opts) -> Outcome {
             refused += 1;
         }
     }
-    let expect_refused = (hog as usize).saturating_sub(PER_ADDRESS);
+    let expect_refused = hog.saturating_sub(PER_ADDRESS);
     let hog_bad = refused != expect_refused;
     if hog_bad {
         details.push(format!(
@@ -301,7 +312,9 @@ pub fn run(opts: &Opts) -> Outcome {
     let running = coord.running();
     let after = status(&addr, Duration::from_secs(5));
     if !running || after.is_err() {
-        details.push(format!("the coordinator is not running or not answering at the end: {after:?}"));
+        details.push(format!(
+            "the coordinator is not running or not answering at the end: {after:?}"
+        ));
     }
     let over_limit = after
         .as_ref()
@@ -330,7 +343,11 @@ pub fn run(opts: &Opts) -> Outcome {
          counters bad_input {bad_input} over_limit {over_limit}, {log_lines} log lines",
         checked.logical,
         tried.len(),
-        tried.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+        tried
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         usize::from(hog_bad),
         STATUS_BOUND,
         status_problems.len(),

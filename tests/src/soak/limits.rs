@@ -40,7 +40,16 @@ fn req(group: &str, client: &str, role: &str, size: u32, kind: RequestKind) -> R
 }
 
 fn send(group: &str, client: &str, id: &str, data: Value) -> Request {
-    req(group, client, "r", 4, RequestKind::Send { id: id.into(), message: data })
+    req(
+        group,
+        client,
+        "r",
+        4,
+        RequestKind::Send {
+            id: id.into(),
+            message: data,
+        },
+    )
 }
 
 pub fn run(opts: &Opts) -> Outcome {
@@ -84,12 +93,20 @@ pub fn run(opts: &Opts) -> Outcome {
         setup.push(send("g0", "a", &format!("d{k}"), json!({"v": k})));
     }
     for g in 1..4 {
-        setup.push(send(&format!("g{g}"), "a", "big", json!("x".repeat(15_000))));
+        setup.push(send(
+            &format!("g{g}"),
+            "a",
+            "big",
+            json!("x".repeat(15_000)),
+        ));
     }
     for r in &setup {
         let reply = call(r);
         if reply.response != Response::Ack {
-            return fail(format!("violations 1: setup {} got {reply:?}", r.kind.name()));
+            return fail(format!(
+                "violations 1: setup {} got {reply:?}",
+                r.kind.name()
+            ));
         }
     }
     let free_total = |addr: &str| -> usize {
@@ -102,42 +119,114 @@ pub fn run(opts: &Opts) -> Outcome {
     type Make = Box<dyn Fn(usize) -> Request>;
     // (what, limits one of which the nack must name, the request of repetition i)
     let phase_a: Vec<(&str, &[&str], Make)> = vec![
-        ("group_size over max_group_size", &["max_group_size"], Box::new(|i| {
-            req(&format!("gs{i}"), "a", "r", 9, RequestKind::GroupData)
-        })),
-        ("a 25 kB group name", &["max_group_bytes"], Box::new(move |i| {
-            req(&format!("{}{i}", big(25_000, 'N')), "a", "r", 2, RequestKind::GroupData)
-        })),
-        ("a 25 kB client name", &["max_group_bytes"], Box::new(move |i| {
-            send("g4", &format!("{}{i}", big(25_000, 'C')), "d0", json!({}))
-        })),
-        ("a 25 kB role", &["max_group_bytes"], Box::new(move |i| {
-            req("g4", "c", &format!("{}{i}", big(25_000, 'R')), 4, RequestKind::GroupData)
-        })),
-        ("an 11th message id", &["max_ids_per_group"], Box::new(|i| {
-            send("g0", "a", &format!("new{i}"), json!({}))
-        })),
-        ("an 11th id as a sync id", &["max_ids_per_group"], Box::new(|i| {
-            req("g0", "b", "r", 4, RequestKind::Sync { id: format!("s{i}"), message: json!({}) })
-        })),
-        ("a 25 kB message id", &["max_group_bytes"], Box::new(move |i| {
-            send("g4", "a", &format!("{}{i}", big(25_000, 'I')), json!({}))
-        })),
-        ("6 kB more in a group holding 15 kB", &["max_group_bytes"], Box::new(move |i| {
-            send("g1", "b", &format!("more{i}"), json!(big(6_000, 'y')))
-        })),
-        ("a 10.5 kB sync message (kept twice)", &["max_group_bytes", "max_total_bytes"], Box::new(move |i| {
-            req("g4", "a", "r", 4, RequestKind::Sync { id: "s".into(), message: json!(format!("{}{i}", big(10_500, 's'))) })
-        })),
-        ("a send over the total left", &["max_total_bytes"], Box::new(move |i| {
-            send("g4", "b", &format!("fill{i}"), json!(big(free + 500, 'z')))
-        })),
+        (
+            "group_size over max_group_size",
+            &["max_group_size"],
+            Box::new(|i| req(&format!("gs{i}"), "a", "r", 9, RequestKind::GroupData)),
+        ),
+        (
+            "a 25 kB group name",
+            &["max_group_bytes"],
+            Box::new(move |i| {
+                req(
+                    &format!("{}{i}", big(25_000, 'N')),
+                    "a",
+                    "r",
+                    2,
+                    RequestKind::GroupData,
+                )
+            }),
+        ),
+        (
+            "a 25 kB client name",
+            &["max_group_bytes"],
+            Box::new(move |i| send("g4", &format!("{}{i}", big(25_000, 'C')), "d0", json!({}))),
+        ),
+        (
+            "a 25 kB role",
+            &["max_group_bytes"],
+            Box::new(move |i| {
+                req(
+                    "g4",
+                    "c",
+                    &format!("{}{i}", big(25_000, 'R')),
+                    4,
+                    RequestKind::GroupData,
+                )
+            }),
+        ),
+        (
+            "an 11th message id",
+            &["max_ids_per_group"],
+            Box::new(|i| send("g0", "a", &format!("new{i}"), json!({}))),
+        ),
+        (
+            "an 11th id as a sync id",
+            &["max_ids_per_group"],
+            Box::new(|i| {
+                req(
+                    "g0",
+                    "b",
+                    "r",
+                    4,
+                    RequestKind::Sync {
+                        id: format!("s{i}"),
+                        message: json!({}),
+                    },
+                )
+            }),
+        ),
+        (
+            "a 25 kB message id",
+            &["max_group_bytes"],
+            Box::new(move |i| send("g4", "a", &format!("{}{i}", big(25_000, 'I')), json!({}))),
+        ),
+        (
+            "6 kB more in a group holding 15 kB",
+            &["max_group_bytes"],
+            Box::new(move |i| send("g1", "b", &format!("more{i}"), json!(big(6_000, 'y')))),
+        ),
+        (
+            "a 10.5 kB sync message (kept twice)",
+            &["max_group_bytes", "max_total_bytes"],
+            Box::new(move |i| {
+                req(
+                    "g4",
+                    "a",
+                    "r",
+                    4,
+                    RequestKind::Sync {
+                        id: "s".into(),
+                        message: json!(format!("{}{i}", big(10_500, 's'))),
+                    },
+                )
+            }),
+        ),
+        (
+            "a send over the total left",
+            &["max_total_bytes"],
+            Box::new(move |i| send("g4", "b", &format!("fill{i}"), json!(big(free + 500, 'z')))),
+        ),
     ];
     let phase_b: Vec<(&str, &[&str], Make)> = vec![
-        ("a 7th group", &["max_groups"], Box::new(|i| req(&format!("g-extra{i}"), "a", "r", 2, RequestKind::GroupData))),
-        ("a 7th group with a 25 kB name", &["max_groups", "max_group_bytes"], Box::new(move |i| {
-            req(&format!("{}{i}", big(25_000, 'M')), "a", "r", 2, RequestKind::GroupData)
-        })),
+        (
+            "a 7th group",
+            &["max_groups"],
+            Box::new(|i| req(&format!("g-extra{i}"), "a", "r", 2, RequestKind::GroupData)),
+        ),
+        (
+            "a 7th group with a 25 kB name",
+            &["max_groups", "max_group_bytes"],
+            Box::new(move |i| {
+                req(
+                    &format!("{}{i}", big(25_000, 'M')),
+                    "a",
+                    "r",
+                    2,
+                    RequestKind::GroupData,
+                )
+            }),
+        ),
     ];
 
     let mut details = Vec::new();
@@ -146,10 +235,17 @@ pub fn run(opts: &Opts) -> Outcome {
     let mut changed = 0;
     let mut unnamed = 0;
     let mut latency = Vec::new();
-    let mut flood = |what: &str, limits: &[&str], ask: &dyn Fn(usize) -> (Response, String), details: &mut Vec<String>| {
+    let mut flood = |what: &str,
+                     limits: &[&str],
+                     ask: &dyn Fn(usize) -> (Response, String),
+                     details: &mut Vec<String>| {
         kinds += 1;
         let before = stored(&addr);
-        let n = if what.starts_with("1.1 MB") { reps.min(20) } else { reps };
+        let n = if what.starts_with("1.1 MB") {
+            reps.min(20)
+        } else {
+            reps
+        };
         for i in 0..n {
             tried += 1;
             let t = Instant::now();
@@ -157,16 +253,23 @@ pub fn run(opts: &Opts) -> Outcome {
             latency.push(t.elapsed());
             if response != Response::Nack || !limits.iter().any(|l| error.contains(l)) {
                 unnamed += 1;
-                details.push(format!("{what}: answered {response:?} {error:.200}, not a nack naming {limits:?}"));
+                details.push(format!(
+                    "{what}: answered {response:?} {error:.200}, not a nack naming {limits:?}"
+                ));
             }
         }
         let after = stored(&addr);
         if before != after || before.is_err() {
             changed += 1;
-            details.push(format!("{what}: the stored state changed: before {before:.300?}, after {after:.300?}"));
+            details.push(format!(
+                "{what}: the stored state changed: before {before:.300?}, after {after:.300?}"
+            ));
         }
     };
-    fn by_call<'a>(call: &'a dyn Fn(&Request) -> Reply, make: &'a Make) -> impl Fn(usize) -> (Response, String) + 'a {
+    fn by_call<'a>(
+        call: &'a dyn Fn(&Request) -> Reply,
+        make: &'a Make,
+    ) -> impl Fn(usize) -> (Response, String) + 'a {
         move |i: usize| {
             let r = call(&make(i));
             (r.response, r.error.unwrap_or_default())
@@ -176,7 +279,10 @@ pub fn run(opts: &Opts) -> Outcome {
         flood(what, limits, &by_call(&call, make), &mut details);
     }
     // The request over max_request_bytes, raw.
-    let body = format!(r#"{{"request": "lava_send", "group_name": "g4", "client_name": "a", "messageID": "r", "message": "{}"}}"#, big(1_100_000, 'q'));
+    let body = format!(
+        r#"{{"request": "lava_send", "group_name": "g4", "client_name": "a", "messageID": "r", "message": "{}"}}"#,
+        big(1_100_000, 'q')
+    );
     let oversized = |_i: usize| {
         // The header announces it all; the coordinator answers once it has read the header.
         let mut bytes = format!("{:08X}", body.len()).into_bytes();
@@ -184,13 +290,24 @@ pub fn run(opts: &Opts) -> Outcome {
         let reply = raw(&addr, &bytes, true, Duration::from_secs(10))
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_else(|e| e.to_string());
-        let response = if reply.contains("\"nack\"") { Response::Nack } else { Response::Ack };
+        let response = if reply.contains("\"nack\"") {
+            Response::Nack
+        } else {
+            Response::Ack
+        };
         (response, reply)
     };
-    flood("1.1 MB request", &["max_request_bytes", "limit of 1048576"], &oversized, &mut details);
+    flood(
+        "1.1 MB request",
+        &["max_request_bytes", "limit of 1048576"],
+        &oversized,
+        &mut details,
+    );
     let sixth = call(&send("g5", "a", "d0", json!({})));
     if sixth.response != Response::Ack {
-        details.push(format!("the 6th group (max_groups {MAX_GROUPS}) was refused: {sixth:?}"));
+        details.push(format!(
+            "the 6th group (max_groups {MAX_GROUPS}) was refused: {sixth:?}"
+        ));
     }
     for (what, limits, make) in &phase_b {
         flood(what, limits, &by_call(&call, make), &mut details);

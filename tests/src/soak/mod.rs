@@ -226,7 +226,12 @@ pub fn status(addr: &str, timeout: Duration) -> Result<serde_json::Value, String
 
 /// Sends raw bytes on one connection (half-closing when `close_write`), reads what comes
 /// back within `timeout`.
-pub fn raw(addr: &str, bytes: &[u8], close_write: bool, timeout: Duration) -> std::io::Result<Vec<u8>> {
+pub fn raw(
+    addr: &str,
+    bytes: &[u8],
+    close_write: bool,
+    timeout: Duration,
+) -> std::io::Result<Vec<u8>> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
@@ -332,7 +337,10 @@ pub fn quantile_ms(values: &[Duration], q: f64) -> f64 {
 }
 
 pub fn max_ms(values: &[Duration]) -> f64 {
-    values.iter().max().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    values
+        .iter()
+        .max()
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 /// Whether this process runs as root.

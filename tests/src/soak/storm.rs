@@ -219,7 +219,12 @@ pub fn run_node(addr: &str, group: &str, i: usize, spec: &RunSpec) -> NodeRun {
 }
 
 /// Runs `groups` groups (named `prefix-G`) at once; each group's node runs, in order.
-pub fn run_groups(addr: &str, prefix: &str, groups: usize, spec: &RunSpec) -> Vec<(String, Vec<NodeRun>)> {
+pub fn run_groups(
+    addr: &str,
+    prefix: &str,
+    groups: usize,
+    spec: &RunSpec,
+) -> Vec<(String, Vec<NodeRun>)> {
     let handles: Vec<_> = (0..groups)
         .map(|g| {
             let group = format!("{prefix}-{g}");
@@ -422,7 +427,11 @@ fn injector(
                     problems.push("no coordinator to freeze".into());
                     break;
                 };
-                let hold = if large { rng.range(4000, 9000) } else { rng.range(3000, 6000) };
+                let hold = if large {
+                    rng.range(4000, 9000)
+                } else {
+                    rng.range(3000, 6000)
+                };
                 super::signal(pid, 19); // SIGSTOP
                 thread::sleep(Duration::from_millis(hold));
                 super::signal(pid, 18); // SIGCONT
@@ -433,7 +442,12 @@ fn injector(
             None => {
                 problems.push(format!(
                     "after fault {faults} it did not answer within 20 s: {:.1000}",
-                    c.log_text().lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                    c.log_text()
+                        .lines()
+                        .rev()
+                        .take(5)
+                        .collect::<Vec<_>>()
+                        .join(" | ")
                 ));
                 break;
             }
@@ -526,16 +540,17 @@ pub fn crash_storm(opts: &Opts, style: Style, fault: Fault) -> Outcome {
     if !running {
         details.push("the coordinator is not running at the end".into());
     }
-    let violations = problems.len()
-        + checked.stranded.len()
-        + checked.violations.len()
-        + usize::from(!running);
+    let violations =
+        problems.len() + checked.stranded.len() + checked.violations.len() + usize::from(!running);
     let style_text = match style {
         Style::Tools => format!("block 1 s slices, request_id, lease {lease} s"),
         Style::Polling => "LAVA polling every 10-50 ms, no block, no request_id".to_owned(),
     };
     let fault_text = match fault {
-        Fault::Kill => format!("{kills} kill -9 + restarts (every 1-4 s, seed {})", opts.seed),
+        Fault::Kill => format!(
+            "{kills} kill -9 + restarts (every 1-4 s, seed {})",
+            opts.seed
+        ),
         Fault::Freeze => format!(
             "{kills} SIGSTOP freezes of {} s, longer than the lease (every 1-4 s, seed {})",
             if opts.large { "4-9" } else { "3-6" },

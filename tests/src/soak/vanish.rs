@@ -34,12 +34,25 @@ pub fn run(opts: &Opts) -> Outcome {
     if let Err(e) = std::fs::create_dir_all(&folder) {
         return fail(format!("violations 1: {e}"));
     }
-    let mut coord = match Coord::start(&opts.coordinator, dir.path(), &folder.join("state.db"), "{}") {
+    let mut coord = match Coord::start(
+        &opts.coordinator,
+        dir.path(),
+        &folder.join("state.db"),
+        "{}",
+    ) {
         Ok(c) => c,
         Err(e) => return fail(format!("violations 1: {e}")),
     };
     let client = coord.client().with_io_timeout(Duration::from_secs(5));
-    let send = |id: &str| req("a", RequestKind::Send { id: id.into(), message: json!({"id": id}) });
+    let send = |id: &str| {
+        req(
+            "a",
+            RequestKind::Send {
+                id: id.into(),
+                message: json!({"id": id}),
+            },
+        )
+    };
     let mut unexpected = Vec::new();
     if !matches!(client.call(&send("before")), Ok(r) if r.response == Response::Ack) {
         unexpected.push("the send before the folder vanished was not acknowledged".to_owned());
@@ -91,7 +104,9 @@ pub fn run(opts: &Opts) -> Outcome {
         ));
     }
     if said.is_empty() {
-        details.push(format!("nothing logged at WARN or ERROR about the vanished folder ({KNOWN})"));
+        details.push(format!(
+            "nothing logged at WARN or ERROR about the vanished folder ({KNOWN})"
+        ));
     }
     let known = lost.len() + usize::from(said.is_empty());
     let violations = unexpected.len();
@@ -101,10 +116,16 @@ pub fn run(opts: &Opts) -> Outcome {
          {unanswered} unanswered; WARN/ERROR lines about it: {}{}; after a restart on a recreated folder {} of {} \
          acknowledged sends are gone",
         violations + known,
-        if known > 0 { format!(", {known} {KNOWN}") } else { String::new() },
+        if known > 0 {
+            format!(", {known} {KNOWN}")
+        } else {
+            String::new()
+        },
         acked.len(),
         said.len(),
-        said.first().map(|l| format!(" (first: {l})")).unwrap_or_default(),
+        said.first()
+            .map(|l| format!(" (first: {l})"))
+            .unwrap_or_default(),
         lost.len(),
         acked.len(),
     );
