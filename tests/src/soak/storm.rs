@@ -92,6 +92,10 @@ pub struct NodeRun {
     pub acked: Vec<(String, Value)>,
     /// How long each send took, retries included.
     pub send_latency: Vec<Duration>,
+    /// Calls, and sync calls, that a fault hit: an attempt failed (no connection, no
+    /// reply) and the call was made again.
+    pub hit: usize,
+    pub syncs_hit: usize,
 }
 
 /// Knobs of a group run.
@@ -165,6 +169,8 @@ pub fn run_node(addr: &str, group: &str, i: usize, spec: &RunSpec) -> NodeRun {
         attempts: 0,
         acked: Vec::new(),
         send_latency: Vec::new(),
+        hit: 0,
+        syncs_hit: 0,
     };
     for (step, kind) in script(i, spec.n, spec.rounds).into_iter().enumerate() {
         if spec.think_ms > 0 {
@@ -180,6 +186,7 @@ pub fn run_node(addr: &str, group: &str, i: usize, spec: &RunSpec) -> NodeRun {
             req.lease = Some(spec.lease);
         }
         let start = Instant::now();
+        let mut failed_attempt = false;
         let reply = loop {
             if spec.give_up.expired() {
                 break None;
@@ -192,10 +199,13 @@ pub fn run_node(addr: &str, group: &str, i: usize, spec: &RunSpec) -> NodeRun {
                     }
                 }
                 Ok(r) => break Some(r),
-                Err(e) if e.is_transient() => thread::sleep(match spec.style {
-                    Style::Polling => poll_delay,
-                    Style::Tools => Duration::from_millis(20),
-                }),
+                Err(e) if e.is_transient() => {
+                    failed_attempt = true;
+                    thread::sleep(match spec.style {
+                        Style::Polling => poll_delay,
+                        Style::Tools => Duration::from_millis(20),
+                    })
+                }
                 Err(e) => break Some(Reply::nack(format!("client error: {e}"))),
             }
         };
@@ -204,6 +214,12 @@ pub fn run_node(addr: &str, group: &str, i: usize, spec: &RunSpec) -> NodeRun {
             return run;
         };
         let end = Instant::now();
+        if failed_attempt {
+            run.hit += 1;
+            if matches!(kind, RequestKind::Sync { .. }) {
+                run.syncs_hit += 1;
+            }
+        }
         match &kind {
             RequestKind::Sync { .. } => run.syncs.push((start, end)),
             RequestKind::Send { id, message } if reply.response == Response::Ack => {
@@ -265,6 +281,8 @@ pub struct Checked {
     pub logical: usize,
     pub syncs_checked: usize,
     pub send_latency: Vec<Duration>,
+    pub hit: usize,
+    pub syncs_hit: usize,
 }
 
 /// Checks a run against the replies of an uninterrupted one (`expected[i]`: node i's), no
@@ -282,6 +300,8 @@ pub fn check(addr: &str, runs: &[(String, Vec<NodeRun>)], expected: &[Vec<Reply>
         logical: 0,
         syncs_checked: 0,
         send_latency: Vec::new(),
+        hit: 0,
+        syncs_hit: 0,
     };
     let client = Client::new(addr.to_owned()).with_io_timeout(Duration::from_secs(10));
     for (group, nodes) in runs {
@@ -291,6 +311,8 @@ pub fn check(addr: &str, runs: &[(String, Vec<NodeRun>)], expected: &[Vec<Reply>
             c.attempts += node.attempts;
             c.logical += node.replies.len();
             c.send_latency.extend(&node.send_latency);
+            c.hit += node.hit;
+            c.syncs_hit += node.syncs_hit;
             if node.finished {
                 c.finished += 1;
             } else {
@@ -566,6 +588,7 @@ pub fn crash_storm(opts: &Opts, style: Style, fault: Fault) -> Outcome {
          faults {fault_text}; violations {violations} \
          (stranded {}, replies differing / early syncs / lost sends {}, of which lost sends {}); \
          figures: nodes finished {}/{}, acknowledged sends kept {}/{}, syncs checked {}, \
+         calls hit by a fault and asked again {} (syncs {}), \
          send latency median {:.1} ms p99 {:.1} ms max {:.0} ms, {ready_text} median {:.0} ms max {:.0} ms, \
          {:.1} s",
         checked.logical,
@@ -578,6 +601,8 @@ pub fn crash_storm(opts: &Opts, style: Style, fault: Fault) -> Outcome {
         checked.kept,
         checked.acked,
         checked.syncs_checked,
+        checked.hit,
+        checked.syncs_hit,
         quantile_ms(&checked.send_latency, 0.5),
         quantile_ms(&checked.send_latency, 0.99),
         max_ms(&checked.send_latency),
