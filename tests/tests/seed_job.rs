@@ -185,6 +185,14 @@ fn the_seeds_example_job_runs_as_written() {
         "{}",
         r.text()
     );
+    // The seed's VMs are kvm-arm; the test image is a PC disk.
+    if std::env::consts::ARCH == "x86_64" {
+        assert!(
+            r.stderr.contains("device_type kvm-arm but its image is made for this machine's architecture: booting it as kvm"),
+            "{}",
+            r.text()
+        );
+    }
 }
 
 const HOST_FIRST: &str = r#"metadata: {name: host-starts-vms}

@@ -120,6 +120,31 @@ mod tests {
         assert!(of(&d, "host").is_none(), "the lab deploys the host");
     }
 
+    /// `kvm-arm` with an image made for this machine boots as `kvm`; anything else as given.
+    #[test]
+    fn kvm_arm_follows_an_image_made_for_this_machine() {
+        let dir = std::env::temp_dir().join(format!("lava-arch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut pc_disk = vec![0u8; 4096];
+        pc_disk[..4].copy_from_slice(&[0xfa, 0x31, 0xc0, 0x8e]);
+        pc_disk[510..512].copy_from_slice(&[0x55, 0xAA]);
+        std::fs::write(dir.join("pc.img"), &pc_disk).unwrap();
+        let mut arm_kernel = vec![0u8; 4096];
+        arm_kernel[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        std::fs::write(dir.join("Image"), &arm_kernel).unwrap();
+        std::fs::write(dir.join("blank.img"), vec![0u8; 4096]).unwrap();
+        let pc = Deployed::image(dir.join("pc.img"));
+        let arm = Deployed::kernel(dir.join("Image"));
+        let blank = Deployed::image(dir.join("blank.img"));
+        if std::env::consts::ARCH == "x86_64" {
+            assert_eq!(device_type_for("kvm-arm", &pc), "kvm");
+        }
+        assert_eq!(device_type_for("kvm-arm", &arm), "kvm-arm");
+        assert_eq!(device_type_for("kvm-arm", &blank), "kvm-arm");
+        assert_eq!(device_type_for("qemu", &pc), "qemu");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn the_entrys_image_without_deploys() {
         let d = deploy(&job(json!([])), None).unwrap();
@@ -152,6 +177,20 @@ pub struct Launch {
 impl Launch {
     pub fn of(&self, role: &str) -> Option<&Deployed> {
         of(&self.deployed, role)
+    }
+}
+
+/// The device type the default launcher uses for a VM: `kvm-arm` (the seed's VMs on an ARM
+/// board) boots an image made for this machine's architecture (a PC disk, an x86 kernel on an
+/// x86_64 machine) as `kvm`, so that the seed's job runs as written on the machine at hand;
+/// any other case as given.
+pub fn device_type_for<'a>(given: &'a str, deployed: &Deployed) -> &'a str {
+    let image = deployed.kernel.as_ref().or(deployed.image.as_ref());
+    let native = image.and_then(|p| images::image_arch(p)) == Some(std::env::consts::ARCH);
+    if given == "kvm-arm" && native && std::env::consts::ARCH != "aarch64" {
+        "kvm"
+    } else {
+        given
     }
 }
 

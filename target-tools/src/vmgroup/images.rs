@@ -464,6 +464,28 @@ pub fn disk_format(path: &Path) -> &'static str {
     }
 }
 
+/// The architecture a deployed image is made for, when its first bytes tell: a PC disk (an MBR
+/// with x86 boot code, not a GPT's protective one) or an x86 `bzImage` kernel is `x86_64`, an
+/// arm64 `Image` kernel `aarch64`. `None`: unknown (a qcow2 file, a GPT disk, anything else).
+pub fn image_arch(path: &Path) -> Option<&'static str> {
+    let mut head = vec![0u8; 4096];
+    let n = File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+    let head = &head[..n];
+    let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
+    if at(0x38, b"ARM\x64") {
+        return Some("aarch64");
+    }
+    if at(0x202, b"HdrS") {
+        return Some("x86_64");
+    }
+    let mbr = at(510, &[0x55, 0xAA]);
+    let protective = head.get(450) == Some(&0xEE);
+    let boot_code = head
+        .get(..440)
+        .is_some_and(|code| code.iter().any(|b| *b != 0));
+    (mbr && !protective && boot_code).then_some("x86_64")
+}
+
 /// A writable image of `base` for one VM, `dir/CLIENT.qcow2`: a qcow2 overlay whose backing
 /// file is `base` (`qemu-img create -f qcow2 -b BASE -F FORMAT`), so that every VM writes its
 /// own file and `base` stays as it is. Without qemu-img, a plain copy `dir/CLIENT.img` (the

@@ -402,7 +402,7 @@ pub fn commands_of(
         let deployed = launch.of(&node.role).unwrap_or(&nothing);
         let disk = disk.filter(|_| deployed.image.is_some());
         let cmd = qemu::default_command(
-            &spec.device_type,
+            deploy::device_type_for(&spec.device_type, deployed),
             deployed,
             disk,
             &node.client,
@@ -792,6 +792,21 @@ pub fn prepare_launch(opts: &Options, log: &Log, fetch: bool) -> Result<Launch, 
         accel: qemu::Accel::Tcg,
     };
     for (role, d) in &launch.deployed {
+        let given = opts
+            .job
+            .vms
+            .iter()
+            .find(|v| v.role == *role && v.launch_with.is_empty())
+            .map(|v| v.device_type.as_str());
+        if let Some(given) = given {
+            let used = deploy::device_type_for(given, d);
+            if used != given && fetch {
+                log.say(&format!(
+                    "{role}: device_type {given} but its image is made for this machine's \
+                     architecture: booting it as {used}"
+                ));
+            }
+        }
         let what = [
             ("image", &d.image),
             ("kernel", &d.kernel),
