@@ -631,7 +631,7 @@ async fn serve(
     debug!(
         "{peer}: {} {} from {} in {} -> {:?} after {:?}",
         request.kind.name(),
-        quote(&request_id(&request), 200),
+        quote(request_id(&request), 200),
         quote(&request.client_name, 200),
         quote(&request.group_name, 200),
         reply.response,
