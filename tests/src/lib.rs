@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub mod bench;
 pub mod interop;
+pub mod net;
 pub mod packaging;
 pub mod tools;
 pub mod vm;

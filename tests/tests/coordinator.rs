@@ -7,6 +7,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use lava_multinode_tests::net::reset;
 use lava_multinode_tests::{
     raw_exchange, start_coordinator, start_coordinator_with_config, wait_for_status,
     wait_until_held, Server, STATE_DEADLINE,
@@ -374,33 +375,6 @@ fn idle_and_half_sent_connections_block_nobody_and_time_out() {
     idle.clear();
     half.clear();
     assert_serving(&server, "gi");
-}
-
-/// Closes `stream` with a TCP reset (SO_LINGER 0).
-fn reset(stream: TcpStream) {
-    let sock = socket_linger_zero(&stream);
-    drop(stream);
-    assert!(sock);
-}
-
-fn socket_linger_zero(stream: &TcpStream) -> bool {
-    use std::os::fd::AsRawFd;
-    #[repr(C)]
-    struct Linger {
-        l_onoff: i32,
-        l_linger: i32,
-    }
-    extern "C" {
-        fn setsockopt(fd: i32, level: i32, name: i32, value: *const Linger, len: u32) -> i32;
-    }
-    const SOL_SOCKET: i32 = 1;
-    const SO_LINGER: i32 = 13;
-    let linger = Linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket descriptor and a correctly sized option value.
-    unsafe { setsockopt(stream.as_raw_fd(), SOL_SOCKET, SO_LINGER, &linger, 8) == 0 }
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use lava_multinode_tests::net::connect_from;
 use lava_multinode_tests::{start_coordinator_with_config, Server};
 use lava_protocol::{Reply, Request, RequestKind, Response};
 use serde_json::json;
@@ -135,51 +136,6 @@ fn stalled_large_bodies_hold_only_the_inflight_budget() {
     );
     assert!(grown < announced / 4);
     drop(stalled);
-}
-
-/// A TCP connection to 127.0.0.1:`port` from the source address `from` (another loopback
-/// address, such as 127.0.0.2): std cannot bind a socket before connecting it, so this goes
-/// through the C library.
-fn connect_from(from: [u8; 4], port: u16) -> std::io::Result<TcpStream> {
-    use std::os::fd::FromRawFd;
-    #[repr(C)]
-    struct SockaddrIn {
-        family: u16,
-        port: [u8; 2],
-        addr: [u8; 4],
-        zero: [u8; 8],
-    }
-    unsafe extern "C" {
-        fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
-        fn bind(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-        fn connect(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-        fn close(fd: i32) -> i32;
-    }
-    const AF_INET: i32 = 2;
-    const SOCK_STREAM: i32 = 1;
-    const SOCK_CLOEXEC: i32 = 0o2000000;
-    let sockaddr = |addr: [u8; 4], port: u16| SockaddrIn {
-        family: AF_INET as u16,
-        port: port.to_be_bytes(),
-        addr,
-        zero: [0; 8],
-    };
-    let len = std::mem::size_of::<SockaddrIn>() as u32;
-    // SAFETY: plain socket calls on a descriptor this function owns, with valid addresses.
-    unsafe {
-        let fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if bind(fd, &sockaddr(from, 0), len) != 0
-            || connect(fd, &sockaddr([127, 0, 0, 1], port), len) != 0
-        {
-            let e = std::io::Error::last_os_error();
-            close(fd);
-            return Err(e);
-        }
-        Ok(TcpStream::from_raw_fd(fd))
-    }
 }
 
 /// The coordinator's `status` answer, as JSON.

@@ -259,71 +259,7 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
     f
 }
 
-#[repr(C)]
-struct SockaddrIn {
-    family: u16,
-    port: [u8; 2],
-    addr: [u8; 4],
-    zero: [u8; 8],
-}
-
-unsafe extern "C" {
-    fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
-    fn bind(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-    fn connect(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-    fn close(fd: i32) -> i32;
-    fn setsockopt(fd: i32, level: i32, name: i32, value: *const u8, len: u32) -> i32;
-}
-
-/// A TCP connection to 127.0.0.1:`port` from the source address `from` (127.0.0.2): std
-/// cannot bind before connecting, so this goes through the C library.
-pub fn connect_from(from: [u8; 4], port: u16) -> std::io::Result<TcpStream> {
-    use std::os::fd::FromRawFd;
-    const AF_INET: i32 = 2;
-    const SOCK_STREAM: i32 = 1;
-    const SOCK_CLOEXEC: i32 = 0o2000000;
-    let sockaddr = |addr: [u8; 4], port: u16| SockaddrIn {
-        family: AF_INET as u16,
-        port: port.to_be_bytes(),
-        addr,
-        zero: [0; 8],
-    };
-    let len = std::mem::size_of::<SockaddrIn>() as u32;
-    // SAFETY: plain socket calls on a descriptor this function owns, with valid addresses.
-    unsafe {
-        let fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if bind(fd, &sockaddr(from, 0), len) != 0
-            || connect(fd, &sockaddr([127, 0, 0, 1], port), len) != 0
-        {
-            let e = std::io::Error::last_os_error();
-            close(fd);
-            return Err(e);
-        }
-        Ok(TcpStream::from_raw_fd(fd))
-    }
-}
-
-/// Closes `stream` with a reset (SO_LINGER 0) instead of a FIN.
-pub fn reset(stream: TcpStream) {
-    use std::os::fd::AsRawFd;
-    const SOL_SOCKET: i32 = 1;
-    const SO_LINGER: i32 = 13;
-    let linger: [i32; 2] = [1, 0];
-    // SAFETY: setsockopt on a descriptor `stream` owns, with a valid struct linger.
-    unsafe {
-        setsockopt(
-            stream.as_raw_fd(),
-            SOL_SOCKET,
-            SO_LINGER,
-            linger.as_ptr() as *const u8,
-            8,
-        );
-    }
-    drop(stream);
-}
+pub use lava_multinode_tests::net::{connect_from, reset};
 
 /// Figures: the `q` quantile of `values` (sorted here), in milliseconds.
 pub fn quantile_ms(values: &[Duration], q: f64) -> f64 {
