@@ -26,7 +26,8 @@ pub fn root(shared: &Shared) -> String {
 /// host's settings in their environment file, since ssh passes no environment).
 pub fn prepare(shared: &Shared, shells: &[Shell]) -> Result<(), String> {
     let root = root(shared);
-    let mut environment = identity(shared, &root);
+    let role = &shared.opts.job.host_role;
+    let mut environment = testshell::lava_identity(&shared.opts.job, role, role, &root);
     match &shared.opts.job.host_ssh {
         None => {
             let files = testshell::files(shells, &root, &environment);
@@ -49,25 +50,6 @@ pub fn prepare(shared: &Shared, shells: &[Shell]) -> Result<(), String> {
             Ok(())
         }
     }
-}
-
-/// LAVA's test-shell identity variables for the host (its tools also read our settings).
-fn identity(shared: &Shared, root: &str) -> Vec<(String, String)> {
-    let role = &shared.opts.job.host_role;
-    let roster = shared
-        .opts
-        .job
-        .nodes()
-        .iter()
-        .map(|n| format!("{}\t{}", n.client, n.role))
-        .collect::<Vec<_>>()
-        .join("\n");
-    vec![
-        ("LAVA_MULTI_NODE_CACHE".into(), format!("{root}/cache.txt")),
-        ("LAVA_HOSTNAME".into(), role.clone()),
-        ("TARGET_ROLE".into(), role.clone()),
-        ("LAVA_GROUP".into(), roster),
-    ]
 }
 
 /// Runs one test shell's definitions in order; a definition that fails (status, or no

@@ -274,18 +274,10 @@ impl Shared {
     }
 }
 
-/// The roster as LAVA's `lava-group` prints it: `client<TAB>role` lines.
-fn roster_text(job: &Job) -> String {
-    job.nodes()
-        .iter()
-        .map(|n| format!("{}\t{}", n.client, n.role))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// The settings of a VM's test shells: our tools over the console, with the identity LAVA's
 /// test shell gives too.
 fn guest_environment(opts: &Options, node: &Node, host_ip: &str) -> Vec<(String, String)> {
+    let root = testshell::guest_root(&opts.group, &node.client);
     let mut env: Vec<(String, String)> = [
         ("LAVA_MULTINODE_TRANSPORT", "console".to_owned()),
         ("LAVA_MULTINODE_GROUP", opts.group.clone()),
@@ -297,20 +289,16 @@ fn guest_environment(opts: &Options, node: &Node, host_ip: &str) -> Vec<(String,
         ),
         ("LAVA_MULTINODE_TIMEOUT", opts.timeout.as_secs().to_string()),
         ("LAVA_MULTINODE_HOST_IP", host_ip.to_owned()),
-        ("LAVA_HOSTNAME", node.client.clone()),
-        ("TARGET_ROLE", node.role.clone()),
-        ("LAVA_GROUP", roster_text(&opts.job)),
-        (
-            "LAVA_MULTI_NODE_CACHE",
-            format!(
-                "{}/cache.txt",
-                testshell::guest_root(&opts.group, &node.client)
-            ),
-        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    env.extend(testshell::lava_identity(
+        &opts.job,
+        &node.client,
+        &node.role,
+        &root,
+    ));
     env.push(("LAVA_VM_GROUP_NODE".into(), node.client.clone()));
     env
 }

@@ -141,6 +141,24 @@ pub fn plan(job: &Job, role: &str, work: &Path) -> Result<Vec<Shell>, String> {
     Ok(shells)
 }
 
+/// What LAVA's test shell tells its helpers about the node, as environment variables: its
+/// client name, role, the group's roster (`client<TAB>role` lines, as `lava-group` prints them)
+/// and the cache file under `root`.
+pub fn lava_identity(job: &Job, client: &str, role: &str, root: &str) -> Vec<(String, String)> {
+    let roster = job
+        .nodes()
+        .iter()
+        .map(|n| format!("{}\t{}", n.client, n.role))
+        .collect::<Vec<_>>()
+        .join("\n");
+    vec![
+        ("LAVA_MULTI_NODE_CACHE".into(), format!("{root}/cache.txt")),
+        ("LAVA_HOSTNAME".into(), client.to_owned()),
+        ("TARGET_ROLE".into(), role.to_owned()),
+        ("LAVA_GROUP".into(), roster),
+    ]
+}
+
 /// A file to put on a node: path relative to ROOT, text, executable or not.
 pub type NodeFile = (String, String, bool);
 
