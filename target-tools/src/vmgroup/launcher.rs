@@ -204,6 +204,8 @@ pub struct Shared {
     pub(super) log: Log,
     pub(super) running: Running,
     pub(super) bin_dir: PathBuf,
+    /// This machine's host name, read once (every request carries it).
+    pub(super) hostname: String,
     /// Every role's test shells, fetched and parsed before anything started.
     pub(super) tests: Vec<(String, Vec<Shell>)>,
     /// The VMs' deployed images and the default launcher's accelerator.
@@ -225,7 +227,7 @@ impl Shared {
             group: self.opts.group.clone(),
             client: client.to_owned(),
             role: role.to_owned(),
-            hostname: wait::hostname(),
+            hostname: self.hostname.clone(),
             group_size: Some(self.opts.job.group_size()),
             timeout,
             poll: self.opts.poll,
@@ -879,6 +881,7 @@ pub fn run(opts: Options) -> Result<(), Error> {
         log,
         running: Running::default(),
         bin_dir,
+        hostname: wait::hostname(),
         tests,
         launch,
     });

@@ -228,7 +228,7 @@ impl ConsoleSession {
         match self.step.clone() {
             Step::Boot => {
                 if let Some(login) = self.login.clone() {
-                    self.consume(&[login.login_prompt.as_str()])?;
+                    self.consume(&login.login_prompt)?;
                     self.boot_seen(&mut out);
                     out.push(Action::Type {
                         text: format!("{}\n", login.username),
@@ -246,7 +246,7 @@ impl ConsoleSession {
             }
             Step::Password => {
                 let login = self.login.clone()?;
-                self.consume(&[login.password_prompt.as_deref().unwrap_or_default()])?;
+                self.consume(login.password_prompt.as_deref().unwrap_or_default())?;
                 out.push(Action::Type {
                     text: format!("{}\n", login.password.unwrap_or_default()),
                     secret: true,
@@ -284,18 +284,14 @@ impl ConsoleSession {
     }
 
     fn consume_prompt(&mut self) -> Option<()> {
-        let prompts = self.prompts.clone();
-        let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-        self.consume(&refs)
+        let end = earliest_end(&self.pending, self.prompts.iter().map(String::as_str))?;
+        self.pending.drain(..end);
+        Some(())
     }
 
-    /// Drops `pending` up to the end of the earliest of `patterns`, if one is there.
-    fn consume(&mut self, patterns: &[&str]) -> Option<()> {
-        let end = patterns
-            .iter()
-            .filter(|p| !p.is_empty())
-            .filter_map(|p| find(&self.pending, p.as_bytes()).map(|at| at + p.len()))
-            .min()?;
+    /// Drops `pending` up to the end of `pattern`, if it is there.
+    fn consume(&mut self, pattern: &str) -> Option<()> {
+        let end = earliest_end(&self.pending, [pattern])?;
         self.pending.drain(..end);
         Some(())
     }
@@ -319,6 +315,15 @@ impl ConsoleSession {
         }
         None
     }
+}
+
+/// Where the earliest of `patterns` found in `haystack` ends.
+fn earliest_end<'a>(haystack: &[u8], patterns: impl IntoIterator<Item = &'a str>) -> Option<usize> {
+    patterns
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| find(haystack, p.as_bytes()).map(|at| at + p.len()))
+        .min()
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
