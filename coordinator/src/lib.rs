@@ -3,8 +3,10 @@
 
 pub mod access;
 pub mod config;
+pub mod diagnose;
 pub mod metrics;
 pub mod server;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod writer;

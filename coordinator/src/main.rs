@@ -4,12 +4,12 @@ use std::sync::Mutex;
 
 use clap::Parser;
 use lava_coordinator::config::{Cli, Command, LogLevel, Settings};
+use lava_coordinator::diagnose;
 use lava_coordinator::server::{self, Shared};
-use lava_coordinator::store::{Store, Writer};
+use lava_coordinator::store::Store;
+use lava_coordinator::writer::Writer;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-
-mod diagnose;
 
 fn init_logging(cli: &Cli) {
     let level = match cli.loglevel {
@@ -148,7 +148,14 @@ fn main() -> ExitCode {
                 path.display(),
                 groups.len()
             );
-            (groups, Some(Writer::new(store)))
+            match Writer::start(store) {
+                Ok(writer) => (groups, Some(writer)),
+                Err(e) => {
+                    error!("cannot start the store's thread: {e}");
+                    eprintln!("lava-coordinator: cannot start the store's thread: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -211,8 +218,12 @@ fn main() -> ExitCode {
         let server = tokio::spawn(server::run(listener, shared, shutdown.clone()));
         shutdown_signal().await;
         shutdown.cancel();
-        let _ = server.await;
-        info!("stopped");
-        ExitCode::SUCCESS
+        match server.await {
+            Ok(true) => {
+                info!("stopped");
+                ExitCode::SUCCESS
+            }
+            _ => ExitCode::FAILURE,
+        }
     })
 }

@@ -13,13 +13,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::access::Access;
 use crate::config::Settings;
 use crate::metrics::{Failure, Gauges, Metrics};
 use crate::state::{Coordinator, Event, Group, WaiterId, Wakeup};
-use crate::store::Writer;
+use crate::writer::Writer;
 
 mod warnings;
 use warnings::Warnings;
@@ -40,6 +40,11 @@ struct Inner {
     next_waiter: WaiterId,
     /// The last batch of changes handed to the store.
     ticket: u64,
+    /// Which batch last wrote each group, and each (group, message id)'s data, until it is
+    /// known to be committed: a reply that changed nothing waits for what it shows only, so
+    /// that reads of stored data go on while the disk refuses new writes.
+    group_tickets: HashMap<String, u64>,
+    message_tickets: HashMap<(String, String), u64>,
     /// The state machine's time: the time the coordinator was running.
     clock: Clock,
 }
@@ -86,17 +91,53 @@ impl Clock {
 }
 
 impl Inner {
-    /// Hands what changed to the store; returns the ticket every reply computed so far
-    /// must wait for (even a reply that changed nothing may show a change not yet stored).
-    fn flush(&mut self, writer: Option<&Writer>) -> u64 {
-        if let Some(writer) = writer {
-            let batch = self.machine.take_mutations();
-            if !batch.is_empty() {
-                self.ticket += 1;
-                writer.submit(self.ticket, batch);
+    /// Hands what changed to the store; returns whether anything did (the batch then has
+    /// the ticket `self.ticket`, which covers every change so far).
+    fn flush(&mut self, writer: Option<&Writer>) -> bool {
+        let Some(writer) = writer else {
+            return false;
+        };
+        let batch = self.machine.take_mutations();
+        if batch.is_empty() {
+            return false;
+        }
+        self.ticket += 1;
+        for m in &batch {
+            let group = m.group();
+            match self.group_tickets.get_mut(group) {
+                Some(t) => *t = self.ticket,
+                None => {
+                    self.group_tickets.insert(group.to_owned(), self.ticket);
+                }
+            }
+            if let crate::state::Mutation::PutMessage { id, .. } = m {
+                self.message_tickets
+                    .insert((group.to_owned(), id.clone()), self.ticket);
             }
         }
-        self.ticket
+        writer.submit(self.ticket, batch);
+        true
+    }
+
+    /// The ticket `request`'s reply must wait for when it changed nothing: that of what the
+    /// reply may show (a `lava_wait`: the id's data; anything else: its group). The rules
+    /// answer a request from its own group's state only.
+    fn shown_by(&self, request: &Request) -> u64 {
+        let group = &request.group_name;
+        match &request.kind {
+            lava_protocol::RequestKind::Wait { id } => self
+                .message_tickets
+                .get(&(group.clone(), id.clone()))
+                .copied()
+                .unwrap_or(0),
+            _ => self.group_tickets.get(group).copied().unwrap_or(0),
+        }
+    }
+
+    /// Forgets the tickets that are committed.
+    fn committed(&mut self, committed: u64) {
+        self.group_tickets.retain(|_, t| *t > committed);
+        self.message_tickets.retain(|_, t| *t > committed);
     }
 
     fn deliver(&mut self, wakeups: Vec<Wakeup>, ticket: u64) {
@@ -171,6 +212,8 @@ impl Shared {
                 waiters: HashMap::new(),
                 next_waiter: 0,
                 ticket: 0,
+                group_tickets: HashMap::new(),
+                message_tickets: HashMap::new(),
                 clock: Clock::new(),
             }),
             access: settings.access(),
@@ -242,7 +285,21 @@ impl Shared {
         // A `wait` needs nothing stored: the client asks again, and its asking again redoes
         // whatever this request changed.
         if let (Some(writer), false) = (&self.writer, reply.is_wait()) {
-            writer.committed(ticket).await;
+            if let Err(failed) = writer.committed(ticket).await {
+                // The change stays in memory and is stored once the disk lets it; the client
+                // asks again and gets the answer it missed (a sync round it completed is
+                // not opened anew).
+                self.lock().machine.reply_lost(request);
+                self.warn("store", || {
+                    format!(
+                        "nack {} from {} in {}: {failed}",
+                        request.kind.name(),
+                        quote(&request.client_name, 200),
+                        quote(&request.group_name, 200)
+                    )
+                });
+                return Reply::nack(failed.to_string());
+            }
         }
         reply
     }
@@ -258,8 +315,13 @@ impl Shared {
                 });
             let now = inner.clock.now();
             let out = inner.machine.handle(request, now, park);
-            let ticket = inner.flush(self.writer.as_ref());
-            inner.deliver(out.wakeups, ticket);
+            let ticket = match inner.flush(self.writer.as_ref()) {
+                true => inner.ticket,
+                false => inner.shown_by(request),
+            };
+            // What woke them changed something: they wait for everything so far.
+            let changes = inner.ticket;
+            inner.deliver(out.wakeups, changes);
             match (out.reply, park) {
                 (Some(reply), _) => return (reply, ticket),
                 (None, None) => return (Reply::wait(), ticket),
@@ -339,7 +401,8 @@ impl Shared {
     }
 
     /// Once a second: members whose lease expired count as failed; requests held longer
-    /// than `blocked_log_after` are logged, once each.
+    /// than `blocked_log_after` are logged, once each; a store that lost its file gets the
+    /// whole state to write again.
     pub fn every_second(&self) {
         let now = Instant::now();
         for (kind, count) in self.warnings.ended(now) {
@@ -350,8 +413,16 @@ impl Shared {
             // The look that notices a gap comes before the leases are checked.
             let now = inner.clock.now();
             let wakeups = inner.machine.expire_leases(now);
-            let ticket = inner.flush(self.writer.as_ref());
+            inner.flush(self.writer.as_ref());
+            let ticket = inner.ticket;
             inner.deliver(wakeups, ticket);
+            if let Some(writer) = &self.writer {
+                inner.committed(writer.progress().committed);
+                if writer.wants_snapshot() {
+                    inner.ticket += 1;
+                    writer.submit_snapshot(inner.ticket, inner.machine.snapshot());
+                }
+            }
             inner
                 .machine
                 .long_waits(now, self.settings.blocked_log_after())
@@ -366,7 +437,8 @@ impl Shared {
         let mut inner = self.lock();
         let now = inner.clock.now();
         let wakeups = inner.machine.expire(now);
-        let ticket = inner.flush(self.writer.as_ref());
+        inner.flush(self.writer.as_ref());
+        let ticket = inner.ticket;
         inner.deliver(wakeups, ticket);
     }
 }
@@ -733,8 +805,9 @@ fn defer_accept(socket: &tokio::net::TcpSocket) {
 }
 
 /// Accepts and serves connections until `shutdown` is cancelled, then lets the connections
-/// in progress finish (held requests are answered `wait`).
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+/// in progress finish (held requests are answered `wait`) and stores what is left. Returns
+/// whether everything was stored.
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) -> bool {
     let limit = shared.settings.max_connections;
     let slots = Arc::new(Semaphore::new(limit));
     let expiry = {
@@ -806,8 +879,19 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
     {
         warn!("some connections did not finish in time");
     }
-    // What `wait` replies left unstored, so that a restart starts from the latest state.
-    if let Some(writer) = &shared.writer {
-        writer.commit_all();
+    // What `wait` replies left unstored, so that a restart starts from the latest state. A
+    // disk that still fails gets a bounded last try: SIGTERM is obeyed either way.
+    match &shared.writer {
+        Some(writer) => match tokio::task::block_in_place(|| writer.close(CLOSE_WITHIN)) {
+            Ok(()) => true,
+            Err(e) => {
+                error!("stopping with changes not stored: {e}");
+                false
+            }
+        },
+        None => true,
     }
 }
+
+/// How long the last commit at shutdown may take.
+const CLOSE_WITHIN: Duration = Duration::from_secs(3);

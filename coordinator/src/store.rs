@@ -3,14 +3,13 @@
 //! what it changed. What the state machine changed is committed in batches (group commit) by
 //! the first task that needs it stored; replies wait for that before they leave.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
-use tokio::sync::watch;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::state::{Group, Mutation};
 
@@ -56,6 +55,21 @@ pub struct Store {
     sync: Sync,
     /// Orders each id's senders as they first sent.
     next_seq: i64,
+    /// The file opened (device, inode): a path that no longer leads to it means the state
+    /// file was deleted or replaced.
+    identity: Option<(u64, u64)>,
+    /// Tests fill the "disk" by capping the file's pages (SQLite then fails as on a full disk).
+    #[cfg(test)]
+    pub(crate) page_cap: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// The journal is checkpointed into the state file every this many pages (of 4 KiB) and cut
+/// back to `JOURNAL_LIMIT` bytes after that, so that it stays small on a small file system.
+const CHECKPOINT_PAGES: u32 = 256;
+const JOURNAL_LIMIT: u64 = 1 << 20;
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// One group from its stored rows, or why it cannot be read.
@@ -101,6 +115,8 @@ impl Store {
             "PRAGMA locking_mode = EXCLUSIVE;
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = {synchronous};
+             PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES};
+             PRAGMA journal_size_limit = {JOURNAL_LIMIT};
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, meta TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS messages (
@@ -142,7 +158,39 @@ impl Store {
             sync,
             path: path.to_owned(),
             next_seq,
+            identity: identity(path),
+            #[cfg(test)]
+            page_cap: Default::default(),
         })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn sync(&self) -> Sync {
+        self.sync
+    }
+
+    /// How the state file was lost, if its path no longer leads to the file this store
+    /// writes (`"was deleted"`, `"was replaced by another file"`).
+    pub fn replaced(&self) -> Option<&'static str> {
+        match (identity(&self.path), self.identity) {
+            (None, _) => Some("was deleted"),
+            (Some(now), Some(opened)) if now != opened => Some("was replaced by another file"),
+            _ => None,
+        }
+    }
+
+    /// Moves the journal into the state file and truncates it (best effort: after a failed
+    /// commit, to give space back).
+    pub fn checkpoint(&self) {
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            warn!(
+                "cannot checkpoint the journal of {}: {e}",
+                self.path.display()
+            );
+        }
     }
 
     /// Reads every stored group. A group that cannot be read back is moved to the table
@@ -216,6 +264,13 @@ impl Store {
 
     /// Applies mutations in one transaction.
     pub fn apply(&mut self, mutations: &[Mutation]) -> rusqlite::Result<()> {
+        #[cfg(test)]
+        {
+            let cap = self.page_cap.load(std::sync::atomic::Ordering::Relaxed);
+            let cap = if cap == 0 { 1 << 30 } else { cap };
+            self.conn
+                .execute_batch(&format!("PRAGMA max_page_count = {cap};"))?;
+        }
         let tx = self.conn.transaction()?;
         let mut next_seq = self.next_seq;
         {
@@ -253,107 +308,6 @@ impl Store {
         tx.commit()?;
         self.next_seq = next_seq;
         Ok(())
-    }
-}
-
-/// Commits the state machine's changes. There is no writer thread: the first task that
-/// needs its changes stored commits everything queued so far (group commit by a leader) while
-/// the others wait for it, so a lone client pays no thread hand-off.
-pub struct Writer {
-    store: Mutex<Store>,
-    pending: Mutex<Pending>,
-    committed: watch::Sender<u64>,
-}
-
-#[derive(Default)]
-struct Pending {
-    batch: Vec<Mutation>,
-    ticket: u64,
-}
-
-impl Writer {
-    pub fn new(store: Store) -> Writer {
-        Writer {
-            store: Mutex::new(store),
-            pending: Mutex::new(Pending::default()),
-            committed: watch::channel(0).0,
-        }
-    }
-
-    /// Queues a batch; tickets must increase.
-    pub fn submit(&self, ticket: u64, batch: Vec<Mutation>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.batch.extend(batch);
-        pending.ticket = ticket;
-    }
-
-    /// Waits until every batch up to `ticket` is committed, committing them itself when no
-    /// other task is.
-    pub async fn committed(&self, ticket: u64) {
-        let mut rx = self.committed.subscribe();
-        loop {
-            if *rx.borrow_and_update() >= ticket {
-                return;
-            }
-            if let Ok(mut store) = self.store.try_lock() {
-                let done = self.commit_pending(&mut store);
-                drop(store);
-                self.publish(done);
-                continue;
-            }
-            // Another task is committing; it publishes once it let go of the store, so that
-            // a waiter it wakes can always become the next leader.
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Commits whatever is queued (at shutdown, or by a leader).
-    pub fn commit_all(&self) {
-        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let done = self.commit_pending(&mut store);
-        drop(store);
-        self.publish(done);
-    }
-
-    fn publish(&self, ticket: u64) {
-        self.committed.send_if_modified(|c| {
-            let newer = ticket > *c;
-            *c = (*c).max(ticket);
-            newer
-        });
-    }
-
-    /// Commits the queued batches; returns the ticket they reach (0: nothing queued).
-    fn commit_pending(&self, store: &mut Store) -> u64 {
-        let Pending { batch, ticket } =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        if ticket == 0 {
-            return 0;
-        }
-        let mut delay = Duration::from_millis(50);
-        loop {
-            // An fsync per commit would stall this runtime thread's other tasks.
-            let result = if store.sync == Sync::Full {
-                tokio::task::block_in_place(|| store.apply(&batch))
-            } else {
-                store.apply(&batch)
-            };
-            match result {
-                Ok(()) => break,
-                Err(e) => {
-                    // Replies wait rather than leave with their change unstored.
-                    error!(
-                        "cannot store the state in {}: {e}; retrying",
-                        store.path.display()
-                    );
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        ticket
     }
 }
 
@@ -487,57 +441,6 @@ mod tests {
             "rows of the cleared group are gone"
         );
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
-    }
-
-    /// Many tasks submit and wait at once, as the server's connections do: every one of them
-    /// must see its batch committed (a waiter woken while the leader still held the store
-    /// once waited for ever).
-    #[test]
-    fn concurrent_waiters_all_get_committed() {
-        let path = temp_db("leader");
-        let writer = std::sync::Arc::new(Writer::new(Store::open(&path, Sync::Normal).unwrap()));
-        let ticket = std::sync::Arc::new(std::sync::Mutex::new(0u64));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let tasks: Vec<_> = (0..64)
-                .map(|t| {
-                    let (writer, ticket) = (writer.clone(), ticket.clone());
-                    tokio::spawn(async move {
-                        for i in 0..50 {
-                            let mine = {
-                                let mut last = ticket.lock().unwrap();
-                                *last += 1;
-                                writer.submit(
-                                    *last,
-                                    vec![Mutation::PutGroup {
-                                        group: format!("g{t}"),
-                                        meta: format!("{{\"i\": {i}}}"),
-                                    }],
-                                );
-                                *last
-                            };
-                            writer.committed(mine).await;
-                        }
-                    })
-                })
-                .collect();
-            let all = futures_join(tasks);
-            tokio::time::timeout(Duration::from_secs(30), all)
-                .await
-                .expect("every waiter saw its commit");
-        });
-        assert_eq!(*writer.committed.borrow(), 64 * 50);
-        let _ = std::fs::remove_dir_all(path.parent().unwrap());
-    }
-
-    async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
-        for t in tasks {
-            t.await.unwrap();
-        }
     }
 
     /// A message nested `levels` deep, as a client would send it.
@@ -689,6 +592,35 @@ mod tests {
             restored.restore(g);
         }
         assert_eq!(restored.total_bytes(), kept);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// Issue 15, finding 3: the journal is checkpointed and cut back, so that it stays small
+    /// on a small file system however much is written.
+    #[test]
+    fn the_journal_stays_bounded() {
+        let path = temp_db("wal");
+        let mut store = Store::open(&path, Sync::Normal).unwrap();
+        let wal = path.with_extension("db-wal");
+        let mut largest = 0;
+        for i in 0..400 {
+            store
+                .apply(&[Mutation::PutMessage {
+                    group: "g".into(),
+                    id: format!("m{i}"),
+                    sender: "a".into(),
+                    data: format!("\"{}\"", "x".repeat(20_000)),
+                }])
+                .unwrap();
+            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        }
+        // 8 MB written; the journal never grows past its checkpoint size and one commit.
+        let bound = u64::from(CHECKPOINT_PAGES) * 4096 + 64 * 1024;
+        assert!(largest > 0, "the journal is at {}", wal.display());
+        assert!(
+            largest <= bound,
+            "journal grew to {largest} bytes (bound {bound})"
+        );
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 

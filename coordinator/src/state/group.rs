@@ -298,6 +298,17 @@ pub enum Mutation {
     },
 }
 
+impl Mutation {
+    /// The group whose rows it writes.
+    pub fn group(&self) -> &str {
+        match self {
+            Mutation::DeleteGroup { group }
+            | Mutation::PutGroup { group, .. }
+            | Mutation::PutMessage { group, .. } => group,
+        }
+    }
+}
+
 /// What a member's `ack` for sync `id` carries: its own sync message, or the sync id when
 /// that is empty (as LAVA does).
 fn sync_reply(id: &str, message: &Value) -> Value {
@@ -525,6 +536,26 @@ impl Group {
                     group: self.name.clone(),
                     id,
                     sender,
+                    data: data.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Appends the whole group as rows to `out` (replacing any rows of its name), for a new
+    /// state file; what was pending goes with it.
+    pub fn snapshot(&mut self, out: &mut Vec<Mutation>) {
+        self.fresh = true;
+        self.dirty_meta = true;
+        self.dirty_messages.clear();
+        self.take_mutations(out);
+        // Senders in the order they first sent, as the rows' sequence keeps them.
+        for (id, senders) in &self.messages {
+            for (sender, data) in senders {
+                out.push(Mutation::PutMessage {
+                    group: self.name.clone(),
+                    id: id.clone(),
+                    sender: sender.clone(),
                     data: data.to_string(),
                 });
             }

@@ -198,6 +198,20 @@ impl Coordinator {
         out
     }
 
+    /// Every group as rows, for a state file written anew; what was pending is in it.
+    pub fn snapshot(&mut self) -> Vec<Mutation> {
+        let mut out = Vec::new();
+        for name in self.touched.drain() {
+            if !self.groups.contains_key(&name) {
+                out.push(Mutation::DeleteGroup { group: name });
+            }
+        }
+        for group in self.groups.values_mut() {
+            group.snapshot(&mut out);
+        }
+        out
+    }
+
     pub fn group(&self, name: &str) -> Option<&Group> {
         self.groups.get(name)
     }
