@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use lava_protocol::frame::{self, FrameError, HEADER_LEN};
+use lava_protocol::frame::{self, FrameDecoder, FrameError};
 use lava_protocol::{Reply, Request, RequestError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -504,6 +504,9 @@ fn refuse_over_address_limit(shared: &Shared, stream: TcpStream, peer: SocketAdd
 enum ReadError {
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// The setting is named, so that an operator knows what to raise.
+    #[error("frame body of {len} bytes is over the limit of {max} (max_request_bytes)")]
+    TooLarge { len: usize, max: usize },
     #[error("no complete request within {0:?}")]
     Timeout(Duration),
     #[error(
@@ -533,14 +536,13 @@ async fn read_body<'a>(
     budget: &'a Semaphore,
     starved: &mut bool,
 ) -> Result<Option<(String, Option<SemaphorePermit<'a>>)>, FrameError> {
-    let mut buf: Vec<u8> = Vec::with_capacity(FIRST_BLOCK);
+    let mut decoder = FrameDecoder::with_capacity(max, FIRST_BLOCK);
     let mut paid: Option<SemaphorePermit<'a>> = None;
-    let mut need = HEADER_LEN;
-    let mut len = None;
-    while buf.len() < need {
+    loop {
+        let buf = decoder.buffer();
         if buf.capacity() == buf.len() {
             // Grow as data arrives: a header alone must not reserve a whole large body.
-            let step = (need - buf.len()).min(GROW_STEP);
+            let step = decoder.missing().clamp(1, GROW_STEP);
             let permit = match budget.try_acquire_many(step as u32) {
                 Ok(permit) => permit,
                 Err(_) => {
@@ -557,42 +559,18 @@ async fn read_body<'a>(
                 Some(paid) => paid.merge(permit),
                 None => paid = Some(permit),
             }
-            buf.reserve_exact(step);
+            decoder.buffer().reserve_exact(step);
         }
-        if stream.read_buf(&mut buf).await? == 0 {
-            return match buf.len() {
-                0 => Ok(None),
-                got if got < HEADER_LEN => Err(FrameError::Truncated {
-                    expected: HEADER_LEN,
-                    got,
-                }),
-                got => Err(FrameError::Truncated {
-                    expected: need - HEADER_LEN,
-                    got: got - HEADER_LEN,
-                }),
-            };
+        // Only what arrived with the request is looked at: a client may keep its write side
+        // open while it waits for the reply.
+        if stream.read_buf(decoder.buffer()).await? == 0 {
+            decoder.closed()?;
+            return Ok(None);
         }
-        if len.is_none() && buf.len() >= HEADER_LEN {
-            let mut header = [0u8; HEADER_LEN];
-            header.copy_from_slice(&buf[..HEADER_LEN]);
-            let body = frame::parse_header(&header)?;
-            if body > max {
-                return Err(FrameError::TooLarge { len: body, max });
-            }
-            len = Some(body);
-            need = HEADER_LEN + body;
+        if let Some(body) = decoder.decode()? {
+            return Ok(Some((body, paid)));
         }
     }
-    // Bytes after the frame mean the header lied about the length (LAVA's coordinator drops
-    // such a request too). Only what arrived with the request is looked at: a client may
-    // keep its write side open while it waits for the reply.
-    if buf.len() > need {
-        return Err(FrameError::TrailingBytes);
-    }
-    buf.drain(..HEADER_LEN);
-    String::from_utf8(buf)
-        .map(|body| Some((body, paid)))
-        .map_err(|_| FrameError::NotUtf8)
 }
 
 /// Writes a reply; returns whether it was delivered (to the client's socket buffer).
@@ -647,7 +625,10 @@ async fn serve(
         Ok(Err(FrameError::Io(e))) => return debug!("{peer}: {e}"),
         Ok(Err(e)) => {
             shared.metrics.failure(Failure::BadFrame);
-            let e = ReadError::from(e);
+            let e = match e {
+                FrameError::TooLarge { len, max } => ReadError::TooLarge { len, max },
+                e => ReadError::from(e),
+            };
             shared.warn("bad_frame", || format!("{peer}: bad request frame: {e}"));
             write_reply(&mut stream, &Reply::nack(format!("bad request frame: {e}"))).await;
             return;

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for a bounded time: `protocol/fuzz/run.sh [SECONDS per target]`.
+# Runs the protocol fuzz targets for a bounded time: `protocol/fuzz/run.sh [SECONDS per target]`.
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz --locked`).
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-60}
-for target in frame_and_request state_machine; do
+for target in frame_and_request; do
     mkdir -p "corpus/$target"
     # A private copy of the seed corpus, so that a run leaves the checkout clean.
     work=$(mktemp -d)

@@ -48,42 +48,123 @@ pub fn encode(body: &str) -> Vec<u8> {
     out
 }
 
-/// Reads exactly `buf.len()` bytes, mapping an early end to [`FrameError::Truncated`].
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> Result<(), FrameError> {
-    let mut got = 0;
-    while got < buf.len() {
-        match reader.read(&mut buf[got..]) {
-            Ok(0) => {
-                return Err(FrameError::Truncated {
-                    expected: buf.len(),
-                    got,
-                })
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
+/// The one frame decoder, without I/O: bytes in, a frame or an error out. The server's
+/// reader, the blocking client and the tests read through it, and the fuzz target drives it.
+///
+/// Read into [`FrameDecoder::buffer`] (as much as [`FrameDecoder::missing`] says, or more:
+/// bytes past the frame are an error, as LAVA's coordinator drops such a request too), then
+/// call [`FrameDecoder::decode`]. The buffer grows only as the caller grows it, never on the
+/// header's word, so a header announcing a large body reserves nothing.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    max_body: usize,
+    /// Bytes the frame needs in all: the header's, then the header's and the body's.
+    need: usize,
+    header_read: bool,
+}
+
+impl FrameDecoder {
+    pub fn new(max_body: usize) -> Self {
+        Self::with_capacity(max_body, 0)
+    }
+
+    pub fn with_capacity(max_body: usize, capacity: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::with_capacity(capacity),
+            max_body,
+            need: HEADER_LEN,
+            header_read: false,
         }
     }
-    Ok(())
+
+    /// Where received bytes go (append only).
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// How many more bytes the frame needs, as far as is known yet (the header's until it
+    /// is whole).
+    pub fn missing(&self) -> usize {
+        self.need.saturating_sub(self.buf.len())
+    }
+
+    /// Appends `bytes` and decodes (for readers that do not read into the buffer).
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<String>, FrameError> {
+        self.buf.extend_from_slice(bytes);
+        self.decode()
+    }
+
+    /// The frame's body once it is whole; `Ok(None)` while more is needed.
+    pub fn decode(&mut self) -> Result<Option<String>, FrameError> {
+        if !self.header_read && self.buf.len() >= HEADER_LEN {
+            let mut header = [0u8; HEADER_LEN];
+            header.copy_from_slice(&self.buf[..HEADER_LEN]);
+            let len = parse_header(&header)?;
+            if len > self.max_body {
+                return Err(FrameError::TooLarge {
+                    len,
+                    max: self.max_body,
+                });
+            }
+            self.header_read = true;
+            self.need = HEADER_LEN + len;
+        }
+        if !self.header_read || self.buf.len() < self.need {
+            return Ok(None);
+        }
+        if self.buf.len() > self.need {
+            return Err(FrameError::TrailingBytes);
+        }
+        let mut body = std::mem::take(&mut self.buf);
+        body.drain(..HEADER_LEN);
+        String::from_utf8(body)
+            .map(Some)
+            .map_err(|_| FrameError::NotUtf8)
+    }
+
+    /// The peer closed its side: `Ok(())` when nothing had arrived (LAVA's coordinator closes
+    /// without a reply for `complete`), else the frame is truncated.
+    pub fn closed(&self) -> Result<(), FrameError> {
+        match self.buf.len() {
+            0 => Ok(()),
+            got if !self.header_read => Err(FrameError::Truncated {
+                expected: HEADER_LEN,
+                got,
+            }),
+            got => Err(FrameError::Truncated {
+                expected: self.need - HEADER_LEN,
+                got: got - HEADER_LEN,
+            }),
+        }
+    }
 }
 
 /// Reads one frame from a blocking reader; `Ok(None)` when the peer closed before sending
-/// anything (LAVA's coordinator does that for `complete`).
+/// anything (LAVA's coordinator does that for `complete`). Reads no byte past the frame.
 pub fn read_frame(reader: &mut impl Read, max_body: usize) -> Result<Option<String>, FrameError> {
-    let mut header = [0u8; HEADER_LEN];
-    match read_full(reader, &mut header) {
-        Err(FrameError::Truncated { got: 0, .. }) => return Ok(None),
-        other => other?,
+    let mut decoder = FrameDecoder::with_capacity(max_body, 4096);
+    let mut block = [0u8; 4096];
+    loop {
+        let want = decoder.missing().min(block.len());
+        let n = match reader.read(&mut block[..want]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            decoder.closed()?;
+            return Ok(None);
+        }
+        if let Some(body) = decoder.feed(&block[..n])? {
+            return Ok(Some(body));
+        }
     }
-    let len = parse_header(&header)?;
-    if len > max_body {
-        return Err(FrameError::TooLarge { len, max: max_body });
-    }
-    let mut body = vec![0u8; len];
-    read_full(reader, &mut body)?;
-    String::from_utf8(body)
-        .map(Some)
-        .map_err(|_| FrameError::NotUtf8)
 }
 
 #[cfg(test)]
@@ -149,5 +230,38 @@ mod tests {
             Err(FrameError::NotUtf8)
         ));
         assert!(read_frame(&mut &b""[..], 100).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_decoder_takes_a_frame_in_any_split_and_refuses_what_follows_it() {
+        let frame = encode(r#"{"request": "lava_send"}"#);
+        for cut in 0..=frame.len() {
+            let mut d = FrameDecoder::new(100);
+            let first = d.feed(&frame[..cut]).unwrap();
+            if cut < frame.len() {
+                assert_eq!(first, None, "cut {cut}");
+                assert_eq!(d.missing() > 0, true);
+                let body = d.feed(&frame[cut..]).unwrap();
+                assert_eq!(body.as_deref(), Some(r#"{"request": "lava_send"}"#));
+            } else {
+                assert!(first.is_some());
+            }
+        }
+        let mut d = FrameDecoder::new(100);
+        assert!(matches!(
+            d.feed(&[frame.as_slice(), b"x"].concat()),
+            Err(FrameError::TrailingBytes)
+        ));
+        let mut d = FrameDecoder::new(100);
+        assert_eq!(d.feed(b"0000").unwrap(), None);
+        assert_eq!(d.missing(), 4);
+        assert!(matches!(
+            d.closed(),
+            Err(FrameError::Truncated {
+                expected: 8,
+                got: 4
+            })
+        ));
+        assert!(FrameDecoder::new(100).closed().is_ok());
     }
 }

@@ -213,7 +213,11 @@ fn test(extra: &[String]) -> ExitCode {
             ))
             && run(
                 Command::new("bash").args(["protocol/fuzz/run.sh", "30"]),
-                "the fuzz run",
+                "the protocol fuzz run",
+            )
+            && run(
+                Command::new("bash").args(["coordinator/fuzz/run.sh", "30"]),
+                "the state-machine fuzz run",
             );
     } else {
         println!("xtask: no nightly toolchain: the fuzz targets were not run");
