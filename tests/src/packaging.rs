@@ -208,6 +208,7 @@ pub fn init_dpkg_root(root: &Path) {
         "var/lib/dpkg/updates",
         "var/lib/dpkg/triggers",
         "etc/systemd/system",
+        "var/log",
     ] {
         std::fs::create_dir_all(root.join(dir)).expect("create dpkg root folders");
     }
@@ -217,14 +218,22 @@ pub fn init_dpkg_root(root: &Path) {
 }
 
 /// `dpkg --root=ROOT` with the maintainer scripts run outside a chroot (DPKG_ROOT set, as
-/// Debian's own scripts and ours expect) and dependencies not checked (the root is empty).
+/// Debian's own scripts and ours expect), dependencies not checked (the root is empty), and
+/// its log in ROOT's `/var/log/dpkg.log` (dpkg's default is the machine's own log, whatever
+/// the root).
 pub fn dpkg_root(root: &Path) -> Command {
     let mut cmd = Command::new("dpkg");
     cmd.arg(format!("--root={}", root.display()))
+        .arg(format!("--log={}", dpkg_root_log(root).display()))
         .arg("--force-script-chrootless")
         .arg("--force-depends")
         .env("DEBIAN_FRONTEND", "noninteractive");
     cmd
+}
+
+/// The log that [`dpkg_root`] writes.
+pub fn dpkg_root_log(root: &Path) -> PathBuf {
+    root.join("var/log/dpkg.log")
 }
 
 /// `dpkg-query --root=ROOT -W -f='${db:Status-Status}' PACKAGE`, or "" when unknown.
@@ -235,66 +244,55 @@ pub fn package_status(root: &Path, package: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// Rebuilds Debian's installed `lava-coordinator` as a .deb in `dir` (its files, conffiles
-/// and maintainer scripts, from the dpkg database), to replay a lab's switch in a scratch
-/// root. `None` when the package is not installed here; a failure to repack panics.
-pub fn repack_installed_debian_package(dir: &Path) -> Option<PathBuf> {
-    let status = run(Command::new("dpkg-query").args([
-        "-W",
-        "-f=${db:Status-Status} ${Version}",
-        "lava-coordinator",
-    ]));
-    let status = String::from_utf8_lossy(&status.stdout).into_owned();
-    let version = status.strip_prefix("installed ")?.trim().to_owned();
-    // Our own package is not Debian's.
-    if Path::new(&format!("/var/lib/dpkg/info/{DEB_NAME}.list")).exists() {
-        return None;
-    }
-    let tree = dir.join("lava-coordinator-repack");
-    let debian = tree.join("DEBIAN");
-    let fail = |what: &str, e: std::io::Error| -> ! {
-        panic!("repacking Debian's lava-coordinator: {what}: {e}")
-    };
-    std::fs::create_dir_all(&debian).unwrap_or_else(|e| fail("mkdir", e));
-    let list = std::fs::read_to_string("/var/lib/dpkg/info/lava-coordinator.list")
-        .unwrap_or_else(|e| fail("lava-coordinator.list", e));
-    for path in list.lines().filter(|p| !p.is_empty() && *p != "/.") {
-        let source = Path::new(path);
-        // Followed: on a merged-/usr system the package's /lib is a link here.
-        let meta = std::fs::metadata(source).unwrap_or_else(|e| fail(path, e));
-        let dest = tree.join(path.trim_start_matches('/'));
-        let done = if meta.is_dir() {
-            std::fs::create_dir_all(&dest)
-        } else {
-            let parent = dest.parent().expect("a file has a parent");
-            std::fs::create_dir_all(parent).and_then(|()| std::fs::copy(source, &dest).map(drop))
-        };
-        done.unwrap_or_else(|e| fail(path, e));
-    }
-    for script in ["preinst", "postinst", "prerm", "postrm", "conffiles"] {
-        let source = format!("/var/lib/dpkg/info/lava-coordinator.{script}");
-        if Path::new(&source).exists() {
-            std::fs::copy(&source, debian.join(script)).unwrap_or_else(|e| fail(&source, e));
-        }
-    }
-    std::fs::write(
-        debian.join("control"),
-        format!(
-            "Package: lava-coordinator\nVersion: {version}\nArchitecture: all\n\
-             Maintainer: Debian LAVA team <pkg-linaro-lava-devel@lists.alioth.debian.org>\n\
-             Depends: lava-common (= {version}), python3\nSection: net\nPriority: optional\n\
-             Description: LAVA coordinator daemon (repacked from this machine for a test)\n"
-        ),
-    )
-    .unwrap_or_else(|e| fail("control", e));
-    let deb = dir.join(format!("lava-coordinator_{version}_all.deb"));
+/// The fixture tree of Debian's `lava-coordinator` (tests/fixtures/debian-lava-coordinator).
+pub fn debian_fixture_tree() -> PathBuf {
+    workspace_root().join("tests/fixtures/debian-lava-coordinator/package")
+}
+
+/// Builds the fixture of Debian's `lava-coordinator` 2023.01-2 (its conffiles, unit and
+/// maintainer scripts, a stand-in program) into a .deb in `dir`, from the repository's own
+/// files only. Modes are set here, not taken from the checkout (dpkg-deb checks them).
+pub fn build_debian_fixture_package(dir: &Path) -> PathBuf {
+    let tree = dir.join("lava-coordinator-fixture");
+    copy_tree(&debian_fixture_tree(), &tree);
+    let deb = dir.join("lava-coordinator_2023.01-2+fixture_all.deb");
     run_ok(
         Command::new("dpkg-deb")
             .args(["--root-owner-group", "-b"])
             .arg(&tree)
             .arg(&deb),
     );
-    Some(deb)
+    deb
+}
+
+/// Copies a folder tree: folders 0755, files 0644, except 0755 for maintainer scripts and
+/// for files under `usr/bin`.
+fn copy_tree(from: &Path, to: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |what: &Path, e: std::io::Error| -> ! {
+        panic!("copying the fixture {}: {e}", what.display())
+    };
+    std::fs::create_dir_all(to).unwrap_or_else(|e| fail(to, e));
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| fail(to, e));
+    let entries = std::fs::read_dir(from).unwrap_or_else(|e| fail(from, e));
+    for entry in entries {
+        let entry = entry.unwrap_or_else(|e| fail(from, e));
+        let source = entry.path();
+        let dest = to.join(entry.file_name());
+        if source.is_dir() {
+            copy_tree(&source, &dest);
+            continue;
+        }
+        std::fs::copy(&source, &dest).unwrap_or_else(|e| fail(&source, e));
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let executable = to.ends_with("usr/bin")
+            || (to.ends_with("DEBIAN")
+                && ["preinst", "postinst", "prerm", "postrm"].contains(&name.as_str()));
+        let mode = if executable { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| fail(&dest, e));
+    }
 }
 
 /// The tools tarballs: `(triple, tarball)` for every `dist/<triple>/lava-multinode`, packed

@@ -3,9 +3,11 @@
 //!
 //! The .deb is built by `packaging/build-deb.sh` (cargo-deb) unless `dist/` holds one newer
 //! than the release binary and the packaging files; the tarballs are packed from what
-//! `packaging/build-static.sh` left in `dist/<triple>/`. Checks that cannot run on this machine
-//! (no `systemd-analyze`, no `logrotate`, not root, systemd running) print a `packaging test:`
-//! line on the terminal saying so, instead of passing silently.
+//! `packaging/build-static.sh` left in `dist/<triple>/`. The switch from Debian's package uses a
+//! fixture of it built from `tests/fixtures/`, never the machine's own files or dpkg log.
+//! Checks that cannot run on this machine (no `systemd-analyze`, no `logrotate`, not root,
+//! systemd running) print a `packaging test:` line on the terminal saying so, instead of
+//! passing silently.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,9 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use lava_multinode_tests::packaging::{
-    contents, control_field, control_file, deb, dpkg_root, extract, have, init_dpkg_root, is_root,
-    notice, package_status, repack_installed_debian_package, run, run_ok, tools_tarballs,
-    unit_values, DEB_NAME,
+    build_debian_fixture_package, contents, control_field, control_file, deb, debian_fixture_tree,
+    dpkg_root, dpkg_root_log, extract, have, init_dpkg_root, is_root, notice, package_status, run,
+    run_ok, tools_tarballs, unit_values, DEB_NAME,
 };
 use lava_multinode_tests::tools::{static_required, REQUIRE_STATIC_ENV};
 use lava_multinode_tests::{free_port, wait_for_port, TempDir};
@@ -411,10 +413,34 @@ fn logrotate_accepts_the_snippet() {
     assert_eq!(std::fs::metadata(&log).unwrap().len(), 0, "not truncated");
 }
 
+/// Debian's conffiles that our package takes over are byte for byte Debian's defaults (the
+/// fixture holds them): dpkg then hands them over without a question and keeps edits.
+#[test]
+fn conffiles_are_debians_defaults() {
+    let (_dir, root) = extracted();
+    for path in [CONF, ENV_FILE] {
+        let ours = std::fs::read(at(&root, path)).unwrap();
+        let debians = std::fs::read(at(&debian_fixture_tree(), path)).unwrap();
+        assert!(ours == debians, "{path} differs from Debian's default");
+    }
+}
+
+/// The machine's dpkg log from `offset` on (all of it when it was rotated meanwhile).
+fn machine_dpkg_log_since(offset: u64) -> String {
+    let log = std::fs::read("/var/log/dpkg.log").unwrap_or_default();
+    let from = if (log.len() as u64) < offset {
+        0
+    } else {
+        offset as usize
+    };
+    String::from_utf8_lossy(&log[from..]).into_owned()
+}
+
 /// A lab's switch, replayed with `dpkg --root` in a scratch root: Debian's lava-coordinator
-/// (rebuilt from this machine's installed copy, with its own maintainer scripts), edited
-/// conffiles, then our package: dpkg removes Debian's without a question, keeps the edits,
-/// the unit stays enabled; removing and purging ours leaves nothing behind.
+/// (the fixture: Debian's conffiles, unit and maintainer scripts), edited conffiles, then our
+/// package: dpkg removes Debian's without a question, keeps the edits, the unit stays
+/// enabled; removing and purging ours leaves nothing behind. dpkg logs into the scratch root:
+/// the machine's /var/log/dpkg.log gets no line about either package.
 #[test]
 fn dpkg_root_switch_from_debians_package() {
     if !is_root() {
@@ -425,11 +451,9 @@ fn dpkg_root_switch_from_debians_package() {
         notice("SKIPPED dpkg --root switch: systemd runs here, and Debian's maintainer scripts would act on it");
         return;
     }
+    let machine_log_len = std::fs::metadata("/var/log/dpkg.log").map_or(0, |m| m.len());
     let dir = TempDir::new("dpkg-root");
-    let Some(debian_deb) = repack_installed_debian_package(dir.path()) else {
-        notice("SKIPPED dpkg --root switch: Debian's lava-coordinator is not installed here (tests/interop/install.sh installs it)");
-        return;
-    };
+    let debian_deb = build_debian_fixture_package(dir.path());
     let root = dir.path().join("root");
     init_dpkg_root(&root);
     run_ok(dpkg_root(&root).arg("-i").arg(&debian_deb));
@@ -485,6 +509,22 @@ fn dpkg_root_switch_from_debians_package() {
         wants.symlink_metadata().is_err(),
         "purge must forget the enablement"
     );
+
+    // Every step was logged, in the scratch root's log only.
+    let log = std::fs::read_to_string(dpkg_root_log(&root)).expect("the scratch root's dpkg log");
+    for line in [
+        "install lava-coordinator:all <none> 2023.01-2+fixture",
+        &format!("install {DEB_NAME}:"),
+        &format!("purge {DEB_NAME}:"),
+    ] {
+        assert!(log.contains(line), "no {line:?} in the scratch log:\n{log}");
+    }
+    let machine = machine_dpkg_log_since(machine_log_len);
+    let leaked: Vec<&str> = machine
+        .lines()
+        .filter(|l| l.contains(DEB_NAME) || l.contains("2023.01-2+fixture"))
+        .collect();
+    assert!(leaked.is_empty(), "the machine's dpkg.log got: {leaked:#?}");
 }
 
 #[test]
