@@ -34,5 +34,20 @@ rm "$TARGET_DIR/release/man/lava-coordinator.1.tmp"
 
 say "packing"
 mkdir -p dist
-# --no-build: the binary above is the one packed. The output path is printed on stdout.
-cargo deb --no-build -p lava-coordinator --output "$ROOT/dist/"
+# --no-build: the binary above is the one packed.
+deb=$(cargo deb --no-build -p lava-coordinator --output "$ROOT/dist/")
+
+# cargo-deb writes no md5sums; add them as dh_md5sums does (every file but the conffiles),
+# for `dpkg --verify` and debsums.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+dpkg-deb -R "$deb" "$work/pkg"
+(
+    cd "$work/pkg"
+    sed 's|^/||' DEBIAN/conffiles >"$work/conffiles"
+    find . -path ./DEBIAN -prune -o -type f -print | sed 's|^\./||' | LC_ALL=C sort |
+        grep -vxF -f "$work/conffiles" | xargs md5sum >DEBIAN/md5sums
+)
+chmod 644 "$work/pkg/DEBIAN/md5sums"
+dpkg-deb --root-owner-group -Zxz -b "$work/pkg" "$deb" >/dev/null
+echo "$deb"

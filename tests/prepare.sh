@@ -2,14 +2,14 @@
 # Installs and builds what the tests need on a Debian machine (run by `cargo xtask test`):
 # Debian's LAVA coordinator and dispatcher (interop), the static tools (x86_64, aarch64) and
 # qemu-user to run the aarch64 one, qemu and the test guest and its disk images (VM groups),
-# the Debian package and the tools tarballs (packaging). Idempotent: what is there is kept.
-# Not root and something missing: it says the exact command to run and exits 1.
+# the Debian package, lintian to check it, and the tools tarballs (packaging). Idempotent:
+# what is there is kept. Not root and something missing: it says the exact command to run and exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(qemu-user-static file qemu-system-x86 busybox-static cpio syslinux mtools dosfstools
-    fdisk dpkg-dev systemd logrotate)
+    fdisk dpkg-dev systemd logrotate lintian)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

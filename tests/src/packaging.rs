@@ -12,6 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
+use crate::tools::static_required;
 use crate::workspace_root;
 
 /// The package's name (it Provides, Conflicts with and Replaces `lava-coordinator`).
@@ -43,6 +44,18 @@ pub fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether the machine was prepared by `tests/prepare.sh` (`cargo xtask test` says so): then a
+/// missing tool (lintian, a cross toolchain) or package is a failure, not a skipped check.
+pub fn prepared() -> bool {
+    static_required()
+}
+
+/// Says that a check cannot run here: a failure on a prepared machine, a loud note otherwise.
+pub fn skip_or_fail(what: &str, fix: &str) {
+    assert!(!prepared(), "{what}: {fix} (tests/prepare.sh does)");
+    notice(&format!("SKIPPED {what}: {fix}"));
 }
 
 /// Whether `program` is on the PATH.
@@ -128,6 +141,44 @@ pub fn deb() -> &'static Path {
         assert!(deb.exists(), "{} was not built", deb.display());
         deb
     })
+}
+
+/// The lintian tags of a .deb that no override explains, and the overridden ones (`O:` lines),
+/// from `lintian --pedantic --display-info --display-experimental --show-overrides`.
+pub struct Lintian {
+    pub unexplained: Vec<String>,
+    pub overridden: Vec<String>,
+}
+
+/// Runs lintian on `deb` at every level (pedantic, info, experimental).
+pub fn lintian(deb: &Path) -> Lintian {
+    let out = run(Command::new("lintian")
+        .args([
+            "--pedantic",
+            "--display-info",
+            "--display-experimental",
+            "--show-overrides",
+        ])
+        .arg(deb));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tag_lines = |kinds: &[&str]| -> Vec<String> {
+        text.lines()
+            .filter(|l| kinds.iter().any(|k| l.starts_with(k)))
+            .map(str::to_owned)
+            .collect()
+    };
+    let unexplained = tag_lines(&["E: ", "W: ", "I: ", "P: ", "X: "]);
+    // lintian exits non-zero on errors, and on failures of its own (no tag lines then).
+    assert!(
+        out.status.success() || !unexplained.is_empty(),
+        "lintian failed ({}):\n{text}\n{stderr}",
+        out.status
+    );
+    Lintian {
+        unexplained,
+        overridden: tag_lines(&["O: "]),
+    }
 }
 
 /// One field of the package's control file (`dpkg-deb -f`).

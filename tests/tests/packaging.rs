@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use lava_multinode_tests::packaging::{
     build_debian_fixture_package, contents, control_field, control_file, deb, debian_fixture_tree,
-    dpkg_root, dpkg_root_log, extract, have, init_dpkg_root, is_root, notice, package_status, run,
-    run_ok, tools_tarballs, unit_values, DEB_NAME,
+    dpkg_root, dpkg_root_log, extract, have, init_dpkg_root, is_root, lintian, notice,
+    package_status, run, run_ok, skip_or_fail, tools_tarballs, unit_values, DEB_NAME,
 };
 use lava_multinode_tests::tools::{static_required, REQUIRE_STATIC_ENV};
 use lava_multinode_tests::{free_port, wait_for_port, TempDir};
@@ -182,7 +182,87 @@ fn deb_contents() {
     // Nothing of Debian's Python package, and only root-owned files.
     assert!(!entries.iter().any(|(_, p, _)| p.contains("python")));
     let listing = run_ok(Command::new("dpkg-deb").arg("-c").arg(deb()));
-    assert!(listing.lines().all(|l| l.contains(" 0/0 ")), "{listing}");
+    assert!(
+        listing
+            .lines()
+            .all(|l| l.contains(" 0/0 ") || l.contains(" root/root ")),
+        "{listing}"
+    );
+}
+
+/// The md5sums cover every file but the conffiles, and match them; the changelog's entry is
+/// the package's version.
+#[test]
+fn deb_md5sums_and_changelog() {
+    let deb = deb();
+    let (_dir, root) = extracted();
+    let conffiles = control_file(deb, "conffiles");
+    let mut files: Vec<String> = contents(deb)
+        .into_iter()
+        .filter(|(mode, path, _)| mode.starts_with('-') && !conffiles.lines().any(|c| c == path))
+        .map(|(_, path, _)| path.trim_start_matches('/').to_owned())
+        .collect();
+    files.sort();
+    let sums = control_file(deb, "md5sums");
+    let mut listed: Vec<String> = Vec::new();
+    for line in sums.lines() {
+        let (sum, path) = line.split_once("  ").expect("md5sums: SUM  PATH");
+        let real = run_ok(Command::new("md5sum").arg(at(&root, path)));
+        assert!(
+            real.starts_with(sum),
+            "md5sums: {path}: {sum}, the file: {real}"
+        );
+        listed.push(path.to_owned());
+    }
+    listed.sort();
+    assert_eq!(
+        listed, files,
+        "md5sums must list every file but the conffiles"
+    );
+
+    let changelog = run_ok(Command::new("gzip").arg("-dc").arg(at(
+        &root,
+        &format!("/usr/share/doc/{DEB_NAME}/changelog.Debian.gz"),
+    )));
+    let first = changelog.lines().next().unwrap_or_default();
+    let version = control_field(deb, "Version");
+    assert!(
+        first.starts_with(&format!("{DEB_NAME} ({version}) ")),
+        "packaging/deb/changelog's first entry {first:?} is not version {version}"
+    );
+}
+
+/// lintian at every level finds nothing but the tags that packaging/deb/lintian-overrides
+/// overrides, each of which packaging/README.md explains.
+#[test]
+fn lintian_finds_nothing_unexplained() {
+    if !have("lintian") {
+        skip_or_fail("lintian", "apt-get install lintian");
+        return;
+    }
+    let report = lintian(deb());
+    // A spelling "error" in machine code comes and goes with the code: its override may go
+    // unused without anything being wrong with the package.
+    let unexplained: Vec<&String> = report
+        .unexplained
+        .iter()
+        .filter(|l| !l.contains("unused-override spelling-error-in-binary"))
+        .collect();
+    assert!(
+        unexplained.is_empty(),
+        "lintian tags neither fixed nor overridden (packaging/deb/lintian-overrides and packaging/README.md):\n{}",
+        unexplained.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n")
+    );
+    let readme =
+        std::fs::read_to_string(lava_multinode_tests::workspace_root().join("packaging/README.md"))
+            .unwrap();
+    for line in &report.overridden {
+        let tag = line.split_whitespace().nth(2).expect("O: PACKAGE: TAG");
+        assert!(
+            readme.contains(&format!("| `{tag}")),
+            "packaging/README.md does not explain the override of {tag}"
+        );
+    }
 }
 
 #[test]
