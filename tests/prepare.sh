@@ -2,14 +2,15 @@
 # Installs and builds what the tests need on a Debian machine (run by `cargo xtask test`):
 # Debian's LAVA coordinator and dispatcher (interop), the static tools (x86_64, aarch64) and
 # qemu-user to run the aarch64 one, qemu and the test guest and its disk images (VM groups),
-# the Debian package, lintian to check it, and the tools tarballs (packaging). Idempotent:
-# what is there is kept. Not root and something missing: it says the exact command to run and exits 1.
+# the Debian packages (amd64, and arm64 with Debian's cross toolchain), lintian to check them,
+# and the tools tarballs (packaging). Idempotent: what is there is kept. Not root and
+# something missing: it says the exact command to run and exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(qemu-user-static file qemu-system-x86 busybox-static cpio syslinux mtools dosfstools
-    fdisk dpkg-dev systemd logrotate lintian)
+    fdisk dpkg-dev systemd logrotate lintian gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -37,7 +38,8 @@ bash packaging/build-static.sh
 sh packaging/vm-guest/build.sh
 sh packaging/vm-guest/build-disk.sh
 
-# Packaging: the Debian package (cargo-deb) and the tools tarballs.
+# Packaging: the Debian packages, amd64 and arm64 (cargo-deb; the arm64 rustup target is
+# added by build-deb.sh), and the tools tarballs.
 cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked
 bash packaging/build-deb.sh
 LAVA_MULTINODE_SKIP_BUILD=1 bash packaging/build-tools-tarballs.sh

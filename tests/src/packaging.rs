@@ -90,6 +90,7 @@ fn newest_packaging_input() -> SystemTime {
     let root = workspace_root();
     let mut files = vec![
         root.join("coordinator/Cargo.toml"),
+        root.join(".cargo/config.toml"),
         root.join("coordinator/examples/manpage.rs"),
         root.join("packaging/build-deb.sh"),
         root.join("packaging/README.md"),
@@ -108,39 +109,88 @@ fn newest_packaging_input() -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
-/// The Debian package in `dist/`, built by `packaging/build-deb.sh` unless an up-to-date one
-/// is there. Built once per test process.
+/// The Debian package for the host's architecture (see [`deb_for`]).
 pub fn deb() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
-    DEB.get_or_init(|| {
-        let root = workspace_root();
-        // Rebuilds the binary when the coordinator changed (then the package is stale).
-        run_ok(Command::new("cargo").current_dir(&root).args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "lava-coordinator",
-        ]));
-        let binary = target_dir().join("release/lava-coordinator");
-        let version = env!("CARGO_PKG_VERSION");
-        let deb = root.join(format!("dist/{DEB_NAME}_{version}-1_{}.deb", deb_arch()));
-        let fresh = match (mtime(&deb), mtime(&binary)) {
-            (Some(d), Some(b)) => d >= b && d >= newest_packaging_input(),
-            _ => false,
-        };
-        if fresh {
-            notice(&format!(
-                "reusing {} (newer than its inputs)",
-                deb.display()
-            ));
-        } else {
-            notice("building the .deb with packaging/build-deb.sh");
-            run_ok(Command::new("sh").arg(root.join("packaging/build-deb.sh")));
+    DEB.get_or_init(|| deb_for(&deb_arch()).expect("the host's package is always built"))
+}
+
+/// The arm64 package (cross-built on another host), or `None` when this machine cannot build
+/// it (no cross toolchain or rustup target; a failure instead on a prepared machine).
+pub fn deb_arm64() -> Option<&'static Path> {
+    static DEB: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DEB.get_or_init(|| deb_for("arm64")).as_deref()
+}
+
+/// The Rust target that `packaging/build-deb.sh` builds a Debian architecture's package from.
+pub fn rust_target(arch: &str) -> &'static str {
+    match arch {
+        "amd64" => "x86_64-unknown-linux-gnu",
+        "arm64" => "aarch64-unknown-linux-gnu",
+        other => panic!("packaging/build-deb.sh builds no {other} package"),
+    }
+}
+
+/// Whether the rustup target's standard library is installed.
+fn has_rust_target(target: &str) -> bool {
+    let out = run(Command::new("rustup").args(["target", "list", "--installed"]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l == target)
+}
+
+/// The Debian package for `arch` in `dist/`, built by `packaging/build-deb.sh ARCH` unless an
+/// up-to-date one is there (`cargo build --release` runs first, a no-op when nothing changed,
+/// so a changed coordinator is never tested through a stale package). `None` when a foreign
+/// architecture's toolchain is missing here (see [`skip_or_fail`]).
+fn deb_for(arch: &str) -> Option<PathBuf> {
+    let root = workspace_root();
+    let mut build = Command::new("cargo");
+    build
+        .current_dir(&root)
+        .args(["build", "--quiet", "--release", "-p", "lava-coordinator"]);
+    let binary = if arch == deb_arch() {
+        target_dir().join("release/lava-coordinator")
+    } else {
+        let target = rust_target(arch);
+        let linker = format!("{}-linux-gnu-gcc", target.split('-').next().unwrap_or(""));
+        if !have(&linker) || !has_rust_target(target) {
+            skip_or_fail(
+                &format!("the {arch} package"),
+                &format!(
+                    "no {linker} or {target} here: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross; rustup target add {target}"
+                ),
+            );
+            return None;
         }
-        assert!(deb.exists(), "{} was not built", deb.display());
-        deb
-    })
+        build.args(["--target", target]);
+        target_dir().join(format!("{target}/release/lava-coordinator"))
+    };
+    // Rebuilds the binary when the coordinator changed (then the package is stale).
+    run_ok(&mut build);
+    let version = env!("CARGO_PKG_VERSION");
+    let deb = root.join(format!("dist/{DEB_NAME}_{version}-1_{arch}.deb"));
+    let fresh = match (mtime(&deb), mtime(&binary)) {
+        (Some(d), Some(b)) => d >= b && d >= newest_packaging_input(),
+        _ => false,
+    };
+    if fresh {
+        notice(&format!(
+            "reusing {} (newer than its inputs)",
+            deb.display()
+        ));
+    } else {
+        notice(&format!(
+            "building the {arch} .deb with packaging/build-deb.sh"
+        ));
+        run_ok(
+            Command::new("sh")
+                .arg(root.join("packaging/build-deb.sh"))
+                .arg(arch),
+        );
+    }
+    assert!(deb.exists(), "{} was not built", deb.display());
+    Some(deb)
 }
 
 /// The lintian tags of a .deb that no override explains, and the overridden ones (`O:` lines),

@@ -15,9 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use lava_multinode_tests::packaging::{
-    build_debian_fixture_package, contents, control_field, control_file, deb, debian_fixture_tree,
-    dpkg_root, dpkg_root_log, extract, have, init_dpkg_root, is_root, lintian, notice,
-    package_status, run, run_ok, skip_or_fail, tools_tarballs, unit_values, DEB_NAME,
+    build_debian_fixture_package, contents, control_field, control_file, deb, deb_arm64,
+    debian_fixture_tree, dpkg_root, dpkg_root_log, extract, have, init_dpkg_root, is_root, lintian,
+    notice, package_status, run, run_ok, skip_or_fail, tools_tarballs, unit_values, DEB_NAME,
 };
 use lava_multinode_tests::tools::{static_required, REQUIRE_STATIC_ENV};
 use lava_multinode_tests::{free_port, wait_for_port, TempDir};
@@ -240,29 +240,109 @@ fn lintian_finds_nothing_unexplained() {
         skip_or_fail("lintian", "apt-get install lintian");
         return;
     }
-    let report = lintian(deb());
-    // A spelling "error" in machine code comes and goes with the code: its override may go
-    // unused without anything being wrong with the package.
-    let unexplained: Vec<&String> = report
-        .unexplained
-        .iter()
-        .filter(|l| !l.contains("unused-override spelling-error-in-binary"))
-        .collect();
-    assert!(
-        unexplained.is_empty(),
-        "lintian tags neither fixed nor overridden (packaging/deb/lintian-overrides and packaging/README.md):\n{}",
-        unexplained.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n")
-    );
     let readme =
         std::fs::read_to_string(lava_multinode_tests::workspace_root().join("packaging/README.md"))
             .unwrap();
-    for line in &report.overridden {
-        let tag = line.split_whitespace().nth(2).expect("O: PACKAGE: TAG");
+    for deb in [Some(deb()), deb_arm64()].into_iter().flatten() {
+        let report = lintian(deb);
+        // A spelling "error" in machine code comes and goes with the code (and the
+        // architecture): its override may go unused without anything wrong in the package.
+        let unexplained: Vec<&String> = report
+            .unexplained
+            .iter()
+            .filter(|l| !l.contains("unused-override spelling-error-in-binary"))
+            .collect();
         assert!(
-            readme.contains(&format!("| `{tag}")),
-            "packaging/README.md does not explain the override of {tag}"
+            unexplained.is_empty(),
+            "{}: lintian tags neither fixed nor overridden (packaging/deb/lintian-overrides and packaging/README.md):\n{}",
+            deb.display(),
+            unexplained.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n")
+        );
+        for line in &report.overridden {
+            let tag = line.split_whitespace().nth(2).expect("O: PACKAGE: TAG");
+            assert!(
+                readme.contains(&format!("| `{tag}")),
+                "packaging/README.md does not explain the override of {tag}"
+            );
+        }
+    }
+}
+
+/// The arm64 package: the same files, modes and control fields as the host's but for the
+/// architecture, and an aarch64 binary (dynamically linked against glibc, as on amd64) that
+/// runs under qemu-aarch64-static with Debian's arm64 cross libc and answers a request.
+#[test]
+fn arm64_deb_holds_an_aarch64_coordinator() {
+    let Some(arm64) = deb_arm64() else { return };
+    let host = deb();
+    assert_eq!(control_field(arm64, "Architecture"), "arm64");
+    for field in [
+        "Package",
+        "Version",
+        "Conflicts",
+        "Replaces",
+        "Provides",
+        "Recommends",
+        "Section",
+    ] {
+        assert_eq!(
+            control_field(arm64, field),
+            control_field(host, field),
+            "{field}"
         );
     }
+    let depends = control_field(arm64, "Depends");
+    assert!(
+        depends.starts_with("libc6 (>= ") && !depends.contains(':'),
+        "Depends: {depends}"
+    );
+    for file in ["conffiles", "postinst", "prerm", "postrm"] {
+        assert_eq!(
+            control_file(arm64, file),
+            control_file(host, file),
+            "{file}"
+        );
+    }
+    // The same paths and modes (sizes differ for the binary only).
+    let listing = |deb: &Path| -> Vec<(String, String)> {
+        contents(deb)
+            .into_iter()
+            .map(|(mode, path, _)| (mode, path))
+            .collect()
+    };
+    assert_eq!(listing(arm64), listing(host));
+
+    let dir = TempDir::new("deb-arm64");
+    let root = dir.path().join("root");
+    extract(arm64, &root);
+    let binary = at(&root, "/usr/bin/lava-coordinator");
+    let info = run_ok(Command::new("file").arg("-b").arg(&binary));
+    assert!(info.contains("ARM aarch64"), "{info}");
+    let qemu = Path::new(lava_multinode_tests::tools::QEMU_AARCH64);
+    let sysroot = Path::new("/usr/aarch64-linux-gnu");
+    if !qemu.exists() || !sysroot.join("lib/ld-linux-aarch64.so.1").exists() {
+        skip_or_fail(
+            "running the arm64 coordinator",
+            "apt-get install qemu-user-static libc6-dev-arm64-cross",
+        );
+        return;
+    }
+    let under_qemu = || {
+        let mut cmd = Command::new(qemu);
+        cmd.arg("-L").arg(sysroot).arg(&binary);
+        cmd
+    };
+    let version = run_ok(under_qemu().arg("--version"));
+    assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+    let (server, addr) = start_on_free_port(|addr| {
+        let mut cmd = under_qemu();
+        cmd.arg("--config")
+            .arg(at(&root, CONF))
+            .args(["--listen", addr, "--state", ":memory:"]);
+        cmd
+    });
+    answers_one_request(&addr);
+    assert!(server.terminate().success());
 }
 
 #[test]
