@@ -3,8 +3,8 @@
 #
 #     packaging/build-tools-tarballs.sh [TRIPLE ...]
 #
-# runs packaging/build-static.sh (same arguments: by default x86_64 and aarch64 musl, armv7
-# where rustup has it), then writes dist/lava-multinode-<version>-<triple>.tar.gz for every
+# runs packaging/build-static.sh (same arguments: by default x86_64, aarch64 and armv7 musl),
+# then writes dist/lava-multinode-<version>-<triple>.tar.gz for every
 # dist/<triple>/lava-multinode. Each holds lava-multinode-<version>-<triple>/bin/lava-multinode,
 # its lava-* links (relative), and TOOLS.md. Install into an image's /usr/local:
 #

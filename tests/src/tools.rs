@@ -28,12 +28,24 @@ pub fn static_required() -> bool {
 }
 
 pub const QEMU_AARCH64: &str = "/usr/bin/qemu-aarch64-static";
+pub const QEMU_ARM: &str = "/usr/bin/qemu-arm-static";
+
+/// The static builds that `packaging/build-static.sh` makes, each with the emulator that runs
+/// it here (`None`: natively on x86_64).
+pub const STATIC_BUILDS: &[(&str, Option<&str>)] = &[
+    ("x86_64-unknown-linux-musl", None),
+    ("aarch64-unknown-linux-musl", Some(QEMU_AARCH64)),
+    ("armv7-unknown-linux-musleabihf", Some(QEMU_ARM)),
+];
+
+/// The size a static build must stay under (`LAVA_MULTINODE_MAX_SIZE` of build-static.sh).
+pub const STATIC_MAX_BYTES: u64 = 1024 * 1024;
 
 /// A folder of `lava-*` links to one `lava-multinode` binary, and how to run them.
 pub struct Tools {
     dir: TempDir,
     binary: PathBuf,
-    /// An emulator to run the binary under (`qemu-aarch64-static`).
+    /// An emulator to run the binary under (`qemu-aarch64-static`, `qemu-arm-static`).
     runner: Option<PathBuf>,
 }
 

@@ -19,7 +19,7 @@ use lava_multinode_tests::packaging::{
     debian_fixture_tree, dpkg_root, dpkg_root_log, extract, have, init_dpkg_root, is_root, lintian,
     notice, package_status, run, run_ok, skip_or_fail, tools_tarballs, unit_values, DEB_NAME,
 };
-use lava_multinode_tests::tools::{static_required, REQUIRE_STATIC_ENV};
+use lava_multinode_tests::tools::{static_required, REQUIRE_STATIC_ENV, STATIC_BUILDS};
 use lava_multinode_tests::{free_port, wait_for_port, TempDir};
 
 const UNIT: &str = "/lib/systemd/system/lava-coordinator.service";
@@ -691,7 +691,7 @@ fn dpkg_root_switch_from_debians_package() {
 fn tools_tarballs_hold_the_static_binaries_and_links() {
     let tarballs = tools_tarballs();
     let triples: Vec<&str> = tarballs.iter().map(|(t, _)| t.as_str()).collect();
-    for required in ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"] {
+    for &(required, _) in STATIC_BUILDS {
         if !triples.contains(&required) {
             assert!(
                 !static_required(),

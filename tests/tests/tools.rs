@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use lava_multinode_tests::tools::{
-    static_binary, static_required, GroupConfig, Node, Tools, QEMU_AARCH64, REQUIRE_STATIC_ENV,
+    static_binary, static_required, GroupConfig, Node, Tools, REQUIRE_STATIC_ENV, STATIC_BUILDS,
+    STATIC_MAX_BYTES,
 };
 use lava_multinode_tests::{
     bin, free_port, start_coordinator, start_reference, wait_for_port, wait_until_held,
@@ -188,15 +189,14 @@ fn script_against_the_reference_coordinator() {
     );
 }
 
-/// The static builds of `packaging/build-static.sh`: x86_64 natively, aarch64 under
-/// qemu-user. Missing ones are skipped, unless LAVA_MULTINODE_REQUIRE_STATIC=1.
+/// The static builds of `packaging/build-static.sh`: x86_64 natively, aarch64 and armv7
+/// under qemu-user; each static, under 1 MiB, and resolving a host name (`localhost`, from
+/// /etc/hosts) with musl's own resolver, no NSS. Missing ones are skipped, unless
+/// LAVA_MULTINODE_REQUIRE_STATIC=1.
 #[test]
 fn script_with_static_binaries() {
     let mut ran = 0;
-    for (triple, runner) in [
-        ("x86_64-unknown-linux-musl", None),
-        ("aarch64-unknown-linux-musl", Some(QEMU_AARCH64)),
-    ] {
+    for &(triple, runner) in STATIC_BUILDS {
         let binary = static_binary(triple);
         let runner_missing = runner.is_some_and(|r| !std::path::Path::new(r).exists());
         if !binary.exists() || runner_missing {
@@ -215,11 +215,29 @@ fn script_with_static_binaries() {
             eprintln!("skipping the {triple} binary: {why}");
             continue;
         }
+        let size = std::fs::metadata(&binary).map_or(0, |m| m.len());
+        assert!(
+            size > 0 && size < STATIC_MAX_BYTES,
+            "{triple}: {size} bytes, not under {STATIC_MAX_BYTES}"
+        );
+        let info = std::process::Command::new("file")
+            .arg("-b")
+            .arg(&binary)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        assert!(info.contains("statically linked"), "{triple}: {info}");
         let tools = Tools::new(binary, runner.map(Into::into));
         let server = start_coordinator(&[]);
         let started = Instant::now();
         three_node_script(&tools, &server.addr, &format!("script-{triple}"));
         eprintln!("3-node script with {triple}: {:?}", started.elapsed());
+        // The coordinator by name: a group of one syncs at once.
+        let port = server.addr.rsplit(':').next().expect("HOST:PORT");
+        let by_name = GroupConfig::new(&format!("localhost:{port}"), &format!("name-{triple}"), 1);
+        Node::new(&tools, &by_name, "solo", "solo")
+            .run("lava-sync", &["alive"])
+            .ok();
         ran += 1;
     }
     eprintln!("{ran} static binaries tested");
