@@ -31,6 +31,25 @@ rust_target() {
     esac
 }
 
+# Debian's cross compiler for an architecture other than this machine's: its GNU triplet.
+cross_gcc() {
+    case "$1" in
+        arm64) echo aarch64-linux-gnu-gcc ;;
+        amd64) echo x86_64-linux-gnu-gcc ;;
+    esac
+}
+
+# Before building anything: every architecture is known, and its cross compiler is here.
+for arch in $ARCHES; do
+    rust_target "$arch" >/dev/null
+    if [ "$arch" != "$HOST_ARCH" ] && ! command -v "$(cross_gcc "$arch")" >/dev/null 2>&1; then
+        say "ERROR: the $arch package needs Debian's cross toolchain, which is not installed:"
+        say "  apt-get install --no-install-recommends gcc-$(cross_gcc "$arch" | sed 's/-gcc$//; s/_/-/g') libc6-dev-$arch-cross"
+        say "(or build this machine's architecture only: packaging/build-deb.sh $HOST_ARCH)"
+        exit 1
+    fi
+done
+
 if ! cargo deb --version >/dev/null 2>&1; then
     say "installing cargo-deb"
     cargo install cargo-deb --locked
