@@ -53,17 +53,23 @@ build_with_rustup_std() {
         cargo build --quiet -p lava-multinode --profile tools --no-default-features --target "$triple"
 }
 
+# Debian's armhf cross toolchain and musl, which the armv7 build links with.
+check_armhf_toolchain() {
+    for need in "arm-linux-musleabihf-gcc:musl-dev:armhf" \
+        "arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf"; do
+        if ! command -v "${need%%:*}" >/dev/null 2>&1; then
+            say "ERROR: the armv7 build needs ${need%%:*}, which is not installed:"
+            say "  dpkg --add-architecture armhf && apt-get update && apt-get install --no-install-recommends gcc-arm-linux-gnueabihf musl-dev:armhf"
+            say "(or build the other targets only: packaging/build-static.sh x86_64-unknown-linux-musl aarch64-unknown-linux-musl)"
+            exit 1
+        fi
+    done
+}
+
 # Nightly's std built from source, linked by Debian's musl cross wrapper.
 build_with_build_std() {
     triple=$1
     linker=arm-linux-musleabihf-gcc
-    for need in "$linker:musl-dev:armhf (after dpkg --add-architecture armhf)" \
-        "arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf"; do
-        if ! command -v "${need%%:*}" >/dev/null 2>&1; then
-            say "ERROR: ${need%%:*} is missing: apt-get install ${need#*:}"
-            return 1
-        fi
-    done
     if ! rustup toolchain list | grep -q '^nightly'; then
         say "installing the nightly toolchain with rust-src"
         rustup toolchain install nightly --profile minimal --component rust-src
@@ -105,6 +111,11 @@ build() {
         return 1
     fi
 }
+
+# Before building anything: what the armv7 build links with is here.
+case " $TRIPLES " in
+    *" armv7-unknown-linux-musleabihf "*) check_armhf_toolchain ;;
+esac
 
 for triple in $TRIPLES; do
     build "$triple"
