@@ -417,6 +417,8 @@ impl Shared {
             let ticket = inner.ticket;
             inner.deliver(wakeups, ticket);
             if let Some(writer) = &self.writer {
+                // Changes nobody waits for (those of `wait` replies) are stored within a second.
+                writer.nudge();
                 inner.committed(writer.progress().committed);
                 if writer.wants_snapshot() {
                     inner.ticket += 1;

@@ -55,18 +55,22 @@ pub struct Store {
     sync: Sync,
     /// Orders each id's senders as they first sent.
     next_seq: i64,
-    /// The file opened (device, inode): a path that no longer leads to it means the state
-    /// file was deleted or replaced.
+    /// The file opened, and its (device, inode): a file with no name left, or a path that
+    /// leads elsewhere, means the state file was deleted, replaced or moved.
+    file: Option<std::fs::File>,
     identity: Option<(u64, u64)>,
+    /// The last look at the path (an `fstat` of `file` is cheaper and runs every commit).
+    path_checked: std::cell::Cell<Instant>,
     /// Tests fill the "disk" by capping the file's pages (SQLite then fails as on a full disk).
     #[cfg(test)]
     pub(crate) page_cap: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
-/// The journal is checkpointed into the state file every this many pages (of 4 KiB) and cut
-/// back to `JOURNAL_LIMIT` bytes after that, so that it stays small on a small file system.
-const CHECKPOINT_PAGES: u32 = 256;
-const JOURNAL_LIMIT: u64 = 1 << 20;
+/// The journal is checkpointed into the state file every this many pages (of 4 KiB: SQLite's
+/// default, as a checkpoint costs an fsync) and cut back to `JOURNAL_LIMIT` bytes after that
+/// (a large transaction would otherwise leave it large), and after a failed commit.
+const CHECKPOINT_PAGES: u32 = 1000;
+const JOURNAL_LIMIT: u64 = 4 << 20;
 
 fn identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
@@ -158,7 +162,9 @@ impl Store {
             sync,
             path: path.to_owned(),
             next_seq,
+            file: std::fs::File::open(path).ok(),
             identity: identity(path),
+            path_checked: std::cell::Cell::new(Instant::now()),
             #[cfg(test)]
             page_cap: Default::default(),
         })
@@ -172,11 +178,23 @@ impl Store {
         self.sync
     }
 
-    /// How the state file was lost, if its path no longer leads to the file this store
-    /// writes (`"was deleted"`, `"was replaced by another file"`).
+    /// How the state file was lost, if this store writes a file that is no longer at its
+    /// path (`"was deleted or replaced"`, `"was moved"`). Every call looks at the open file
+    /// (one `fstat`: deleting it, its folder, or moving another file over it leaves it with
+    /// no name); once a second also at the path (a folder moved away).
     pub fn replaced(&self) -> Option<&'static str> {
+        if let Some(file) = &self.file {
+            if file.metadata().is_ok_and(|m| m.nlink() == 0) {
+                return Some("was deleted or replaced");
+            }
+        }
+        let now = Instant::now();
+        if now.duration_since(self.path_checked.get()) < Duration::from_secs(1) {
+            return None;
+        }
+        self.path_checked.set(now);
         match (identity(&self.path), self.identity) {
-            (None, _) => Some("was deleted"),
+            (None, _) => Some("was deleted or moved"),
             (Some(now), Some(opened)) if now != opened => Some("was replaced by another file"),
             _ => None,
         }

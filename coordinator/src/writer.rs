@@ -1,13 +1,16 @@
-//! The thread that commits the state machine's changes to the store, off the async runtime.
+//! Commits the state machine's changes to the store, off the async runtime's way.
 //!
-//! Connections queue their changes with a ticket and wait (async) until the thread has
-//! committed up to it; one commit takes everything queued so far (group commit). A failing
-//! disk never stalls the runtime: the thread keeps the changes and retries on its own, and a
-//! waiter that sees the store failing for longer than [`GRACE`] gets the cause, which the
-//! server answers as `nack`. Before each commit the thread checks that the state file on disk
-//! is still the one it opened: one deleted or replaced under it would take every later change
-//! with it, so the thread asks for a snapshot of the whole state and writes it to a new file
-//! at the same path.
+//! Connections queue their changes with a ticket and wait (async) until everything up to it
+//! is committed. The store's own thread commits what concurrent requests queued, as one
+//! transaction (group commit), and every retry after a failure; a lone request on a healthy
+//! store (nothing else queued, no fsync per commit) commits its own change where it is, a WAL
+//! append to the page cache, which saves the two thread hand-offs a sequential client would
+//! otherwise pay on each request. A failing disk never stalls the runtime: the thread keeps
+//! the changes and retries on its own, and a waiter that sees the store failing for longer
+//! than [`GRACE`] gets the cause, which the server answers as `nack`. Before each commit the
+//! state file on disk is checked to be the one opened: one deleted or replaced would take every
+//! later change with it, so the server is asked for a snapshot of the whole state, which is
+//! written to a new file at the same path.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,8 +36,8 @@ const REPORT_EVERY: Duration = Duration::from_secs(30);
 #[error("the coordinator cannot store its state: {0}; this change is not stored yet, ask again")]
 pub struct StoreFailed(pub Arc<str>);
 
-/// What the thread has done: everything up to `committed` is on disk; `failing` says why the
-/// last commit failed, until one succeeds.
+/// What is stored: everything up to `committed` is on disk; `failing` says why the last
+/// commit failed, until one succeeds.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
     pub committed: u64,
@@ -43,14 +46,18 @@ pub struct Progress {
 
 pub struct Writer {
     shared: Arc<Shared>,
+    /// Commits inline are for `state_sync` normal only: an fsync belongs on the thread.
+    inline: bool,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// Locks are taken in this order: `committer`, then `queue`.
 struct Shared {
+    committer: Mutex<Committer>,
     queue: Mutex<Queue>,
     wake: Condvar,
     progress: watch::Sender<Progress>,
-    /// Set by the thread when the state file is no longer the one it opened.
+    /// Set when the state file is no longer the one opened.
     wants_snapshot: AtomicBool,
     /// Set by the thread when it ends.
     done: (Mutex<bool>, Condvar),
@@ -61,16 +68,25 @@ struct Queue {
     changes: Vec<Mutation>,
     /// The ticket the queued changes reach.
     ticket: u64,
+    /// How many submits the queued changes come from (1: a lone request's).
+    batches: usize,
     /// The whole state, replacing every change queued before it.
     snapshot: Option<Vec<Mutation>>,
+    /// The thread is asked to commit what is queued.
+    nudged: bool,
+    /// Changes failed to commit: the thread retries after `retry_in`.
+    retrying: bool,
+    retry_in: Duration,
     stop: bool,
 }
 
 impl Writer {
-    /// Starts the thread that owns `store`.
+    /// Starts the thread that commits to `store`.
     pub fn start(store: Store) -> std::io::Result<Writer> {
         let (progress, _) = watch::channel(Progress::default());
+        let inline = store.sync() == Sync::Normal;
         let shared = Arc::new(Shared {
+            committer: Mutex::new(Committer::new(store)),
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             progress,
@@ -80,27 +96,39 @@ impl Writer {
         let thread = std::thread::Builder::new().name("store".into()).spawn({
             let shared = shared.clone();
             move || {
-                Committer::new(store, &shared).run();
+                run(&shared);
                 *lock(&shared.done.0) = true;
                 shared.done.1.notify_all();
             }
         })?;
         Ok(Writer {
             shared,
+            inline,
             thread: Mutex::new(Some(thread)),
         })
     }
 
-    /// Queues changes; tickets must increase.
+    /// Queues changes; tickets must increase. They are committed once someone waits for
+    /// them (`committed`) or the thread is nudged.
     pub fn submit(&self, ticket: u64, batch: Vec<Mutation>) {
         let mut queue = lock(&self.shared.queue);
         queue.changes.extend(batch);
         queue.ticket = ticket;
-        drop(queue);
-        self.shared.wake.notify_one();
+        queue.batches += 1;
     }
 
-    /// Whether the thread needs the whole state (see [`Writer::submit_snapshot`]).
+    /// Asks the thread to commit whatever is queued (changes nobody waits for, e.g. those of
+    /// `wait` replies, are otherwise committed with the next batch).
+    pub fn nudge(&self) {
+        let mut queue = lock(&self.shared.queue);
+        if queue.ticket > self.shared.progress.borrow().committed && !queue.nudged {
+            queue.nudged = true;
+            drop(queue);
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Whether the store needs the whole state (see [`Writer::submit_snapshot`]).
     pub fn wants_snapshot(&self) -> bool {
         self.shared.wants_snapshot.load(Ordering::Acquire)
     }
@@ -113,6 +141,8 @@ impl Writer {
         queue.changes.clear();
         queue.snapshot = Some(state);
         queue.ticket = ticket;
+        queue.batches += 1;
+        queue.nudged = true;
         drop(queue);
         self.shared.wake.notify_one();
     }
@@ -125,9 +155,10 @@ impl Writer {
     /// most [`GRACE`] more for it to recover, then returns why it fails.
     pub async fn committed(&self, ticket: u64) -> Result<(), StoreFailed> {
         let mut rx = self.shared.progress.subscribe();
+        let mut asked = false;
         let mut deadline: Option<(std::pin::Pin<Box<tokio::time::Sleep>>, Arc<str>)> = None;
         loop {
-            {
+            let healthy = {
                 let progress = rx.borrow_and_update();
                 if progress.committed >= ticket {
                     return Ok(());
@@ -143,6 +174,14 @@ impl Writer {
                     }
                     None => deadline = None,
                 }
+                progress.failing.is_none()
+            };
+            if !asked {
+                asked = true;
+                if healthy && self.inline && self.commit_lone() {
+                    continue;
+                }
+                self.nudge();
             }
             match &mut deadline {
                 None => {
@@ -160,6 +199,15 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Commits a lone request's change here, when the store is free and nothing else is
+    /// queued; returns whether it did.
+    fn commit_lone(&self) -> bool {
+        let Ok(mut committer) = self.shared.committer.try_lock() else {
+            return false;
+        };
+        committer.take_and_commit(&self.shared, true)
     }
 
     /// Commits what is queued and stops the thread, waiting at most `within` (a store that
@@ -193,13 +241,56 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The thread's side: the store, and the changes it could not commit yet.
-struct Committer<'a> {
+/// The store's thread: commits when nudged, retries while commits fail, ends on `stop`.
+fn run(shared: &Shared) {
+    loop {
+        let stop = {
+            let mut queue = lock(&shared.queue);
+            loop {
+                if queue.nudged || queue.stop {
+                    break;
+                }
+                if queue.retrying {
+                    let retry_in = queue.retry_in;
+                    let (q, waited) = shared
+                        .wake
+                        .wait_timeout(queue, retry_in)
+                        .unwrap_or_else(|e| e.into_inner());
+                    queue = q;
+                    if waited.timed_out() {
+                        break;
+                    }
+                } else {
+                    queue = shared.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            queue.nudged = false;
+            queue.stop
+        };
+        let mut committer = lock(&shared.committer);
+        committer.take_and_commit(shared, false);
+        if stop {
+            if !committer.held.is_empty() {
+                if let Some(cause) = &shared.progress.borrow().failing {
+                    error!(
+                        "stopping with {} changes not stored in {}: {cause}",
+                        committer.held.len(),
+                        committer.path.display()
+                    );
+                }
+            }
+            // Let go of the file (and its lock) for whoever opens it next.
+            committer.store = None;
+            return;
+        }
+    }
+}
+
+/// The store, and the changes not committed yet (a failed commit keeps them).
+struct Committer {
     store: Option<Store>,
     path: PathBuf,
     sync: Sync,
-    shared: &'a Shared,
-    /// Changes taken from the queue and not committed yet (a failed commit keeps them).
     held: Vec<Mutation>,
     held_ticket: u64,
     retry_in: Duration,
@@ -207,13 +298,12 @@ struct Committer<'a> {
     reported: Option<Instant>,
 }
 
-impl<'a> Committer<'a> {
-    fn new(store: Store, shared: &'a Shared) -> Self {
+impl Committer {
+    fn new(store: Store) -> Self {
         Committer {
             path: store.path().to_owned(),
             sync: store.sync(),
             store: Some(store),
-            shared,
             held: Vec::new(),
             held_ticket: 0,
             retry_in: MIN_RETRY,
@@ -222,75 +312,46 @@ impl<'a> Committer<'a> {
         }
     }
 
-    fn run(mut self) {
-        loop {
-            let (snapshot, changes, ticket, stop) = {
-                let mut queue = lock(&self.shared.queue);
-                loop {
-                    let new_work = queue.ticket > self.held_ticket || queue.snapshot.is_some();
-                    if new_work || queue.stop {
-                        break;
-                    }
-                    if self.held.is_empty() && !self.wants_file() {
-                        queue = self
-                            .shared
-                            .wake
-                            .wait(queue)
-                            .unwrap_or_else(|e| e.into_inner());
-                    } else {
-                        let (q, waited) = self
-                            .shared
-                            .wake
-                            .wait_timeout(queue, self.retry_in)
-                            .unwrap_or_else(|e| e.into_inner());
-                        queue = q;
-                        if waited.timed_out() {
-                            break;
-                        }
-                    }
-                }
-                (
-                    queue.snapshot.take(),
-                    std::mem::take(&mut queue.changes),
-                    queue.ticket,
-                    queue.stop,
-                )
-            };
-            if let Some(state) = snapshot {
+    /// Takes what is queued and commits it with what is held. `lone`: only when the queue
+    /// holds one request's changes and nothing is held (else returns false, taking nothing).
+    fn take_and_commit(&mut self, shared: &Shared, lone: bool) -> bool {
+        {
+            let mut queue = lock(&shared.queue);
+            if lone && (queue.batches != 1 || queue.snapshot.is_some() || !self.held.is_empty()) {
+                return false;
+            }
+            if let Some(state) = queue.snapshot.take() {
                 // The whole state replaces what was held; it is written to a new file.
                 self.held = state;
                 self.store = None;
             }
-            self.held.extend(changes);
-            self.held_ticket = self.held_ticket.max(ticket);
-            self.commit();
-            if stop {
-                if !self.held.is_empty() {
-                    if let Some(cause) = &self.shared.progress.borrow().failing {
-                        error!(
-                            "stopping with {} changes not stored in {}: {cause}",
-                            self.held.len(),
-                            self.path.display()
-                        );
-                    }
-                }
-                return;
-            }
+            self.held.extend(std::mem::take(&mut queue.changes));
+            self.held_ticket = self.held_ticket.max(queue.ticket);
+            queue.batches = 0;
         }
+        self.commit(shared);
+        let mut queue = lock(&shared.queue);
+        queue.retrying = !self.held.is_empty();
+        queue.retry_in = self.retry_in;
+        if queue.retrying {
+            // The thread retries (a failed inline commit hands over to it).
+            shared.wake.notify_one();
+        }
+        true
     }
 
-    /// Whether the thread waits for a snapshot (the state file went away).
-    fn wants_file(&self) -> bool {
-        self.shared.wants_snapshot.load(Ordering::Acquire)
+    /// Whether the server has been asked for the whole state (the state file went away).
+    fn wants_file(shared: &Shared) -> bool {
+        shared.wants_snapshot.load(Ordering::Acquire)
     }
 
     /// Commits what is held, or says why it cannot.
-    fn commit(&mut self) {
+    fn commit(&mut self, shared: &Shared) {
         if self.held.is_empty() {
-            self.publish(self.held_ticket, None);
+            self.publish(shared, self.held_ticket, None);
             return;
         }
-        if self.wants_file() {
+        if Self::wants_file(shared) {
             return; // the server answers with a snapshot within a second
         }
         if self.store.is_none() {
@@ -302,7 +363,7 @@ impl<'a> Committer<'a> {
                     );
                     self.store = Some(store);
                 }
-                Err(e) => return self.failed(e.to_string()),
+                Err(e) => return self.failed(shared, e.to_string()),
             }
         }
         let Some(store) = self.store.as_mut() else {
@@ -310,13 +371,16 @@ impl<'a> Committer<'a> {
         };
         if let Some(gone) = store.replaced() {
             // Every change written from now on would go into a file nobody can open again.
-            self.shared.wants_snapshot.store(true, Ordering::Release);
+            shared.wants_snapshot.store(true, Ordering::Release);
             self.store = None;
-            return self.failed(format!(
-                "the state file {} {gone} while the coordinator ran; it is being written \
-                 again from memory",
-                self.path.display()
-            ));
+            return self.failed(
+                shared,
+                format!(
+                    "the state file {} {gone} while the coordinator ran; it is being written \
+                     again from memory",
+                    self.path.display()
+                ),
+            );
         }
         match store.apply(&self.held) {
             Ok(()) => {
@@ -330,7 +394,7 @@ impl<'a> Committer<'a> {
                 self.held.clear();
                 self.retry_in = MIN_RETRY;
                 self.reported = None;
-                self.publish(self.held_ticket, None);
+                self.publish(shared, self.held_ticket, None);
             }
             Err(e) => {
                 // Free what the journal holds, so that a full disk can recover.
@@ -340,12 +404,12 @@ impl<'a> Committer<'a> {
                     None => format!("{}: {e}", self.path.display()),
                 };
                 self.held = coalesce(std::mem::take(&mut self.held));
-                self.failed(cause);
+                self.failed(shared, cause);
             }
         }
     }
 
-    fn failed(&mut self, cause: String) {
+    fn failed(&mut self, shared: &Shared, cause: String) {
         let now = Instant::now();
         self.failing_since.get_or_insert(now);
         if self
@@ -360,12 +424,12 @@ impl<'a> Committer<'a> {
             self.reported = Some(now);
         }
         self.retry_in = (self.retry_in * 2).min(MAX_RETRY);
-        let committed = self.shared.progress.borrow().committed;
-        self.publish(committed, Some(cause.into()));
+        let committed = shared.progress.borrow().committed;
+        self.publish(shared, committed, Some(cause.into()));
     }
 
-    fn publish(&self, committed: u64, failing: Option<Arc<str>>) {
-        self.shared.progress.send_if_modified(|p| {
+    fn publish(&self, shared: &Shared, committed: u64, failing: Option<Arc<str>>) {
+        shared.progress.send_if_modified(|p| {
             let changed = committed > p.committed || p.failing.is_some() != failing.is_some();
             p.committed = p.committed.max(committed);
             p.failing = failing;
