@@ -1139,6 +1139,14 @@ impl Group {
         Some(reply)
     }
 
+    /// A held call of `client` was answered: its tool goes on with its script and owes no
+    /// further call, so its lease ends (unless another call of it is still held).
+    pub fn answered(&mut self, client: &str) {
+        if !self.parked.iter().any(|p| p.client == client) {
+            self.leases.remove(client);
+        }
+    }
+
     /// Answers the parked requests that `change` may have released, in the order they parked.
     pub fn release(&mut self, change: &Change) -> Vec<(WaiterId, Reply)> {
         let mut released = Vec::new();
@@ -1164,6 +1172,7 @@ impl Group {
             match answer {
                 Some(reply) => {
                     let parked = self.parked.remove(i);
+                    self.answered(&parked.client);
                     released.push((parked.waiter, reply));
                 }
                 None => i += 1,

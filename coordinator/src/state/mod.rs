@@ -328,7 +328,11 @@ impl Coordinator {
             group: bounded(group_name).into_owned(),
             verdict: verdict.clone(),
         });
-        std::mem::take(&mut group.parked)
+        let parked = std::mem::take(&mut group.parked);
+        for p in &parked {
+            group.answered(&p.client);
+        }
+        parked
             .into_iter()
             .map(|p| {
                 self.parked_in.remove(&p.waiter);

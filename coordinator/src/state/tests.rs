@@ -1603,3 +1603,20 @@ fn a_member_held_twice_in_a_round_is_picked_up_once() {
     assert_eq!(h.woken(wa2), Some(Reply::ack_message(json!("s"))));
     assert_eq!(h.machine.total_bytes(), h.machine.recount_bytes());
 }
+
+#[test]
+fn a_call_answered_while_held_ends_its_lease() {
+    let mut h = Harness::new();
+    let mut r = h.req("a", "r", 2, wait("m"));
+    r.block = Some(20.0);
+    r.lease = Some(5.0);
+    let wa = h.block(r).unwrap_err();
+    h.call(h.req("b", "r", 2, send("m", json!({}))));
+    assert_eq!(h.woken(wa).unwrap().response, Response::Ack);
+    // a's tool got its answer and went on with its script: it owes no further call.
+    assert!(h
+        .machine
+        .expire_leases(h.now + Duration::from_secs(60))
+        .is_empty());
+    assert!(!h.machine.group(G).unwrap().failed.contains_key("a"));
+}
