@@ -57,6 +57,7 @@ Configuration file keys (JSON; all optional):
   failure_propagation a member's `fail` answers what waits on it at once [true]
   deadlock_detection  answer a group whose live members all wait on one another [true]
   blocked_log_after   log (INFO) a request held this long, naming whom it waits for [60]
+  lab_locks           allow lab-wide locks (lava-lock --lab), shared by every group [false]
   metrics_listen      address of the Prometheus endpoint, e.g. \"127.0.0.1:9079\" [none]
   max_groups, max_group_size, max_ids_per_group, max_group_bytes, max_total_bytes
                       limits [50000, 4096, 10000, 16 MiB, 1 GiB]; over one: nack
@@ -185,6 +186,8 @@ pub struct Settings {
     pub deadlock_detection: bool,
     /// Log (INFO) a request held longer than this, naming whom it waits for, seconds.
     pub blocked_log_after: f64,
+    /// Lab-wide locks (`lava-lock --lab`), shared by every group, are allowed.
+    pub lab_locks: bool,
 }
 
 impl Default for Settings {
@@ -218,6 +221,7 @@ impl Default for Settings {
             failure_propagation: true,
             deadlock_detection: true,
             blocked_log_after: 60.0,
+            lab_locks: false,
         }
     }
 }

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 use crate::server::Shared;
 
 /// Every request kind, in the order of the counters.
-const KINDS: [&str; 15] = [
+const KINDS: [&str; 17] = [
     "group_data",
     "lava_send",
     "lava_wait",
@@ -30,6 +30,8 @@ const KINDS: [&str; 15] = [
     "vm_stop",
     "vm_wait_all",
     "fail",
+    "lock",
+    "unlock",
 ];
 const RESPONSES: [(Response, &str); 5] = [
     (Response::Wait, "wait"),
@@ -277,5 +279,31 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
             let _ = stream.write_all(response.as_bytes()).await;
             let _ = stream.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lava_protocol::LockScope;
+
+    /// Every kind has its own counter (an unknown one would be counted as `group_data`).
+    #[test]
+    fn every_request_kind_has_a_counter() {
+        let kinds = [
+            RequestKind::Fail { reason: "r".into() },
+            RequestKind::Lock {
+                name: "l".into(),
+                count: 1,
+                scope: LockScope::Group,
+            },
+            RequestKind::Unlock {
+                name: "l".into(),
+                scope: LockScope::Lab,
+            },
+        ];
+        for kind in kinds {
+            assert_eq!(KINDS[kind_index(&kind)], kind.name());
+        }
     }
 }

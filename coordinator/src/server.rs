@@ -202,7 +202,8 @@ impl Shared {
         let mut machine = Coordinator::new(settings.group_expiry())
             .with_limits(settings.limits())
             .with_block_max(settings.block_max())
-            .with_verdicts(settings.verdicts());
+            .with_verdicts(settings.verdicts())
+            .with_lab_locks(settings.lab_locks);
         for group in groups {
             machine.restore(group);
         }
@@ -381,6 +382,7 @@ impl Shared {
                 "stored_bytes": inner.machine.total_bytes(),
             },
             "groups": inner.machine.status(group, now),
+            "lab_locks": inner.machine.lab_locks_status(),
         })
     }
 
@@ -742,6 +744,7 @@ fn request_id(request: &Request) -> &str {
     use lava_protocol::RequestKind::*;
     match &request.kind {
         Send { id, .. } | Wait { id } | WaitAll { id, .. } | Sync { id, .. } => id,
+        Lock { name, .. } | Unlock { name, .. } => name,
         _ => "",
     }
 }

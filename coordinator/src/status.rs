@@ -202,6 +202,16 @@ pub fn render(address: &str, a: &Value, detailed: bool, all: bool) -> String {
         for (id, arrived) in g["sync_arrivals"].as_object().into_iter().flatten() {
             let _ = writeln!(out, "  sync {id}: arrived {}", list(arrived));
         }
+        for (scope, prefix) in [("group", "lock"), ("lab", "lab-wide lock")] {
+            for (name, lock) in g["locks"][scope].as_object().into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "  {prefix} {name}: held by {} ({} places)",
+                    list(&lock["holders"]),
+                    lock["count"]
+                );
+            }
+        }
     }
     out
 }

@@ -82,6 +82,38 @@ pub enum RequestKind {
     Fail {
         reason: String,
     },
+    /// Extension: take lock `name` (one of its `count` places); `wait` while it is full.
+    Lock {
+        name: String,
+        count: u32,
+        scope: LockScope,
+    },
+    /// Extension: give back lock `name`, which the sender holds.
+    Unlock {
+        name: String,
+        scope: LockScope,
+    },
+}
+
+/// Whose lock a name means: the group's own, or the lab's (shared by every group, where the
+/// coordinator allows it).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LockScope {
+    #[default]
+    Group,
+    Lab,
+}
+
+impl LockScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockScope::Group => "group",
+            LockScope::Lab => "lab",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +150,8 @@ impl RequestKind {
             RequestKind::VmStop { .. } => "vm_stop",
             RequestKind::VmWaitAll => "vm_wait_all",
             RequestKind::Fail { .. } => "fail",
+            RequestKind::Lock { .. } => "lock",
+            RequestKind::Unlock { .. } => "unlock",
         }
     }
 }
@@ -223,6 +257,36 @@ fn seconds(obj: &Map<String, Value>, field: &'static str) -> Result<Option<f64>,
     }
 }
 
+/// A lock's `count`: how many may hold it at once, 1 when absent.
+fn lock_count(obj: &Map<String, Value>) -> Result<u32, RequestError> {
+    match obj.get("count") {
+        None | Some(Value::Null) => Ok(1),
+        Some(Value::Number(n)) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) if n >= 1 => Ok(n),
+            _ => Err(RequestError::WrongType {
+                field: "count",
+                expected: "a whole number from 1 to 4294967295",
+            }),
+        },
+        Some(_) => Err(RequestError::WrongType {
+            field: "count",
+            expected: "a whole number from 1 to 4294967295",
+        }),
+    }
+}
+
+/// A lock's `scope`: `group` when absent.
+fn lock_scope(obj: &Map<String, Value>) -> Result<LockScope, RequestError> {
+    match string(obj, "scope")?.as_deref() {
+        None | Some("group") => Ok(LockScope::Group),
+        Some("lab") => Ok(LockScope::Lab),
+        Some(other) => Err(RequestError::Invalid {
+            field: "scope",
+            reason: format!("{other:?} is neither \"group\" nor \"lab\""),
+        }),
+    }
+}
+
 fn roster(obj: &Map<String, Value>) -> Result<Roles, RequestError> {
     let wrong = RequestError::WrongType {
         field: "roster",
@@ -323,6 +387,15 @@ impl Request {
             "fail" => RequestKind::Fail {
                 reason: string(obj, "reason")?.unwrap_or_default(),
             },
+            "lock" => RequestKind::Lock {
+                name: non_empty(obj, "lock")?,
+                count: lock_count(obj)?,
+                scope: lock_scope(obj)?,
+            },
+            "unlock" => RequestKind::Unlock {
+                name: non_empty(obj, "lock")?,
+                scope: lock_scope(obj)?,
+            },
             other => return Err(RequestError::Unknown(other.to_owned())),
         };
         Ok(Request {
@@ -396,6 +469,15 @@ impl Request {
             }
             RequestKind::Fail { reason } => {
                 obj.insert("reason".into(), reason.clone().into());
+            }
+            RequestKind::Lock { name, count, scope } => {
+                obj.insert("lock".into(), name.clone().into());
+                obj.insert("count".into(), (*count).into());
+                obj.insert("scope".into(), scope.as_str().into());
+            }
+            RequestKind::Unlock { name, scope } => {
+                obj.insert("lock".into(), name.clone().into());
+                obj.insert("scope".into(), scope.as_str().into());
             }
             RequestKind::VmStop { status, reason } => {
                 obj.insert("status".into(), status.as_str().into());
@@ -660,6 +742,46 @@ mod tests {
     }
 
     #[test]
+    fn lock_requests_default_to_one_place_in_the_group() {
+        let lock = |extra: Value| {
+            let mut v =
+                json!({"request": "lock", "group_name": "g", "client_name": "c", "lock": "l"});
+            if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), extra) {
+                obj.extend(extra);
+            }
+            parse(v)
+        };
+        assert_eq!(
+            lock(json!({})).unwrap().kind,
+            RequestKind::Lock {
+                name: "l".into(),
+                count: 1,
+                scope: LockScope::Group
+            }
+        );
+        assert!(matches!(
+            lock(json!({"count": 0})),
+            Err(RequestError::WrongType { field: "count", .. })
+        ));
+        assert!(matches!(
+            lock(json!({"count": "2"})),
+            Err(RequestError::WrongType { field: "count", .. })
+        ));
+        assert!(matches!(
+            lock(json!({"scope": "world"})),
+            Err(RequestError::Invalid { field: "scope", .. })
+        ));
+        assert!(matches!(
+            lock(json!({"lock": ""})),
+            Err(RequestError::Invalid { field: "lock", .. })
+        ));
+        assert!(matches!(
+            parse(json!({"request": "unlock", "group_name": "g", "client_name": "c"})),
+            Err(RequestError::Missing("lock"))
+        ));
+    }
+
+    #[test]
     fn requests_round_trip() {
         let mut roster = Roles::new();
         roster.insert("host".into(), "host".into());
@@ -699,6 +821,15 @@ mod tests {
             RequestKind::VmWaitAll,
             RequestKind::Fail {
                 reason: "disk full".into(),
+            },
+            RequestKind::Lock {
+                name: "dut-power".into(),
+                count: 2,
+                scope: LockScope::Lab,
+            },
+            RequestKind::Unlock {
+                name: "dut-power".into(),
+                scope: LockScope::Group,
             },
         ];
         for kind in kinds {

@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use indexmap::IndexMap;
 use lava_protocol::message::Roles;
-use lava_protocol::{Reply, Request, RequestKind, VM_START_ID, VM_STOP_ID};
+use lava_protocol::{LockScope, Reply, Request, RequestKind, VM_START_ID, VM_STOP_ID};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::locks::Locks;
 use super::{bounded, quoted, WaiterId};
 
 /// What a parked (or polling) request waits for.
@@ -29,6 +30,13 @@ pub enum Condition {
     },
     /// `lava_sync`: `group_size` members arrived at the sync.
     Synced { id: String },
+    /// `lock`: a place in the lock (`count` places). Only a place given back answers it
+    /// (see `locks.rs`), never a change in the group.
+    Lock {
+        name: String,
+        scope: LockScope,
+        count: u32,
+    },
 }
 
 /// What changed in a group, so that only the parked requests it concerns are looked at.
@@ -134,6 +142,12 @@ impl Condition {
                 format!("lava_wait_all {}", bounded(id))
             }
             Condition::Synced { id } => format!("lava_sync {}", bounded(id)),
+            Condition::Lock {
+                name,
+                scope: LockScope::Group,
+                ..
+            } => format!("lava-lock {}", bounded(name)),
+            Condition::Lock { name, .. } => format!("lava-lock --lab {}", bounded(name)),
         }
     }
 }
@@ -154,6 +168,8 @@ pub struct Group {
     pub cleared: HashSet<String>,
     /// Members that declared they failed, with their reason.
     pub failed: IndexMap<String, String>,
+    /// The group's locks, and its members' places in lab-wide locks.
+    pub locks: Locks,
     /// When this coordinator created (or restored) the group.
     pub created: Instant,
     /// Members in a waiting call with a lease: when they count as gone unless they ask again.
@@ -161,7 +177,7 @@ pub struct Group {
     pub last_active: Instant,
     pub parked: Vec<Parked>,
     /// Not stored yet: everything but the messages, and these (id, sender) messages.
-    dirty_meta: bool,
+    pub(super) dirty_meta: bool,
     dirty_messages: Vec<(String, String)>,
     /// Created since the last store: older rows of the same name must go.
     fresh: bool,
@@ -171,7 +187,7 @@ pub struct Group {
     message_bytes: usize,
     /// Bytes of everything else a client made the group keep: its name and secret, member
     /// names and roles, the roster, sync arrivals and replies, failure reasons, clearings.
-    meta_bytes: usize,
+    pub(super) meta_bytes: usize,
     /// What the coordinator's total counts of this group (it catches up after each change).
     pub(super) accounted: usize,
 }
@@ -262,6 +278,7 @@ struct MetaRef<'a> {
     cleared: &'a HashSet<String>,
     secret: &'a Option<String>,
     failed: &'a IndexMap<String, String>,
+    locks: &'a Locks,
 }
 
 #[derive(Deserialize)]
@@ -277,6 +294,8 @@ struct Meta {
     secret: Option<String>,
     #[serde(default)]
     failed: IndexMap<String, String>,
+    #[serde(default)]
+    locks: Locks,
 }
 
 /// A change to store, as JSON text.
@@ -374,6 +393,7 @@ impl Group {
             last_sync: HashMap::new(),
             cleared: HashSet::new(),
             failed: IndexMap::new(),
+            locks: Locks::default(),
             created: now,
             leases: HashMap::new(),
             last_active: now,
@@ -425,6 +445,7 @@ impl Group {
                 .map(|(c, p)| p.bytes(c))
                 .sum::<usize>()
             + pairs(&self.failed)
+            + self.locks.bytes()
             + self.cleared.iter().map(String::len).sum::<usize>();
         (messages, meta)
     }
@@ -445,6 +466,7 @@ impl Group {
         group.cleared = meta.cleared;
         group.secret = meta.secret;
         group.failed = meta.failed;
+        group.locks = meta.locks;
         for (id, sender, data) in messages {
             group.messages.entry(id).or_default().insert(sender, data);
         }
@@ -493,6 +515,7 @@ impl Group {
             "failed": self.failed,
             "sent": sent,
             "sync_arrivals": syncs,
+            "locks": self.locks.status(),
             "stored_bytes": self.stored_bytes(),
             "blocked": self.parked.iter().map(|p| serde_json::json!({
                 "client": p.client,
@@ -520,6 +543,7 @@ impl Group {
                 cleared: &self.cleared,
                 secret: &self.secret,
                 failed: &self.failed,
+                locks: &self.locks,
             };
             out.push(Mutation::PutGroup {
                 group: self.name.clone(),
@@ -606,6 +630,16 @@ impl Group {
                 let round = self.syncs.get(id).map(|s| &s.round);
                 missing(&|c| round.is_some_and(|r| r.contains_key(c)), None)
             }
+            Condition::Lock { name, scope, .. } => match self.locks.get(*scope, name) {
+                Some(lock) if *scope == LockScope::Group => {
+                    format!("held by {}", lock.holders.join(", "))
+                }
+                Some(lock) => format!(
+                    "held by {} of this group, and maybe members of other groups",
+                    lock.holders.join(", ")
+                ),
+                None => "held by members of other groups".into(),
+            },
         }
     }
 
@@ -660,7 +694,8 @@ impl Group {
                     .collect();
                 Some(format!("every other member failed: {}", names.join(", ")))
             }
-            Condition::GroupComplete | Condition::Roster => None,
+            // Members that fail give their places back: a lock is never hopeless.
+            Condition::GroupComplete | Condition::Roster | Condition::Lock { .. } => None,
         }
     }
 
@@ -683,6 +718,18 @@ impl Group {
         }
         let held: HashSet<&String> = self.parked.iter().map(|p| &p.client).collect();
         if !live.iter().all(|c| held.contains(c)) {
+            return None;
+        }
+        // A member of another group may give a lab-wide lock back.
+        if self.parked.iter().any(|p| {
+            matches!(
+                p.condition,
+                Condition::Lock {
+                    scope: LockScope::Lab,
+                    ..
+                }
+            )
+        }) {
             return None;
         }
         let what: Vec<String> = self
@@ -821,7 +868,7 @@ impl Group {
     }
 
     fn id_count(&self) -> usize {
-        self.messages.len() + self.syncs.len()
+        self.messages.len() + self.syncs.len() + self.locks.names()
     }
 
     fn too_many_ids(&self, room: Room) -> Result<(), String> {
@@ -879,6 +926,46 @@ impl Group {
                 grow += unpicked_bytes(client, id, &reply, req.request_id.as_deref());
             }
             RequestKind::Fail { reason } => grow += client.len() + reason.len(),
+            RequestKind::Lock { .. } if self.failed.contains_key(client) => {
+                return Err(format!(
+                    "{} failed ({}): a failed member takes no lock",
+                    quoted(client),
+                    bounded(&self.failed[client])
+                ))
+            }
+            RequestKind::Lock { name, count, scope } => match self.locks.get(*scope, name) {
+                Some(lock) if lock.holders.iter().any(|h| h == client) => {}
+                // A lab lock's count is checked against every group's places (`locks.rs`).
+                Some(lock) if *scope == LockScope::Group && lock.count != *count => {
+                    return Err(format!(
+                        "lock {} has {} places; this request asks for {count}",
+                        quoted(name),
+                        lock.count
+                    ))
+                }
+                Some(_) => grow += client.len(),
+                None => {
+                    self.too_many_ids(room)?;
+                    grow += name.len() + client.len();
+                }
+            },
+            RequestKind::Unlock { name, scope } => {
+                if !self
+                    .locks
+                    .get(*scope, name)
+                    .is_some_and(|l| l.holders.iter().any(|h| h == client))
+                {
+                    return Err(format!(
+                        "{} does not hold {}lock {}",
+                        quoted(client),
+                        match scope {
+                            LockScope::Group => "",
+                            LockScope::Lab => "lab-wide ",
+                        },
+                        quoted(name)
+                    ));
+                }
+            }
             RequestKind::ClearGroup => grow += client.len(),
             kind => {
                 if let Some((id, data)) = sent_data(kind) {
@@ -1015,6 +1102,8 @@ impl Group {
 
     fn answer_condition(&mut self, client: &str, condition: &Condition) -> Option<Reply> {
         match condition {
+            // Served when a place is given back (`locks.rs`).
+            Condition::Lock { .. } => None,
             Condition::GroupComplete => self
                 .is_complete()
                 .then(|| Reply::group_data(by_role(self.members.iter()))),

@@ -3,6 +3,7 @@
 //! I/O, no clock: the server around it owns the sockets and the timers.
 
 mod group;
+mod locks;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use lava_protocol::{Reply, Request, RequestKind, VM_START_ID, VM_STOP_ID};
 use serde_json::Value;
 
 pub use group::{Change, Condition, Group, Mutation, Room};
+pub use locks::{Lock, Locks};
 
 /// How many characters of a client's text (a name, an id, a reason) an error or a log line
 /// quotes; the rest is summed up as `...(N bytes)`.
@@ -121,6 +123,10 @@ pub struct Coordinator {
     block_max: Duration,
     /// Data bytes stored by all groups.
     total_bytes: usize,
+    /// Lab-wide locks by name (their places are kept by the holders' groups).
+    lab_locks: HashMap<String, locks::LabLock>,
+    /// Whether the operator allows lab-wide locks (setting `lab_locks`).
+    lab_locks_allowed: bool,
 }
 
 impl Coordinator {
@@ -136,7 +142,15 @@ impl Coordinator {
             verdicts: Verdicts::default(),
             block_max: Duration::from_secs(30),
             total_bytes: 0,
+            lab_locks: HashMap::new(),
+            lab_locks_allowed: false,
         }
+    }
+
+    /// Allows lab-wide locks, shared by every group.
+    pub fn with_lab_locks(mut self, allowed: bool) -> Self {
+        self.lab_locks_allowed = allowed;
+        self
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
@@ -174,6 +188,7 @@ impl Coordinator {
     pub fn restore(&mut self, mut group: Group) {
         group.accounted = group.stored_bytes();
         self.total_bytes += group.accounted;
+        self.index_lab_places(&group);
         self.groups.insert(group.name.clone(), group);
     }
 
@@ -240,6 +255,10 @@ impl Coordinator {
             ));
             return out;
         }
+        if let Some(why) = self.refuse_lock(req) {
+            out.reply = Some(Reply::nack(why));
+            return out;
+        }
         let room = Room {
             max_ids: self.limits.max_ids_per_group,
             max_group_bytes: self.limits.max_group_bytes,
@@ -255,8 +274,32 @@ impl Coordinator {
         let (group, registered) = group;
         let (condition, change, reply) = match group.retried_sync(req) {
             Some(reply) => (None, None, Some(reply)),
+            None if matches!(
+                req.kind,
+                RequestKind::Lock { .. } | RequestKind::Unlock { .. }
+            ) =>
+            {
+                let (condition, reply, served) = self.apply_lock(req);
+                out.wakeups.extend(served);
+                (condition, None, reply)
+            }
             None => Self::apply(group, req),
         };
+        // A member that fails or leaves gives its places in locks back.
+        let client = req.client_name.as_str();
+        match &req.kind {
+            RequestKind::Fail { reason } => {
+                let why = format!("{} failed: {}", quoted(client), bounded(reason));
+                out.wakeups
+                    .extend(self.free_places(&req.group_name, client, &why));
+            }
+            RequestKind::ClearGroup => {
+                let why = format!("{} cleared the group", quoted(client));
+                out.wakeups
+                    .extend(self.free_places(&req.group_name, client, &why));
+            }
+            _ => {}
+        }
         for change in [registered.then_some(Change::Registered), change]
             .into_iter()
             .flatten()
@@ -473,6 +516,8 @@ impl Coordinator {
                 group.clear(client);
                 (None, Some(Change::Cleared), Some(Reply::ack()))
             }
+            // Handled by `apply_lock`.
+            RequestKind::Lock { .. } | RequestKind::Unlock { .. } => (None, None, None),
             RequestKind::Aggregate => (
                 None,
                 None,
@@ -517,9 +562,9 @@ impl Coordinator {
         };
         self.touched.insert(group_name.to_owned());
         self.total_bytes -= group.accounted;
-        group
+        let mut wakeups: Vec<Wakeup> = group
             .parked
-            .into_iter()
+            .iter()
             .map(|p| {
                 self.parked_in.remove(&p.waiter);
                 Wakeup {
@@ -527,7 +572,10 @@ impl Coordinator {
                     reply: Reply::nack(format!("group {group_name:?} {why}")),
                 }
             })
-            .collect()
+            .collect();
+        let freed = format!("group {} {why}", quoted(group_name));
+        wakeups.extend(self.free_lab_places_of(&group, &freed));
+        wakeups
     }
 
     /// The server could not deliver the reply to `req` (its connection was reset or timed
@@ -583,6 +631,7 @@ impl Coordinator {
                 .collect();
             for client in expired {
                 group.leases.remove(&client);
+                // Its places in locks are given back below, once no group is borrowed.
                 group.fail(
                     &client,
                     "gone: its waiting tool stopped asking (lease expired)",
@@ -598,6 +647,11 @@ impl Coordinator {
                 group: bounded(&group).into_owned(),
                 client: bounded(&client).into_owned(),
             });
+            let why = format!(
+                "{} is gone: its waiting tool stopped asking (lease expired)",
+                quoted(&client)
+            );
+            wakeups.extend(self.free_places(&group, &client, &why));
             wakeups.extend(self.release(&group, &Change::Failed));
             if self.verdicts.deadlock_detection {
                 wakeups.extend(self.resolve_deadlock(&group));

@@ -2,6 +2,7 @@
 
 use super::*;
 use lava_protocol::message::{Roles, VmStatus};
+use lava_protocol::LockScope;
 use lava_protocol::Response;
 use proptest::prelude::*;
 use serde_json::json;
@@ -1619,4 +1620,363 @@ fn a_call_answered_while_held_ends_its_lease() {
         .expire_leases(h.now + Duration::from_secs(60))
         .is_empty());
     assert!(!h.machine.group(G).unwrap().failed.contains_key("a"));
+}
+
+fn lock(name: &str, count: u32) -> RequestKind {
+    RequestKind::Lock {
+        name: name.into(),
+        count,
+        scope: LockScope::Group,
+    }
+}
+fn lab_lock(name: &str) -> RequestKind {
+    RequestKind::Lock {
+        name: name.into(),
+        count: 1,
+        scope: LockScope::Lab,
+    }
+}
+fn unlock(name: &str) -> RequestKind {
+    RequestKind::Unlock {
+        name: name.into(),
+        scope: LockScope::Group,
+    }
+}
+
+/// The holders a granted lock's reply names, and whose place it got and why.
+fn granted(reply: &Reply) -> (Vec<String>, Option<String>, Option<String>) {
+    assert_eq!(reply.response, Response::Ack, "{reply:?}");
+    let message = reply
+        .message
+        .as_ref()
+        .expect("a lock's ack carries the lock");
+    let holders = message["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_owned())
+        .collect();
+    let text = |key: &str| message.get(key).and_then(Value::as_str).map(str::to_owned);
+    (holders, text("freed_by"), text("freed_because"))
+}
+
+#[test]
+fn a_lock_has_one_holder_and_the_next_waiter_is_told_whose_place_it_got() {
+    let mut h = Harness::new();
+    let (holders, freed_by, _) = granted(&h.call(h.req("a", "r", 3, lock("dut", 1))));
+    assert_eq!((holders, freed_by), (vec!["a".to_owned()], None));
+    let wb = h.block(h.req("b", "r", 3, lock("dut", 1))).unwrap_err();
+    let wc = h.block(h.req("c", "r", 3, lock("dut", 1))).unwrap_err();
+    // Asking again while holding is answered at once (the retry of a lost answer).
+    assert_eq!(
+        granted(&h.call(h.req("a", "r", 3, lock("dut", 1)))).0,
+        ["a"]
+    );
+    assert_nack_naming(
+        Some(h.call(h.req("c", "r", 3, unlock("dut")))),
+        &["\"c\" does not hold lock \"dut\""],
+    );
+    let status = h.machine.status(Some(G), h.now);
+    assert_eq!(status[0]["locks"]["group"]["dut"]["holders"], json!(["a"]));
+    let blocked = status[0]["blocked"].as_array().unwrap();
+    assert_eq!(blocked[0]["waits_for"], "lava-lock dut");
+
+    assert_eq!(
+        h.call(h.req("a", "r", 3, unlock("dut"))).response,
+        Response::Ack
+    );
+    let (holders, freed_by, because) = granted(&h.woken(wb).unwrap());
+    assert_eq!(holders, ["b"]);
+    assert_eq!(freed_by.as_deref(), Some("a"));
+    assert_eq!(because.as_deref(), Some("unlocked"));
+    assert!(h.woken(wc).is_none(), "one holder at a time");
+    assert_eq!(h.machine.parked_count(), 1);
+}
+
+#[test]
+fn a_holder_that_fails_clears_or_is_gone_gives_its_place_back_at_once() {
+    let mut h = Harness::new();
+    // e is busy elsewhere (never held): no deadlock verdict.
+    for c in ["a", "b", "c", "d", "e"] {
+        h.call(h.req(c, "r", 5, RequestKind::GroupData));
+    }
+    granted(&h.call(h.req("a", "r", 5, lock("dut", 1))));
+    let wb = h.block(h.req("b", "r", 5, lock("dut", 1))).unwrap_err();
+    let wc = h.block(h.req("c", "r", 5, lock("dut", 1))).unwrap_err();
+    let mut leased = h.req("d", "r", 5, lock("dut", 1));
+    leased.block = Some(1.0);
+    leased.lease = Some(2.0);
+    let wd = h.block(leased).unwrap_err();
+
+    h.call(h.req(
+        "a",
+        "r",
+        4,
+        RequestKind::Fail {
+            reason: "disk full".into(),
+        },
+    ));
+    let (holders, freed_by, because) = granted(&h.woken(wb).unwrap());
+    assert_eq!(
+        (holders, freed_by),
+        (vec!["b".to_owned()], Some("a".to_owned()))
+    );
+    assert_eq!(because.as_deref(), Some("\"a\" failed: disk full"));
+
+    h.call(h.req("b", "r", 5, RequestKind::ClearGroup));
+    let (_, freed_by, because) = granted(&h.woken(wc).unwrap());
+    assert_eq!(freed_by.as_deref(), Some("b"));
+    assert_eq!(because.as_deref(), Some("\"b\" cleared the group"));
+
+    // c holds it and waits on something else with a lease; its tool is killed: gone.
+    let mut waiting = h.req("c", "r", 5, wait("never"));
+    waiting.block = Some(1.0);
+    waiting.lease = Some(2.0);
+    let wc2 = h.block(waiting).unwrap_err();
+    assert!(h.machine.cancel(wc2));
+    // d's tool is still held (its lease is kept alive by its held call).
+    let wakeups = h.machine.expire_leases(h.now + Duration::from_secs(4));
+    let to_d = wakeups.iter().find(|w| w.waiter == wd).expect("d served");
+    let (holders, freed_by, because) = granted(&to_d.reply);
+    assert_eq!(
+        (holders, freed_by),
+        (vec!["d".to_owned()], Some("c".to_owned()))
+    );
+    assert!(because.unwrap().contains("lease expired"));
+}
+
+#[test]
+fn a_counted_lock_has_up_to_count_holders_and_one_count() {
+    let mut h = Harness::new();
+    granted(&h.call(h.req("a", "r", 4, lock("pool", 2))));
+    let (holders, ..) = granted(&h.call(h.req("b", "r", 4, lock("pool", 2))));
+    assert_eq!(holders, ["a", "b"]);
+    let wc = h.block(h.req("c", "r", 4, lock("pool", 2))).unwrap_err();
+    assert_nack_naming(
+        Some(h.call(h.req("d", "r", 4, lock("pool", 3)))),
+        &["lock \"pool\" has 2 places; this request asks for 3"],
+    );
+    assert!(
+        !h.machine.group(G).unwrap().members.contains_key("d"),
+        "a refused request registers nobody"
+    );
+    h.call(h.req("b", "r", 4, unlock("pool")));
+    let (holders, freed_by, _) = granted(&h.woken(wc).unwrap());
+    assert_eq!(
+        (holders, freed_by.as_deref()),
+        (vec!["a".to_owned(), "c".to_owned()], Some("b"))
+    );
+}
+
+#[test]
+fn trying_a_full_lock_without_parking_reserves_nothing() {
+    let mut h = Harness::new();
+    granted(&h.call(h.req("a", "r", 2, lock("dut", 1))));
+    assert!(h.call(h.req("b", "r", 2, lock("dut", 1))).is_wait());
+    assert_eq!(h.machine.parked_count(), 0);
+    h.call(h.req("a", "r", 2, unlock("dut")));
+    let status = h.machine.status(Some(G), h.now);
+    assert_eq!(status[0]["locks"]["group"], json!({}), "nobody holds it");
+    granted(&h.call(h.req("b", "r", 2, lock("dut", 1))));
+}
+
+#[test]
+fn a_group_waiting_on_a_lock_its_holder_cannot_give_back_is_deadlocked() {
+    let mut h = Harness::new();
+    granted(&h.call(h.req("a", "r", 2, lock("dut", 1))));
+    let wa = h.block(h.req("a", "r", 2, wait("go"))).unwrap_err();
+    // b's own call is answered with the verdict at once, as is a's.
+    let reply = h.block(h.req("b", "r", 2, lock("dut", 1))).ok();
+    assert_nack_naming(reply, &["deadlock", "b waits for lava-lock dut"]);
+    assert_nack_naming(h.woken(wa), &["deadlock", "a waits for lava_wait go"]);
+}
+
+#[test]
+fn lab_locks_need_the_setting_and_are_shared_by_every_group() {
+    let mut h = Harness::new();
+    let in_group = |group: &str, client: &str, kind| {
+        let mut r = Request::new(group, client, "r", kind);
+        r.group_size = Some(2);
+        r
+    };
+    assert_nack_naming(
+        Some(h.call(in_group("g1", "a", lab_lock("pdu")))),
+        &["lab-wide locks are not allowed", "lab_locks"],
+    );
+    assert!(
+        h.machine.group("g1").is_none(),
+        "refused before anything changed"
+    );
+    h.machine = Coordinator::new(Duration::from_secs(60)).with_lab_locks(true);
+    let (holders, ..) = granted(&h.call(in_group("g1", "a", lab_lock("pdu"))));
+    assert_eq!(holders, ["g1/a"]);
+    let wb = h.block(in_group("g2", "b", lab_lock("pdu"))).unwrap_err();
+    let mut counted = in_group("g3", "c", lab_lock("pdu"));
+    counted.kind = RequestKind::Lock {
+        name: "pdu".into(),
+        count: 2,
+        scope: LockScope::Lab,
+    };
+    assert_nack_naming(
+        Some(h.call(counted)),
+        &["lab-wide lock \"pdu\" has 1 places"],
+    );
+    // Every group waits on the lab lock: not a deadlock, another group may give it back.
+    let wb2 = h.block(in_group("g2", "b2", lab_lock("pdu")));
+    assert!(wb2.is_err(), "{wb2:?}");
+    assert_eq!(
+        h.machine.lab_locks_status()["pdu"]["holders"],
+        json!(["g1/a"])
+    );
+
+    // The state as stored brings the holder back after a restart.
+    let mutations = h.machine.take_mutations();
+    let mut restarted = Coordinator::new(Duration::from_secs(60)).with_lab_locks(true);
+    for m in &mutations {
+        if let Mutation::PutGroup { group, meta } = m {
+            restarted.restore(Group::restore(group, meta, Vec::new(), h.now).unwrap());
+        }
+    }
+    assert_eq!(
+        restarted.lab_locks_status()["pdu"]["holders"],
+        json!(["g1/a"])
+    );
+
+    // g1 is forgotten (idle): its place goes to the first waiter of another group.
+    let wakeups = h.machine.expire(h.now + Duration::from_secs(61));
+    let to_b = wakeups.iter().find(|w| w.waiter == wb).expect("b served");
+    let (holders, freed_by, because) = granted(&to_b.reply);
+    assert_eq!(holders, ["g2/b"]);
+    assert_eq!(freed_by.as_deref(), Some("g1/a"));
+    assert!(because.unwrap().contains("expired"));
+}
+
+#[test]
+fn a_held_lock_survives_a_restart() {
+    let mut h = Harness::new();
+    granted(&h.call(h.req("a", "r", 2, lock("dut", 1))));
+    let mutations = h.machine.take_mutations();
+    let mut restarted = Coordinator::new(Duration::from_secs(60));
+    for m in &mutations {
+        if let Mutation::PutGroup { group, meta } = m {
+            restarted.restore(Group::restore(group, meta, Vec::new(), h.now).unwrap());
+        }
+    }
+    h.machine = restarted;
+    assert_eq!(h.machine.total_bytes(), h.machine.recount_bytes());
+    assert!(h.call(h.req("b", "r", 2, lock("dut", 1))).is_wait());
+    let wb = h.block(h.req("b", "r", 2, lock("dut", 1))).unwrap_err();
+    h.call(h.req("a", "r", 2, unlock("dut")));
+    assert_eq!(granted(&h.woken(wb).unwrap()).0, ["b"]);
+    assert_eq!(h.machine.total_bytes(), h.machine.recount_bytes());
+}
+
+/// One step of a member in the lock property test.
+#[derive(Debug, Clone)]
+enum LockStep {
+    /// Ask for the lock (parked when full) unless held or waiting.
+    Lock,
+    /// Give it back if held.
+    Unlock,
+    /// The tool's held call times out; it asks again later.
+    GiveUp,
+    Fail,
+}
+
+proptest! {
+    /// Members take, give back, give up on and fail while holding a counted lock in any
+    /// order: the lock never has more holders than places, each holder is told so once, and
+    /// once the holders are done every waiter has been served or told why not.
+    #[test]
+    fn a_lock_never_has_more_holders_than_places_and_serves_every_waiter(
+        members in 2usize..6,
+        count in 1u32..4,
+        steps in prop::collection::vec(
+            (0usize..6, prop_oneof![
+                4 => Just(LockStep::Lock),
+                3 => Just(LockStep::Unlock),
+                1 => Just(LockStep::GiveUp),
+                1 => Just(LockStep::Fail),
+            ]),
+            0..80,
+        ),
+    ) {
+        let mut h = Harness::new();
+        let size = members as u32;
+        let name = |m: usize| format!("n{m}");
+        let mut holds = vec![false; members];
+        let mut parked: Vec<Option<WaiterId>> = vec![None; members];
+        let mut failed = vec![false; members];
+        let check = |h: &mut Harness, holds: &mut Vec<bool>, parked: &mut Vec<Option<WaiterId>>| -> Result<(), TestCaseError> {
+            for m in 0..holds.len() {
+                if let Some(w) = parked[m] {
+                    if let Some(reply) = h.woken(w) {
+                        parked[m] = None;
+                        if reply.response == Response::Ack {
+                            holds[m] = true;
+                        }
+                    }
+                }
+            }
+            let status = h.machine.status(Some(G), h.now);
+            let holders = status[0]["locks"]["group"]["l"]["holders"]
+                .as_array().map_or(0, Vec::len);
+            prop_assert!(holders <= count as usize, "{holders} holders of {count}");
+            prop_assert_eq!(holders, holds.iter().filter(|h| **h).count());
+            Ok(())
+        };
+        for (m, step) in steps {
+            let m = m % members;
+            if failed[m] {
+                continue;
+            }
+            match step {
+                LockStep::Lock if !holds[m] && parked[m].is_none() => {
+                    match h.block(h.req(&name(m), "r", size, lock("l", count))) {
+                        Ok(reply) => {
+                            prop_assert_eq!(reply.response, Response::Ack);
+                            holds[m] = true;
+                        }
+                        Err(w) => parked[m] = Some(w),
+                    }
+                }
+                LockStep::Unlock if holds[m] => {
+                    let reply = h.call(h.req(&name(m), "r", size, unlock("l")));
+                    prop_assert_eq!(reply.response, Response::Ack);
+                    holds[m] = false;
+                }
+                LockStep::GiveUp => {
+                    if let Some(w) = parked[m] {
+                        if h.machine.cancel(w) {
+                            parked[m] = None;
+                        }
+                    }
+                }
+                LockStep::Fail => {
+                    h.call(h.req(&name(m), "r", size, RequestKind::Fail { reason: "x".into() }));
+                    failed[m] = true;
+                    holds[m] = false;
+                }
+                _ => {}
+            }
+            check(&mut h, &mut holds, &mut parked)?;
+            // A failed member holds nothing, and gets nothing.
+            for (failed, holds) in failed.iter().zip(&holds) {
+                prop_assert!(!(*failed && *holds));
+            }
+        }
+        // The holders finish one after another: every waiter is answered.
+        for _ in 0..members {
+            for (m, held) in holds.iter_mut().enumerate() {
+                if *held {
+                    h.call(h.req(&name(m), "r", size, unlock("l")));
+                    *held = false;
+                }
+            }
+            check(&mut h, &mut holds, &mut parked)?;
+        }
+        prop_assert!(parked.iter().all(Option::is_none), "still waiting: {parked:?}");
+        prop_assert_eq!(h.machine.parked_count(), 0);
+        prop_assert_eq!(h.machine.total_bytes(), h.machine.recount_bytes());
+    }
 }
