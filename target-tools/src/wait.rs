@@ -94,7 +94,10 @@ impl Session {
         self.timeout.saturating_sub(self.start.elapsed())
     }
 
-    fn request(&self, kind: RequestKind, block: Option<Duration>) -> Request {
+    /// `last`: the command will not ask again after a `wait` (its timeout ends with this
+    /// ask): it promises no lease (`"lease": 0`), so that giving up is not taken for a
+    /// killed tool.
+    fn request(&self, kind: RequestKind, block: Option<Duration>, last: bool) -> Request {
         let mut req = Request::new(&self.group, &self.client, &self.role, kind);
         req.hostname = Some(self.hostname.clone());
         req.group_size = self.group_size;
@@ -102,7 +105,10 @@ impl Session {
         req.block = block.map(|b| (b.as_secs_f64() * 1000.0).floor() / 1000.0);
         req.request_id = Some(self.call_id.clone());
         // Only a waiting call promises to ask again.
-        req.lease = block.map(|_| self.lease.as_secs_f64());
+        req.lease = block.map(|_| match last {
+            true => 0.0,
+            false => self.lease.as_secs_f64(),
+        });
         req.secret = self.secret.clone();
         req.group_secret = self.group_secret.clone();
         req
@@ -110,8 +116,13 @@ impl Session {
 
     /// Sends one request and returns its reply (`wait` included); while the coordinator
     /// cannot be reached, tries again with backoff until the timeout. `nack` is an error.
-    fn attempt(&self, kind: &RequestKind, block: Option<Duration>) -> Result<Reply, Error> {
-        let request = self.request(kind.clone(), block);
+    fn attempt(
+        &self,
+        kind: &RequestKind,
+        block: Option<Duration>,
+        last: bool,
+    ) -> Result<Reply, Error> {
+        let request = self.request(kind.clone(), block, last);
         let mut backoff = BACKOFF_START;
         let mut failing_since: Option<Instant> = None;
         loop {
@@ -171,13 +182,19 @@ impl Session {
     /// that a coordinator holding plain requests answers at once too).
     #[cfg_attr(not(feature = "vm-group"), allow(dead_code))]
     pub fn ask(&self, kind: RequestKind) -> Result<Reply, Error> {
-        self.attempt(&kind, Some(Duration::ZERO))
+        self.attempt(&kind, Some(Duration::ZERO), false)
+    }
+
+    /// Asks once, without waiting, and will not ask again (`lava-lock --try`): the reply
+    /// as it is now, `wait` included.
+    pub fn ask_once(&self, kind: RequestKind) -> Result<Reply, Error> {
+        self.attempt(&kind, Some(Duration::ZERO), true)
     }
 
     /// A request that is answered at once (`lava_send`, `vm_start`, ...); `wait` is an
     /// unexpected reply.
     pub fn call(&self, kind: RequestKind) -> Result<Reply, Error> {
-        let reply = self.attempt(&kind, None)?;
+        let reply = self.attempt(&kind, None, false)?;
         if reply.is_wait() {
             return Err(Error::BadReply(format!(
                 "`wait` to `{}`, which is answered at once",
@@ -200,7 +217,8 @@ impl Session {
                 });
             }
             let asked = Instant::now();
-            let reply = self.attempt(&kind, Some(remaining.min(BLOCK_SLICE)))?;
+            let last = remaining <= BLOCK_SLICE;
+            let reply = self.attempt(&kind, Some(remaining.min(BLOCK_SLICE)), last)?;
             if !reply.is_wait() {
                 return Ok(reply);
             }
@@ -282,6 +300,8 @@ mod tests {
         assert_eq!(first["group_size"], 2);
         let block = first["block"].as_f64().unwrap();
         assert!(block > 9.0 && block <= 10.0, "{block}");
+        // Its timeout ends within this slice: it promises no further ask.
+        assert_eq!(first["lease"], 0.0);
         // Every retry of the call carries the same request_id.
         let id = first["request_id"].as_str().unwrap().to_owned();
         assert!(id.starts_with("c-"));
@@ -310,8 +330,10 @@ mod tests {
             took >= held && took < Duration::from_millis(1700),
             "{took:?}"
         );
-        // Slices never exceed BLOCK_SLICE.
-        assert_eq!(rx.recv().unwrap()["block"], 25.0);
+        // Slices never exceed BLOCK_SLICE; one with time left after it carries the lease.
+        let first = rx.recv().unwrap();
+        assert_eq!(first["block"], 25.0);
+        assert_eq!(first["lease"], 10.0);
     }
 
     #[test]

@@ -334,7 +334,8 @@ impl Coordinator {
         };
         if let (Some(lease), Some(group)) = (req.lease, self.groups.get_mut(&req.group_name)) {
             let waiting = out.reply.as_ref().is_none_or(Reply::is_wait);
-            if waiting {
+            // A lease of 0 promises nothing: the tool's last ask before its own timeout.
+            if waiting && lease > 0.0 {
                 // The held time, then the lease: time to ask again after a `wait`.
                 let hold = Duration::from_secs_f64(req.block.unwrap_or(0.0).min(86_400.0))
                     .min(self.block_max);

@@ -1980,3 +1980,20 @@ proptest! {
         prop_assert_eq!(h.machine.total_bytes(), h.machine.recount_bytes());
     }
 }
+
+#[test]
+fn a_last_ask_with_lease_0_ends_the_lease() {
+    let mut h = Harness::new();
+    let mut first = h.req("a", "r", 2, wait("m"));
+    first.lease = Some(5.0);
+    assert!(h.call(first.clone()).is_wait());
+    assert_eq!(h.machine.group(G).unwrap().leases.len(), 1);
+    // The tool's timeout ends with its next ask: it gives up, it is not gone.
+    first.lease = Some(0.0);
+    assert!(h.call(first).is_wait());
+    assert!(h.machine.group(G).unwrap().leases.is_empty());
+    assert!(h
+        .machine
+        .expire_leases(h.now + Duration::from_secs(60))
+        .is_empty());
+}
