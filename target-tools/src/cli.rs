@@ -21,6 +21,10 @@ pub enum Command {
     VmDone,
     /// `lava-fail REASON`: this node failed.
     Fail,
+    /// `lava-lock NAME`: take a place in a lock.
+    Lock,
+    /// `lava-unlock NAME`: give it back.
+    Unlock,
     SelfName,
     Role,
     Group,
@@ -37,9 +41,21 @@ pub(crate) const FORCE: Opt = Opt {
     name: "force",
     takes_value: false,
 };
+pub(crate) const TRY: Opt = Opt {
+    name: "try",
+    takes_value: false,
+};
+pub(crate) const COUNT: Opt = Opt {
+    name: "count",
+    takes_value: true,
+};
+pub(crate) const LAB: Opt = Opt {
+    name: "lab",
+    takes_value: false,
+};
 
 impl Command {
-    pub const ALL: [Command; 14] = [
+    pub const ALL: [Command; 16] = [
         Command::Send,
         Command::Wait,
         Command::WaitAll,
@@ -49,6 +65,8 @@ impl Command {
         Command::WaitVms,
         Command::VmDone,
         Command::Fail,
+        Command::Lock,
+        Command::Unlock,
         Command::SelfName,
         Command::Role,
         Command::Group,
@@ -68,6 +86,8 @@ impl Command {
             Command::WaitVms => "wait-vms",
             Command::VmDone => "vm-done",
             Command::Fail => "fail",
+            Command::Lock => "lock",
+            Command::Unlock => "unlock",
             Command::SelfName => "self",
             Command::Role => "role",
             Command::Group => "group",
@@ -88,6 +108,8 @@ impl Command {
             Command::WaitVms => "the same as wait-for-vms (the seed's other name)",
             Command::VmDone => "report this VM's end (ok, or --failed REASON)",
             Command::Fail => "declare this node failed: every wait that needs it ends",
+            Command::Lock => "take a place in a named lock (waits; --try, --count N, --lab)",
+            Command::Unlock => "give back this node's place in a named lock",
             Command::SelfName => "print this node's client name",
             Command::Role => "print this node's role ('list': every role)",
             Command::Group => "print the group's members and roles (or the members of a role)",
@@ -123,6 +145,8 @@ impl Command {
     pub fn options(self) -> &'static [Opt] {
         match self {
             Command::VmDone => &[FAILED],
+            Command::Lock => &[TRY, COUNT, LAB],
+            Command::Unlock => &[LAB],
             Command::Install => &[FORCE],
             _ => &[],
         }

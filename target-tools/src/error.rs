@@ -22,6 +22,8 @@ pub const EXIT_TIMEOUT: i32 = 5;
 pub const EXIT_COORDINATOR: i32 = 6;
 /// A local failure: the cache file or the links of `install` could not be written.
 pub const EXIT_LOCAL: i32 = 7;
+/// `lava-lock --try`: the lock has no free place now.
+pub const EXIT_BUSY: i32 = 8;
 
 #[derive(Debug)]
 pub enum Error {
@@ -58,6 +60,11 @@ pub enum Error {
     /// Console transport: the console closed (end of standard input), or standard input or
     /// output failed; the text says which.
     Console(String),
+    /// `lava-lock --try`: no free place; the text names the lock.
+    Busy(String),
+    /// A command that needs our coordinator over TCP (locks), against LAVA's coordinator or
+    /// over the console; the text says which.
+    Unsupported(String),
 }
 
 impl Error {
@@ -65,7 +72,8 @@ impl Error {
         match self {
             Error::Usage(_) => EXIT_USAGE,
             Error::Config(_) | Error::Job(_) => EXIT_CONFIG,
-            Error::Nack { .. } | Error::Refused { .. } => EXIT_NACK,
+            Error::Nack { .. } | Error::Refused { .. } | Error::Unsupported(_) => EXIT_NACK,
+            Error::Busy(_) => EXIT_BUSY,
             Error::Timeout { .. } => EXIT_TIMEOUT,
             Error::Unreachable { .. } | Error::BadReply(_) | Error::Console(_) => EXIT_COORDINATOR,
             Error::Negative(_) => EXIT_NEGATIVE,
@@ -125,7 +133,9 @@ impl fmt::Display for Error {
                 "the relay refused {marker} (nack; LAVA's nack gives no reason: the coordinator \
                  refused the call, or the relay could not make it)"
             ),
-            Error::Console(text) => write!(f, "{text}"),
+            Error::Console(text) | Error::Busy(text) | Error::Unsupported(text) => {
+                write!(f, "{text}")
+            }
         }
     }
 }

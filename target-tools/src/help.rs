@@ -27,10 +27,12 @@ Exit status:
   1  negative answer (lava-group ROLE: no such member; lava-wait-for-vms: a member failed)
   2  bad arguments
   3  a setting is missing or invalid
-  4  the coordinator refused the request (nack; console: the relay did)
+  4  the coordinator refused the request (nack; console: the relay did); lava-lock and
+     lava-unlock: the coordinator is not ours, or the transport is the console
   5  timeout
   6  coordinator unreachable until the timeout, or an unusable reply; console: it closed
-  7  local error (cache file, standard output, install links; lava-fail: nobody was told)";
+  7  local error (cache file, standard output, install links; lava-fail: nobody was told)
+  8  lava-lock --try: the lock has no free place";
 
 fn usage(cmd: Command) -> &'static str {
     match cmd {
@@ -100,6 +102,28 @@ answer. Those tools exit 4. Against LAVA's own coordinator nothing can be told (
 Over the console it prints <LAVA_MULTI_NODE> <LAVA_FAIL REASON>, which our VM-group
 launcher relays and LAVA's dispatcher ignores: no reply within 10 s (or the timeout) is
 exit 7."
+        }
+        Command::Lock => {
+            "\
+Usage: lava-lock [--try] [--count N] [--lab] NAME
+
+Takes a place in lock NAME of the group: waits until one is free (the timeout applies, exit
+5), then prints 'lock=NAME' and 'holders=CLIENT,...' lines; when the place was handed over,
+also 'freed_by=HOLDER' and 'freed_because=REASON' (unlocked, failed, cleared the group, lease
+expired, its group was deleted). A lock has one place, or N with --count N (every holder must
+ask with the same N). Taking a place held already answers at once. --try answers at once:
+exit 8 when no place is free. --lab: a lab-wide lock, shared by every group, where the
+coordinator allows them (setting lab_locks); holders are then GROUP/CLIENT.
+A place is given back by lava-unlock, and at once when its holder fails (lava-fail), clears
+the group, or is counted gone (its waiting tool stopped asking). Needs our coordinator over
+TCP: against LAVA's, or over the console, exit 4."
+        }
+        Command::Unlock => {
+            "\
+Usage: lava-unlock [--lab] NAME
+
+Gives back this node's place in lock NAME (--lab: the lab-wide lock); the first waiter gets
+it. Exit 4 when this node holds no place in it."
         }
         Command::SelfName => {
             "\

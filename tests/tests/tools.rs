@@ -691,6 +691,8 @@ fn install_help_and_subcommands() {
         "lava-wait-vms",
         "lava-vm-done",
         "lava-fail",
+        "lava-lock",
+        "lava-unlock",
         "lava-self",
         "lava-role",
         "lava-group",

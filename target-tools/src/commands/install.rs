@@ -65,12 +65,14 @@ mod tests {
     #[test]
     fn every_tool_is_linked() {
         let names = tool_names();
-        assert_eq!(names.len(), 12);
+        assert_eq!(names.len(), 14);
         for name in [
             "lava-send",
             "lava-wait-vms",
             "lava-vm-done",
             "lava-fail",
+            "lava-lock",
+            "lava-unlock",
             "lava-group",
         ] {
             assert!(names.iter().any(|n| n == name), "{name}");

@@ -2,11 +2,13 @@
 
 pub mod fail;
 pub mod install;
+pub mod lock;
 pub mod messaging;
 pub mod roster;
 pub mod vm;
 
 use lava_protocol::message::Roles;
+use lava_protocol::LockScope;
 
 use crate::args;
 use crate::cli::{arity, print_lines, Command, Env};
@@ -209,6 +211,31 @@ pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
                 return Err(Error::Usage("the reason must be one line".into()));
             }
             fail::fail(&*link()?, &travelling(console, &reason, false))
+        }
+        Command::Lock | Command::Unlock => {
+            arity(&parsed, 1, 1, "lock name")?;
+            let name = lock::lock_name(&pos[0])?;
+            let scope = match parsed.switch("lab") {
+                true => LockScope::Lab,
+                false => LockScope::Group,
+            };
+            if console {
+                return Err(Error::Unsupported(format!(
+                    "{} needs our coordinator over TCP: LAVA's console markers have no \
+                     locks (LAVA_MULTINODE_TRANSPORT is console)",
+                    cmd.tool_name().unwrap_or_default()
+                )));
+            }
+            let session = Session::from_config(&cfg, debug)?;
+            if cmd == Command::Unlock {
+                return lock::unlock(&session, name, scope);
+            }
+            let options = lock::Options {
+                count: lock::count(parsed.option("count").flatten())?,
+                scope,
+                try_once: parsed.switch("try"),
+            };
+            lock::lock(&session, name, options, env.out)
         }
         Command::Install | Command::VmGroup => unreachable!("handled above"),
     }
