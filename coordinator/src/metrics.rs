@@ -14,11 +14,12 @@ use tracing::{debug, warn};
 use crate::server::Shared;
 
 /// Every request kind, in the order of the counters.
-const KINDS: [&str; 17] = [
+const KINDS: [&str; 18] = [
     "group_data",
     "lava_send",
     "lava_wait",
     "lava_wait_all",
+    "wait_any",
     "lava_sync",
     "clear_group",
     "complete",
@@ -292,6 +293,10 @@ mod tests {
     fn every_request_kind_has_a_counter() {
         let kinds = [
             RequestKind::Fail { reason: "r".into() },
+            RequestKind::WaitAny {
+                ids: vec!["a".into()],
+                role: None,
+            },
             RequestKind::Lock {
                 name: "l".into(),
                 count: 1,

@@ -745,6 +745,7 @@ fn request_id(request: &Request) -> &str {
     match &request.kind {
         Send { id, .. } | Wait { id } | WaitAll { id, .. } | Sync { id, .. } => id,
         Lock { name, .. } | Unlock { name, .. } => name,
+        WaitAny { ids, .. } => ids.first().map_or("", String::as_str),
         _ => "",
     }
 }

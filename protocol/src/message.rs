@@ -52,6 +52,12 @@ pub enum RequestKind {
         id: String,
         role: Option<String>,
     },
+    /// Extension: wait until any of `ids` has been sent (by a member of `role`); the reply
+    /// names the id.
+    WaitAny {
+        ids: Vec<String>,
+        role: Option<String>,
+    },
     Sync {
         id: String,
         message: Value,
@@ -139,6 +145,7 @@ impl RequestKind {
             RequestKind::Send { .. } => "lava_send",
             RequestKind::Wait { .. } => "lava_wait",
             RequestKind::WaitAll { .. } => "lava_wait_all",
+            RequestKind::WaitAny { .. } => "wait_any",
             RequestKind::Sync { .. } => "lava_sync",
             RequestKind::ClearGroup => "clear_group",
             RequestKind::Complete => "complete",
@@ -257,6 +264,25 @@ fn seconds(obj: &Map<String, Value>, field: &'static str) -> Result<Option<f64>,
     }
 }
 
+/// `messageIDs`: a list of one or more message ids.
+fn message_ids(obj: &Map<String, Value>) -> Result<Vec<String>, RequestError> {
+    let wrong = RequestError::WrongType {
+        field: "messageIDs",
+        expected: "a list of one or more message id strings",
+    };
+    match obj.get("messageIDs") {
+        None | Some(Value::Null) => Err(RequestError::Missing("messageIDs")),
+        Some(Value::Array(ids)) if !ids.is_empty() => ids
+            .iter()
+            .map(|id| match id {
+                Value::String(id) => Ok(id.clone()),
+                _ => Err(wrong.clone()),
+            })
+            .collect(),
+        Some(_) => Err(wrong),
+    }
+}
+
 /// A lock's `count`: how many may hold it at once, 1 when absent.
 fn lock_count(obj: &Map<String, Value>) -> Result<u32, RequestError> {
     match obj.get("count") {
@@ -353,6 +379,10 @@ impl Request {
             "lava_wait" => RequestKind::Wait { id: id()? },
             "lava_wait_all" => RequestKind::WaitAll {
                 id: id()?,
+                role: string(obj, "waitrole")?,
+            },
+            "wait_any" => RequestKind::WaitAny {
+                ids: message_ids(obj)?,
                 role: string(obj, "waitrole")?,
             },
             "lava_sync" => RequestKind::Sync {
@@ -470,6 +500,12 @@ impl Request {
             RequestKind::Fail { reason } => {
                 obj.insert("reason".into(), reason.clone().into());
             }
+            RequestKind::WaitAny { ids, role } => {
+                obj.insert("messageIDs".into(), ids.clone().into());
+                if let Some(role) = role {
+                    obj.insert("waitrole".into(), role.clone().into());
+                }
+            }
             RequestKind::Lock { name, count, scope } => {
                 obj.insert("lock".into(), name.clone().into());
                 obj.insert("count".into(), (*count).into());
@@ -529,6 +565,9 @@ pub struct Reply {
     /// Extension on `vm_wait_all`: members that reported `status=failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<Vec<String>>,
+    /// Extension on the `ack` of `wait_any`: which id was sent.
+    #[serde(default, rename = "messageID", skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
     /// Extension on `nack`: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -543,6 +582,7 @@ impl Reply {
             declared: None,
             host_ip: None,
             failed: None,
+            message_id: None,
             error: None,
         }
     }
@@ -742,6 +782,41 @@ mod tests {
     }
 
     #[test]
+    fn wait_any_needs_a_list_of_ids() {
+        let with = |ids: Value| {
+            parse(
+                json!({"request": "wait_any", "group_name": "g", "client_name": "c",
+                         "messageIDs": ids}),
+            )
+        };
+        assert_eq!(
+            with(json!(["a", "b"])).unwrap().kind,
+            RequestKind::WaitAny {
+                ids: vec!["a".into(), "b".into()],
+                role: None
+            }
+        );
+        for bad in [json!([]), json!("a"), json!([1])] {
+            assert!(
+                matches!(
+                    with(bad.clone()),
+                    Err(RequestError::WrongType {
+                        field: "messageIDs",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        let mut reply = Reply::ack_message(json!({"a": {}}));
+        reply.message_id = Some("ready".into());
+        assert_eq!(
+            reply.to_json(),
+            r#"{"response": "ack", "message": {"a": {}}, "messageID": "ready"}"#
+        );
+    }
+
+    #[test]
     fn lock_requests_default_to_one_place_in_the_group() {
         let lock = |extra: Value| {
             let mut v =
@@ -821,6 +896,14 @@ mod tests {
             RequestKind::VmWaitAll,
             RequestKind::Fail {
                 reason: "disk full".into(),
+            },
+            RequestKind::WaitAny {
+                ids: vec!["ready".into(), "failed".into()],
+                role: Some("server".into()),
+            },
+            RequestKind::WaitAny {
+                ids: vec!["ready".into()],
+                role: None,
             },
             RequestKind::Lock {
                 name: "dut-power".into(),

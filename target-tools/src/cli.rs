@@ -49,6 +49,10 @@ pub(crate) const COUNT: Opt = Opt {
     name: "count",
     takes_value: true,
 };
+pub(crate) const ANY: Opt = Opt {
+    name: "any",
+    takes_value: false,
+};
 pub(crate) const LAB: Opt = Opt {
     name: "lab",
     takes_value: false,
@@ -100,8 +104,10 @@ impl Command {
     pub fn summary(self) -> &'static str {
         match self {
             Command::Send => "send a message (ID and key=value data) to the group",
-            Command::Wait => "wait until any member has sent a message ID; print its data",
-            Command::WaitAll => "wait until every member (of a role) has sent a message ID",
+            Command::Wait => "wait until any member has sent a message ID (or any of several IDs)",
+            Command::WaitAll => {
+                "wait until every member (of a role; --any: any one) has sent a message ID"
+            }
             Command::Sync => "wait until every member has reached the same point",
             Command::StartVms => "open the VMs' start gate (the host's side)",
             Command::WaitForVms => "report the host's end and wait for every VM's",
@@ -146,6 +152,7 @@ impl Command {
         match self {
             Command::VmDone => &[FAILED],
             Command::Lock => &[TRY, COUNT, LAB],
+            Command::WaitAll => &[ANY],
             Command::Unlock => &[LAB],
             Command::Install => &[FORCE],
             _ => &[],

@@ -27,8 +27,8 @@ Exit status:
   1  negative answer (lava-group ROLE: no such member; lava-wait-for-vms: a member failed)
   2  bad arguments
   3  a setting is missing or invalid
-  4  the coordinator refused the request (nack; console: the relay did); lava-lock and
-     lava-unlock: the coordinator is not ours, or the transport is the console
+  4  the coordinator refused the request (nack; console: the relay did); our extensions
+     (locks, any-of waits): the coordinator is not ours, or the transport is the console
   5  timeout
   6  coordinator unreachable until the timeout, or an unusable reply; console: it closed
   7  local error (cache file, standard output, install links; lava-fail: nobody was told)
@@ -47,17 +47,23 @@ whitespace in ID, keys other than letters, digits and '_', '=' in values, '<' or
         }
         Command::Wait => {
             "\
-Usage: lava-wait ID
+Usage: lava-wait ID [ID ...]
 
 Waits until any node of the group has sent message ID, then prints the data sent under
-ID as 'sender:key=value' lines and writes the same lines to the cache file (replacing it)."
+ID as 'sender:key=value' lines and writes the same lines to the cache file (replacing it).
+With several IDs: waits until any of them has been sent, prints that ID alone on the first
+line, then its data as above (the cache file gets the data lines only); when several were
+sent already, the first in the order given. Several IDs need our coordinator over TCP
+(against LAVA's, or over the console, exit 4)."
         }
         Command::WaitAll => {
             "\
-Usage: lava-wait-all ID [ROLE]
+Usage: lava-wait-all [--any] ID [ROLE]
 
 Waits until every node of the group (or every node of ROLE) has sent message ID, then
-prints the data sent under ID as 'sender:key=value' lines and writes them to the cache file."
+prints the data sent under ID as 'sender:key=value' lines and writes them to the cache file.
+--any: waits until any one node (of ROLE) has sent ID instead, and prints the data of the
+nodes (of ROLE) that have; it needs our coordinator over TCP (else exit 4)."
         }
         Command::Sync => {
             "\

@@ -28,6 +28,11 @@ pub enum Condition {
         role: Option<String>,
         vm_stop: bool,
     },
+    /// `wait_any`: any of `ids` has been sent (by a member of `role`); see `any_of.rs`.
+    AnySent {
+        ids: Vec<String>,
+        role: Option<String>,
+    },
     /// `lava_sync`: `group_size` members arrived at the sync.
     Synced { id: String },
     /// `lock`: a place in the lock (`count` places). Only a place given back answers it
@@ -59,6 +64,12 @@ impl Condition {
             (Condition::AllSent { .. }, Change::Registered | Change::RosterDeclared) => true,
             (Condition::AllSent { id, .. }, Change::Sent(sent)) => id == sent,
             (Condition::Sent { id, .. }, Change::Sent(sent)) => id == sent,
+            (Condition::AnySent { ids, .. }, Change::Sent(sent)) => ids.contains(sent),
+            // A role's members become known; a member failed.
+            (
+                Condition::AnySent { .. },
+                Change::Registered | Change::RosterDeclared | Change::Failed,
+            ) => true,
             (Condition::Synced { id }, Change::SyncArrived(arrived)) => id == arrived,
             (
                 Condition::Synced { .. } | Condition::AllSent { .. } | Condition::Sent { .. },
@@ -142,6 +153,7 @@ impl Condition {
                 format!("lava_wait_all {}", bounded(id))
             }
             Condition::Synced { id } => format!("lava_sync {}", bounded(id)),
+            Condition::AnySent { ids, role } => super::any_of::describe(ids, role.as_deref()),
             Condition::Lock {
                 name,
                 scope: LockScope::Group,
@@ -619,6 +631,13 @@ impl Group {
                 format!("{} of {} members registered", self.members.len(), self.size)
             }
             Condition::Sent { .. } => "nobody has sent it yet".into(),
+            Condition::AnySent { role: None, .. } => "nobody has sent any of them yet".into(),
+            Condition::AnySent {
+                role: Some(role), ..
+            } => format!(
+                "no member of role {} has sent any of them yet",
+                bounded(role)
+            ),
             Condition::AllSent { id, role, .. } => {
                 let sent = self.messages.get(id);
                 missing(
@@ -694,6 +713,7 @@ impl Group {
                     .collect();
                 Some(format!("every other member failed: {}", names.join(", ")))
             }
+            Condition::AnySent { role, .. } => self.doomed_any(client, role.as_deref()),
             // Members that fail give their places back: a lock is never hopeless.
             Condition::GroupComplete | Condition::Roster | Condition::Lock { .. } => None,
         }
@@ -763,7 +783,7 @@ impl Group {
     }
 
     /// Every member, client -> role, once it is known: declared, or all registered.
-    fn known_roster(&self) -> Option<&Roles> {
+    pub(super) fn known_roster(&self) -> Option<&Roles> {
         match &self.roster {
             Some(roster) => Some(roster),
             None if self.is_complete() => Some(&self.members),
@@ -1104,6 +1124,7 @@ impl Group {
         match condition {
             // Served when a place is given back (`locks.rs`).
             Condition::Lock { .. } => None,
+            Condition::AnySent { ids, role } => self.answer_any_sent(ids, role.as_deref()),
             Condition::GroupComplete => self
                 .is_complete()
                 .then(|| Reply::group_data(by_role(self.members.iter()))),

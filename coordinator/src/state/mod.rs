@@ -2,6 +2,7 @@
 //! (or "parked") and the replies of earlier parked requests that it released come out. No
 //! I/O, no clock: the server around it owns the sockets and the timers.
 
+mod any_of;
 mod group;
 mod locks;
 
@@ -492,6 +493,10 @@ impl Coordinator {
                 id: id.clone(),
                 role: role.clone(),
                 vm_stop: false,
+            }),
+            RequestKind::WaitAny { ids, role } => wait(Condition::AnySent {
+                ids: ids.clone(),
+                role: role.clone(),
             }),
             RequestKind::VmWaitAll => wait(Condition::AllSent {
                 id: VM_STOP_ID.into(),

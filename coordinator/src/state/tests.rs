@@ -1997,3 +1997,129 @@ fn a_last_ask_with_lease_0_ends_the_lease() {
         .expire_leases(h.now + Duration::from_secs(60))
         .is_empty());
 }
+
+fn wait_any(ids: &[&str], role: Option<&str>) -> RequestKind {
+    RequestKind::WaitAny {
+        ids: ids.iter().map(|id| id.to_string()).collect(),
+        role: role.map(Into::into),
+    }
+}
+
+#[test]
+fn an_any_of_wait_is_answered_by_the_first_id_sent_and_names_it() {
+    let mut h = Harness::new();
+    let w = h
+        .block(h.req("a", "client", 3, wait_any(&["ready", "failed"], None)))
+        .unwrap_err();
+    let status = h.machine.status(Some(G), h.now);
+    assert_eq!(
+        status[0]["blocked"][0]["waits_for"],
+        "wait_any ready failed"
+    );
+    h.call(h.req("b", "server", 3, send("other", json!({}))));
+    assert!(h.woken(w).is_none());
+    h.call(h.req("b", "server", 3, send("failed", json!({"why": "disk"}))));
+    let reply = h.woken(w).unwrap();
+    assert_eq!(reply.message_id.as_deref(), Some("failed"));
+    assert_eq!(reply.message, Some(json!({"b": {"why": "disk"}})));
+    // Both sent: the first in the caller's order wins.
+    h.call(h.req("c", "server", 3, send("ready", json!({}))));
+    let reply = h.call(h.req("a", "client", 3, wait_any(&["ready", "failed"], None)));
+    assert_eq!(reply.message_id.as_deref(), Some("ready"));
+}
+
+#[test]
+fn an_any_of_wait_by_role_waits_for_any_one_member_of_the_role() {
+    let mut h = Harness::new();
+    h.call(h.req("c1", "client", 4, send("up", json!({"n": "1"}))));
+    let w = h
+        .block(h.req("s", "server", 4, wait_any(&["up"], Some("worker"))))
+        .unwrap_err();
+    h.call(h.req("w1", "worker", 4, RequestKind::GroupData));
+    assert!(h.woken(w).is_none(), "a client's send does not count");
+    h.call(h.req("w2", "worker", 4, send("up", json!({"n": "2"}))));
+    let reply = h.woken(w).unwrap();
+    assert_eq!(
+        reply.message,
+        Some(json!({"w2": {"n": "2"}})),
+        "only the role's senders"
+    );
+    // A role nobody has, once the group is complete.
+    assert_nack_naming(
+        Some(h.call(h.req("s", "server", 4, wait_any(&["up"], Some("nobody"))))),
+        &["no member", "\"nobody\""],
+    );
+}
+
+#[test]
+fn an_any_of_wait_ends_when_every_possible_sender_failed() {
+    let mut h = Harness::new();
+    for (c, r) in [("s", "server"), ("w1", "worker"), ("w2", "worker")] {
+        h.call(h.req(c, r, 3, RequestKind::GroupData));
+    }
+    let w = h
+        .block(h.req("s", "server", 3, wait_any(&["up"], Some("worker"))))
+        .unwrap_err();
+    h.call(h.req("w1", "worker", 3, RequestKind::Fail { reason: "a".into() }));
+    assert!(h.woken(w).is_none(), "w2 may still send");
+    h.call(h.req("w2", "worker", 3, RequestKind::Fail { reason: "b".into() }));
+    assert_nack_naming(
+        h.woken(w),
+        &["every other member of role \"worker\" failed", "\"w2\" (b)"],
+    );
+}
+
+proptest! {
+    /// Members of two roles send ids from a small set in any order while a member waits for
+    /// any of some of them (of a role or not): it is answered exactly when one of them has a
+    /// sender that counts, with the first such id in its order and only senders that count.
+    #[test]
+    fn an_any_of_wait_is_answered_exactly_when_one_of_its_ids_is_sent(
+        ids in prop::collection::vec(0u8..4, 1..4),
+        role in prop::option::of(0u8..2),
+        wait_at in 0usize..8,
+        sends in prop::collection::vec((0usize..4, 0u8..4), 0..8),
+    ) {
+        let mut h = Harness::new();
+        let roles = ["r0", "r1", "r0", "r1"];
+        // Everybody registers first: the roles are known.
+        for (m, r) in roles.iter().enumerate() {
+            h.call(h.req(&format!("m{m}"), r, 5, RequestKind::GroupData));
+        }
+        let ids: Vec<String> = ids.iter().map(|i| format!("id{i}")).collect();
+        let role = role.map(|r| format!("r{r}"));
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut waiter = None;
+        let mut sent: Vec<(String, String)> = Vec::new();
+        let counts = |sender: &str, role: &Option<String>| {
+            let m: usize = sender[1..].parse().unwrap();
+            role.as_deref().is_none_or(|r| roles[m] == r)
+        };
+        for (i, (m, id)) in sends.iter().enumerate() {
+            if i == wait_at {
+                waiter = Some(h.block(h.req("w", "r2", 5, wait_any(&id_refs, role.as_deref()))));
+            }
+            let sender = format!("m{m}");
+            h.call(h.req(&sender, roles[*m], 5, send(&format!("id{id}"), json!({}))));
+            sent.push((sender, format!("id{id}")));
+        }
+        let waiter = waiter.unwrap_or_else(|| h.block(h.req("w", "r2", 5, wait_any(&id_refs, role.as_deref()))));
+        let reply = match waiter {
+            Ok(reply) => Some(reply),
+            Err(w) => h.woken(w),
+        };
+        let answerable = ids.iter().any(|id| sent.iter().any(|(s, i)| i == id && counts(s, &role)));
+        prop_assert_eq!(reply.is_some(), answerable, "{:?}", reply);
+        if let Some(reply) = reply {
+            prop_assert_eq!(reply.response, Response::Ack);
+            let got = reply.message_id.clone().unwrap();
+            prop_assert!(ids.contains(&got));
+            let senders = reply.message.as_ref().unwrap().as_object().unwrap();
+            prop_assert!(!senders.is_empty());
+            for s in senders.keys() {
+                prop_assert!(counts(s, &role), "{s} does not count");
+                prop_assert!(sent.iter().any(|(x, i)| x == s && *i == got));
+            }
+        }
+    }
+}

@@ -94,6 +94,67 @@ pub fn wait(
     cache::write(cache_path, &lines)
 }
 
+/// `lava-wait ID1 ID2 ...` (`role` = `None`, the id printed first) or `lava-wait-all ID
+/// [ROLE] --any`: waits until any of `ids` has been sent (by a member of `role`), prints
+/// the id that was when `print_id`, then the received pairs, and replaces the cache file with
+/// the pairs. Only our coordinator knows `wait_any`.
+pub fn wait_any(
+    s: &dyn Link,
+    cache_path: &Path,
+    ids: &[&str],
+    role: Option<&str>,
+    print_id: bool,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let tool = if print_id {
+        "lava-wait with several IDs"
+    } else {
+        "lava-wait-all --any"
+    };
+    if s.lava_only() {
+        return Err(Error::Unsupported(format!(
+            "{tool} needs our coordinator over TCP: LAVA's console markers have no any-of wait \
+             (LAVA_MULTINODE_TRANSPORT is console)"
+        )));
+    }
+    cache::remove(cache_path)?;
+    let names: Vec<String> = ids.iter().map(|id| format!("{id:?}")).collect();
+    let what = match role {
+        None => format!(
+            "any of messages {} from any member{}",
+            names.join(", "),
+            in_group(s, "of")
+        ),
+        Some(role) => format!(
+            "message {} from any member of role {role:?}{}",
+            names.join(", "),
+            in_group(s, "in")
+        ),
+    };
+    let kind = RequestKind::WaitAny {
+        ids: ids.iter().map(|id| id.to_string()).collect(),
+        role: role.map(str::to_owned),
+    };
+    let reply = s.wait(kind, &what).map_err(|e| match e.is_bare_nack() {
+        true => Error::Unsupported(format!(
+            "{tool} needs this project's lava-coordinator: the coordinator does not know \
+             wait_any (LAVA's own coordinator?)"
+        )),
+        false => e,
+    })?;
+    let lines = cache::lines(reply.message.as_ref().unwrap_or(&Value::Null));
+    let mut printed = Vec::with_capacity(lines.len() + 1);
+    if print_id {
+        let id = reply
+            .message_id
+            .ok_or_else(|| Error::BadReply("`wait_any` answered without its messageID".into()))?;
+        printed.push(id);
+    }
+    printed.extend(lines.iter().cloned());
+    print_lines(out, &printed)?;
+    cache::write(cache_path, &lines)
+}
+
 pub fn sync(s: &dyn Link, id: &str) -> Result<(), Error> {
     s.wait(
         RequestKind::Sync {
