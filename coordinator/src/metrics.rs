@@ -14,12 +14,15 @@ use tracing::{debug, warn};
 use crate::server::Shared;
 
 /// Every request kind, in the order of the counters.
-const KINDS: [&str; 18] = [
+const KINDS: [&str; 21] = [
     "group_data",
     "lava_send",
     "lava_wait",
     "lava_wait_all",
     "wait_any",
+    "send_to",
+    "enqueue",
+    "consume",
     "lava_sync",
     "clear_group",
     "complete",

@@ -88,6 +88,23 @@ pub enum RequestKind {
     Fail {
         reason: String,
     },
+    /// Extension: data for one member only: its waits on `id` see it, nobody else's do.
+    SendTo {
+        to: String,
+        id: String,
+        message: Value,
+    },
+    /// Extension: append to queue `id` (for member `to` only, when given); each entry is
+    /// taken by one `Consume`.
+    Enqueue {
+        id: String,
+        to: Option<String>,
+        message: Value,
+    },
+    /// Extension: wait for the oldest entry of queue `id` this member may take, and take it.
+    Consume {
+        id: String,
+    },
     /// Extension: take lock `name` (one of its `count` places); `wait` while it is full.
     Lock {
         name: String,
@@ -157,6 +174,9 @@ impl RequestKind {
             RequestKind::VmStop { .. } => "vm_stop",
             RequestKind::VmWaitAll => "vm_wait_all",
             RequestKind::Fail { .. } => "fail",
+            RequestKind::SendTo { .. } => "send_to",
+            RequestKind::Enqueue { .. } => "enqueue",
+            RequestKind::Consume { .. } => "consume",
             RequestKind::Lock { .. } => "lock",
             RequestKind::Unlock { .. } => "unlock",
         }
@@ -417,6 +437,25 @@ impl Request {
             "fail" => RequestKind::Fail {
                 reason: string(obj, "reason")?.unwrap_or_default(),
             },
+            "send_to" => RequestKind::SendTo {
+                to: non_empty(obj, "to")?,
+                id: id()?,
+                message: message()?,
+            },
+            "enqueue" => RequestKind::Enqueue {
+                id: id()?,
+                to: match string(obj, "to")? {
+                    Some(to) if to.is_empty() => {
+                        return Err(RequestError::Invalid {
+                            field: "to",
+                            reason: "must not be empty".into(),
+                        })
+                    }
+                    to => to,
+                },
+                message: message()?,
+            },
+            "consume" => RequestKind::Consume { id: id()? },
             "lock" => RequestKind::Lock {
                 name: non_empty(obj, "lock")?,
                 count: lock_count(obj)?,
@@ -499,6 +538,21 @@ impl Request {
             }
             RequestKind::Fail { reason } => {
                 obj.insert("reason".into(), reason.clone().into());
+            }
+            RequestKind::SendTo { to, id, message } => {
+                obj.insert("to".into(), to.clone().into());
+                obj.insert("messageID".into(), id.clone().into());
+                obj.insert("message".into(), message.clone());
+            }
+            RequestKind::Enqueue { id, to, message } => {
+                obj.insert("messageID".into(), id.clone().into());
+                if let Some(to) = to {
+                    obj.insert("to".into(), to.clone().into());
+                }
+                obj.insert("message".into(), message.clone());
+            }
+            RequestKind::Consume { id } => {
+                obj.insert("messageID".into(), id.clone().into());
             }
             RequestKind::WaitAny { ids, role } => {
                 obj.insert("messageIDs".into(), ids.clone().into());
@@ -905,6 +959,22 @@ mod tests {
                 ids: vec!["ready".into()],
                 role: None,
             },
+            RequestKind::SendTo {
+                to: "b".into(),
+                id: "job".into(),
+                message: json!({"k": "v"}),
+            },
+            RequestKind::Enqueue {
+                id: "work".into(),
+                to: Some("b".into()),
+                message: json!({"n": "1"}),
+            },
+            RequestKind::Enqueue {
+                id: "work".into(),
+                to: None,
+                message: json!({}),
+            },
+            RequestKind::Consume { id: "work".into() },
             RequestKind::Lock {
                 name: "dut-power".into(),
                 count: 2,

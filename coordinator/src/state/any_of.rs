@@ -15,7 +15,12 @@ impl Group {
 
     /// The reply to a wait for any of `ids` (by a member of `role`): the first id in the
     /// caller's order that has a sender, with the data of its senders (of the role).
-    pub(super) fn answer_any_sent(&self, ids: &[String], role: Option<&str>) -> Option<Reply> {
+    pub(super) fn answer_any_sent(
+        &self,
+        client: &str,
+        ids: &[String],
+        role: Option<&str>,
+    ) -> Option<Reply> {
         if let (Some(role), Some(roster)) = (role, self.known_roster()) {
             if !roster.values().any(|r| r == role) {
                 return Some(Reply::nack(format!(
@@ -26,10 +31,12 @@ impl Group {
             }
         }
         ids.iter().find_map(|id| {
-            let data: serde_json::Map<String, Value> = self
-                .messages
-                .get(id)?
-                .iter()
+            let to_all = self.messages.get(id);
+            let to_me = self.mail.to(client, id);
+            let data: serde_json::Map<String, Value> = to_all
+                .into_iter()
+                .chain(to_me)
+                .flatten()
                 .filter(|(sender, _)| self.of_role(sender, role))
                 .map(|(sender, data)| (sender.clone(), data.clone()))
                 .collect();

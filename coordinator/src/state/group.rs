@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::locks::Locks;
+use super::mail::Mail;
 use super::{bounded, quoted, WaiterId};
 
 /// What a parked (or polling) request waits for.
@@ -33,6 +34,12 @@ pub enum Condition {
         ids: Vec<String>,
         role: Option<String>,
     },
+    /// `consume`: an entry of queue `id` the member may take (taken when answered).
+    /// `request_id`: the call's, kept with the entry taken for its retry.
+    Consume {
+        id: String,
+        request_id: Option<String>,
+    },
     /// `lava_sync`: `group_size` members arrived at the sync.
     Synced { id: String },
     /// `lock`: a place in the lock (`count` places). Only a place given back answers it
@@ -50,6 +57,8 @@ pub enum Change {
     Registered,
     RosterDeclared,
     Sent(String),
+    /// An entry was added to a queue.
+    Queued(String),
     SyncArrived(String),
     Cleared,
     /// A member declared that it failed.
@@ -65,6 +74,8 @@ impl Condition {
             (Condition::AllSent { id, .. }, Change::Sent(sent)) => id == sent,
             (Condition::Sent { id, .. }, Change::Sent(sent)) => id == sent,
             (Condition::AnySent { ids, .. }, Change::Sent(sent)) => ids.contains(sent),
+            (Condition::Consume { id, .. }, Change::Queued(queued)) => id == queued,
+            (Condition::Consume { .. }, Change::Failed) => true,
             // A role's members become known; a member failed.
             (
                 Condition::AnySent { .. },
@@ -154,6 +165,7 @@ impl Condition {
             }
             Condition::Synced { id } => format!("lava_sync {}", bounded(id)),
             Condition::AnySent { ids, role } => super::any_of::describe(ids, role.as_deref()),
+            Condition::Consume { id, .. } => format!("consume {}", bounded(id)),
             Condition::Lock {
                 name,
                 scope: LockScope::Group,
@@ -182,6 +194,8 @@ pub struct Group {
     pub failed: IndexMap<String, String>,
     /// The group's locks, and its members' places in lab-wide locks.
     pub locks: Locks,
+    /// Messages to one member, and queues.
+    pub mail: Mail,
     /// When this coordinator created (or restored) the group.
     pub created: Instant,
     /// Members in a waiting call with a lease: when they count as gone unless they ask again.
@@ -291,6 +305,7 @@ struct MetaRef<'a> {
     secret: &'a Option<String>,
     failed: &'a IndexMap<String, String>,
     locks: &'a Locks,
+    mail: &'a Mail,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +323,8 @@ struct Meta {
     failed: IndexMap<String, String>,
     #[serde(default)]
     locks: Locks,
+    #[serde(default)]
+    mail: Mail,
 }
 
 /// A change to store, as JSON text.
@@ -406,6 +423,7 @@ impl Group {
             cleared: HashSet::new(),
             failed: IndexMap::new(),
             locks: Locks::default(),
+            mail: Mail::default(),
             created: now,
             leases: HashMap::new(),
             last_active: now,
@@ -458,6 +476,7 @@ impl Group {
                 .sum::<usize>()
             + pairs(&self.failed)
             + self.locks.bytes()
+            + self.mail.bytes()
             + self.cleared.iter().map(String::len).sum::<usize>();
         (messages, meta)
     }
@@ -479,6 +498,7 @@ impl Group {
         group.secret = meta.secret;
         group.failed = meta.failed;
         group.locks = meta.locks;
+        group.mail = meta.mail;
         for (id, sender, data) in messages {
             group.messages.entry(id).or_default().insert(sender, data);
         }
@@ -528,6 +548,7 @@ impl Group {
             "sent": sent,
             "sync_arrivals": syncs,
             "locks": self.locks.status(),
+            "mail": self.mail.status(),
             "stored_bytes": self.stored_bytes(),
             "blocked": self.parked.iter().map(|p| serde_json::json!({
                 "client": p.client,
@@ -556,6 +577,7 @@ impl Group {
                 secret: &self.secret,
                 failed: &self.failed,
                 locks: &self.locks,
+                mail: &self.mail,
             };
             out.push(Mutation::PutGroup {
                 group: self.name.clone(),
@@ -631,6 +653,7 @@ impl Group {
                 format!("{} of {} members registered", self.members.len(), self.size)
             }
             Condition::Sent { .. } => "nobody has sent it yet".into(),
+            Condition::Consume { .. } => "the queue has no entry it may take".into(),
             Condition::AnySent { role: None, .. } => "nobody has sent any of them yet".into(),
             Condition::AnySent {
                 role: Some(role), ..
@@ -696,8 +719,8 @@ impl Group {
                     })
                     .map(why)
             }
-            // Anybody may send: only hopeless when every other member failed.
-            Condition::Sent { .. } => {
+            // Anybody may send (or enqueue): only hopeless when every other member failed.
+            Condition::Sent { .. } | Condition::Consume { .. } => {
                 let mut others = self
                     .known_roster()?
                     .keys()
@@ -888,7 +911,7 @@ impl Group {
     }
 
     fn id_count(&self) -> usize {
-        self.messages.len() + self.syncs.len() + self.locks.names()
+        self.messages.len() + self.syncs.len() + self.locks.names() + self.mail.ids()
     }
 
     fn too_many_ids(&self, room: Room) -> Result<(), String> {
@@ -946,6 +969,13 @@ impl Group {
                 grow += unpicked_bytes(client, id, &reply, req.request_id.as_deref());
             }
             RequestKind::Fail { reason } => grow += client.len() + reason.len(),
+            RequestKind::SendTo { .. } | RequestKind::Enqueue { .. } => {
+                let (bytes, fresh) = self.mail_growth(req)?;
+                if fresh {
+                    self.too_many_ids(room)?;
+                }
+                grow += bytes;
+            }
             RequestKind::Lock { .. } if self.failed.contains_key(client) => {
                 return Err(format!(
                     "{} failed ({}): a failed member takes no lock",
@@ -1124,7 +1154,7 @@ impl Group {
         match condition {
             // Served when a place is given back (`locks.rs`).
             Condition::Lock { .. } => None,
-            Condition::AnySent { ids, role } => self.answer_any_sent(ids, role.as_deref()),
+            Condition::AnySent { ids, role } => self.answer_any_sent(client, ids, role.as_deref()),
             Condition::GroupComplete => self
                 .is_complete()
                 .then(|| Reply::group_data(by_role(self.members.iter()))),
@@ -1134,10 +1164,21 @@ impl Group {
                     .is_complete()
                     .then(|| Reply::roster(by_role(self.members.iter()), false)),
             },
+            Condition::Consume { id, request_id } => {
+                self.consume(client, id, request_id.as_deref())
+            }
             Condition::Sent { id, vm_start } => {
-                let data = self.messages.get(id)?;
+                let to_all = self.messages.get(id);
+                let to_me = self.mail.to(client, id);
+                if to_all.is_none() && to_me.is_none() {
+                    return None;
+                }
+                let data: IndexMap<&String, &Value> =
+                    to_all.into_iter().chain(to_me).flatten().collect();
                 let mut reply = Reply::ack_message(Value::Object(
-                    data.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    data.iter()
+                        .map(|(k, v)| ((*k).clone(), (*v).clone()))
+                        .collect(),
                 ));
                 if *vm_start {
                     reply.host_ip = data
@@ -1270,7 +1311,14 @@ impl Group {
                 continue;
             }
             let (client, condition) = (parked.client.clone(), parked.condition.clone());
-            let answer = if matches!(condition, Condition::Synced { .. }) {
+            // Answers that depend on the member: its sync pick-up, its queue entry, what was
+            // sent to it alone.
+            let own = match condition {
+                Condition::Synced { .. } | Condition::Consume { .. } => true,
+                Condition::Sent { .. } | Condition::AnySent { .. } => !self.mail.is_empty(),
+                _ => false,
+            };
+            let answer = if own {
                 self.answer(&client, &condition)
             } else if let Some((_, answer)) = shared.iter().find(|(c, _)| *c == condition) {
                 answer.clone()

@@ -5,6 +5,7 @@
 mod any_of;
 mod group;
 mod locks;
+mod mail;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -494,6 +495,21 @@ impl Coordinator {
                 role: role.clone(),
                 vm_stop: false,
             }),
+            RequestKind::SendTo { to, id, message } => {
+                group.send_to(client, to, id, message.clone());
+                (None, Some(Change::Sent(id.clone())), None)
+            }
+            RequestKind::Enqueue { id, to, message } => {
+                group.enqueue(client, id, to.as_deref(), message.clone());
+                (None, Some(Change::Queued(id.clone())), None)
+            }
+            RequestKind::Consume { id } => match group.retried_consume(req) {
+                Some(reply) => (None, None, Some(reply)),
+                None => wait(Condition::Consume {
+                    id: id.clone(),
+                    request_id: req.request_id.clone(),
+                }),
+            },
             RequestKind::WaitAny { ids, role } => wait(Condition::AnySent {
                 ids: ids.clone(),
                 role: role.clone(),

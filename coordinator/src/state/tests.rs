@@ -2123,3 +2123,189 @@ proptest! {
         }
     }
 }
+
+fn send_to(to: &str, id: &str, message: Value) -> RequestKind {
+    RequestKind::SendTo {
+        to: to.into(),
+        id: id.into(),
+        message,
+    }
+}
+fn enqueue(id: &str, to: Option<&str>, message: Value) -> RequestKind {
+    RequestKind::Enqueue {
+        id: id.into(),
+        to: to.map(Into::into),
+        message,
+    }
+}
+fn consume(id: &str) -> RequestKind {
+    RequestKind::Consume { id: id.into() }
+}
+
+#[test]
+fn a_message_to_one_member_is_seen_by_its_waits_only() {
+    let mut h = Harness::new();
+    for c in ["s", "a", "b"] {
+        h.call(h.req(c, "r", 3, RequestKind::GroupData));
+    }
+    let wb = h.block(h.req("b", "r", 3, wait("job"))).unwrap_err();
+    let wa = h.block(h.req("a", "r", 3, wait("job"))).unwrap_err();
+    h.call(h.req("s", "r", 3, send_to("a", "job", json!({"n": "1"}))));
+    assert_eq!(
+        h.woken(wa).unwrap().message,
+        Some(json!({"s": {"n": "1"}})),
+        "with its sender"
+    );
+    assert!(h.woken(wb).is_none(), "b does not see a's message");
+    let any = h.call(h.req("a", "r", 3, wait_any(&["x", "job"], None)));
+    assert_eq!(any.message_id.as_deref(), Some("job"));
+    // What is sent to everybody reaches everybody, beside what was sent to one.
+    h.call(h.req("s", "r", 3, send("job", json!({"n": "all"}))));
+    assert_eq!(
+        h.woken(wb).unwrap().message,
+        Some(json!({"s": {"n": "all"}}))
+    );
+    let mut a_view = h.call(h.req("a", "r", 3, wait("job"))).message.unwrap();
+    assert_eq!(
+        a_view.as_object_mut().unwrap().len(),
+        1,
+        "s's own data to a wins"
+    );
+    assert_eq!(a_view, json!({"s": {"n": "1"}}));
+    assert_nack_naming(
+        Some(h.call(h.req("s", "r", 3, send_to("zed", "job", json!({}))))),
+        &["client \"zed\" is not a member of group"],
+    );
+    let status = h.machine.status(Some(G), h.now);
+    assert_eq!(status[0]["mail"]["direct"]["a"]["job"], json!(["s"]));
+}
+
+#[test]
+fn each_queue_entry_is_consumed_once_in_order() {
+    let mut h = Harness::new();
+    for c in ["s", "a", "b"] {
+        h.call(h.req(c, "r", 3, RequestKind::GroupData));
+    }
+    let wa = h.block(h.req("a", "r", 3, consume("work"))).unwrap_err();
+    let wb = h.block(h.req("b", "r", 3, consume("work"))).unwrap_err();
+    for n in 1..=3 {
+        h.call(h.req(
+            "s",
+            "r",
+            3,
+            enqueue("work", None, json!({ "n": n.to_string() })),
+        ));
+    }
+    assert_eq!(h.woken(wa).unwrap().message, Some(json!({"s": {"n": "1"}})));
+    assert_eq!(h.woken(wb).unwrap().message, Some(json!({"s": {"n": "2"}})));
+    // An entry for one member is taken by that member only.
+    h.call(h.req("s", "r", 3, enqueue("work", Some("b"), json!({"n": "b"}))));
+    let mut r = h.req("a", "r", 3, consume("work"));
+    r.request_id = Some("a-1".into());
+    assert_eq!(h.call(r.clone()).message, Some(json!({"s": {"n": "3"}})));
+    // Its retry (the answer was lost) gets the same entry, not the next.
+    assert_eq!(h.call(r).message, Some(json!({"s": {"n": "3"}})));
+    assert!(
+        h.call(h.req("a", "r", 3, consume("work"))).is_wait(),
+        "b's entry is b's"
+    );
+    assert_eq!(
+        h.call(h.req("b", "r", 3, consume("work"))).message,
+        Some(json!({"s": {"n": "b"}}))
+    );
+    assert_eq!(h.machine.total_bytes(), h.machine.recount_bytes());
+    // Nobody left to enqueue: the wait ends.
+    let wa = h.block(h.req("a", "r", 3, consume("work"))).unwrap_err();
+    h.call(h.req("s", "r", 3, RequestKind::Fail { reason: "x".into() }));
+    h.call(h.req("b", "r", 3, RequestKind::Fail { reason: "y".into() }));
+    assert_nack_naming(h.woken(wa), &["every other member failed"]);
+}
+
+#[test]
+fn mail_and_queues_survive_a_restart() {
+    let mut h = Harness::new();
+    h.call(h.req("s", "r", 2, send_to("a", "job", json!({"n": "1"}))));
+    h.call(h.req("s", "r", 2, enqueue("work", None, json!({"n": "2"}))));
+    let mutations = h.machine.take_mutations();
+    let mut restarted = Coordinator::new(Duration::from_secs(60));
+    for m in &mutations {
+        if let Mutation::PutGroup { group, meta } = m {
+            restarted.restore(Group::restore(group, meta, Vec::new(), h.now).unwrap());
+        }
+    }
+    h.machine = restarted;
+    assert_eq!(h.machine.total_bytes(), h.machine.recount_bytes());
+    assert_eq!(
+        h.call(h.req("a", "r", 2, wait("job"))).message,
+        Some(json!({"s": {"n": "1"}}))
+    );
+    assert_eq!(
+        h.call(h.req("a", "r", 2, consume("work"))).message,
+        Some(json!({"s": {"n": "2"}}))
+    );
+}
+
+proptest! {
+    /// Producers enqueue and consumers (held or polling, some giving up) consume in any
+    /// interleaving: every entry is taken exactly once, by a member it was for, and a
+    /// queue keeps its order.
+    #[test]
+    fn every_queue_entry_is_taken_exactly_once(
+        ops in prop::collection::vec((0usize..4, 0u8..4), 0..60),
+    ) {
+        // A fifth member never registers: no deadlock verdict ends the waits.
+        let mut h = Harness::new();
+        let name = |m: usize| format!("m{m}");
+        let mut parked: Vec<Option<WaiterId>> = vec![None; 4];
+        let mut next = 0u32;
+        let mut enqueued: Vec<(u32, Option<usize>)> = Vec::new();
+        let mut taken: Vec<(u32, usize)> = Vec::new();
+        let record = |reply: Reply, m: usize, taken: &mut Vec<(u32, usize)>| -> Result<(), TestCaseError> {
+            prop_assert_eq!(reply.response, Response::Ack);
+            let msg = reply.message.unwrap();
+            let n: u32 = msg["m0"]["n"].as_str().unwrap().parse().unwrap();
+            taken.push((n, m));
+            Ok(())
+        };
+        for (m, op) in ops {
+            match op {
+                // m0 produces, for anybody or for one member.
+                0 | 1 => {
+                    let to = (op == 1).then_some(m);
+                    h.call(h.req("m0", "r", 5, enqueue("q", to.map(name).as_deref(), json!({"n": next.to_string()}))));
+                    enqueued.push((next, to));
+                    next += 1;
+                }
+                2 if parked[m].is_none() => match h.block(h.req(&name(m), "r", 5, consume("q"))) {
+                    Ok(reply) => record(reply, m, &mut taken)?,
+                    Err(w) => parked[m] = Some(w),
+                },
+                _ => {
+                    if let Some(w) = parked[m].take() {
+                        if !h.machine.cancel(w) {
+                            parked[m] = Some(w);
+                        }
+                    }
+                }
+            }
+            for (m, slot) in parked.iter_mut().enumerate() {
+                if let Some(reply) = slot.and_then(|w| h.woken(w)) {
+                    *slot = None;
+                    record(reply, m, &mut taken)?;
+                }
+            }
+        }
+        let mut seen: Vec<u32> = taken.iter().map(|(n, _)| *n).collect();
+        seen.sort();
+        seen.dedup();
+        prop_assert_eq!(seen.len(), taken.len(), "an entry taken twice: {:?}", taken);
+        for (n, m) in &taken {
+            let (_, to) = enqueued[*n as usize];
+            prop_assert!(to.is_none_or(|to| to == *m), "entry {n} for {to:?} taken by {m}");
+        }
+        // Entries for anybody are taken in the order they were enqueued.
+        let open: Vec<u32> = taken.iter().map(|(n, _)| *n).filter(|n| enqueued[*n as usize].1.is_none()).collect();
+        prop_assert!(open.windows(2).all(|w| w[0] < w[1]), "{open:?}");
+        prop_assert_eq!(h.machine.total_bytes(), h.machine.recount_bytes());
+    }
+}
