@@ -49,6 +49,18 @@ pub(crate) const COUNT: Opt = Opt {
     name: "count",
     takes_value: true,
 };
+pub(crate) const TO: Opt = Opt {
+    name: "to",
+    takes_value: true,
+};
+pub(crate) const QUEUE: Opt = Opt {
+    name: "queue",
+    takes_value: false,
+};
+pub(crate) const CONSUME: Opt = Opt {
+    name: "consume",
+    takes_value: false,
+};
 pub(crate) const ANY: Opt = Opt {
     name: "any",
     takes_value: false,
@@ -103,7 +115,7 @@ impl Command {
     /// What it does, in a line (the top-level help).
     pub fn summary(self) -> &'static str {
         match self {
-            Command::Send => "send a message (ID and key=value data) to the group",
+            Command::Send => "send a message (ID and key=value data) to the group (--to: one node)",
             Command::Wait => "wait until any member has sent a message ID (or any of several IDs)",
             Command::WaitAll => {
                 "wait until every member (of a role; --any: any one) has sent a message ID"
@@ -153,6 +165,8 @@ impl Command {
             Command::VmDone => &[FAILED],
             Command::Lock => &[TRY, COUNT, LAB],
             Command::WaitAll => &[ANY],
+            Command::Send => &[TO, QUEUE],
+            Command::Wait => &[CONSUME],
             Command::Unlock => &[LAB],
             Command::Install => &[FORCE],
             _ => &[],

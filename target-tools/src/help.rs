@@ -38,23 +38,30 @@ fn usage(cmd: Command) -> &'static str {
     match cmd {
         Command::Send => {
             "\
-Usage: lava-send ID [KEY=VALUE ...]
+Usage: lava-send [--to CLIENT] [--queue] ID [KEY=VALUE ...]
 
 Sends message ID with the given pairs (split at the first '='; values may hold spaces,
-'=' and any Unicode, not line breaks) to every node of the group. Over the console it only
+'=' and any Unicode, not line breaks) to every node of the group. --to CLIENT: to that node
+only (only its lava-wait ID sees it; the client must be a member). --queue: appends the pairs
+to queue ID instead, where each entry is taken once by a lava-wait --consume ID (with --to,
+only by CLIENT). --to and --queue need our coordinator over TCP (else exit 4). Over the console it only
 prints LAVA's marker (no reply comes), and what a marker cannot carry is refused (exit 2):
 whitespace in ID, keys other than letters, digits and '_', '=' in values, '<' or '>'."
         }
         Command::Wait => {
             "\
 Usage: lava-wait ID [ID ...]
+       lava-wait --consume ID
 
 Waits until any node of the group has sent message ID, then prints the data sent under
 ID as 'sender:key=value' lines and writes the same lines to the cache file (replacing it).
 With several IDs: waits until any of them has been sent, prints that ID alone on the first
 line, then its data as above (the cache file gets the data lines only); when several were
 sent already, the first in the order given. Several IDs need our coordinator over TCP
-(against LAVA's, or over the console, exit 4)."
+(against LAVA's, or over the console, exit 4).
+--consume: takes the oldest entry of queue ID (lava-send --queue) this node may take,
+waiting for one, and prints it as 'sender:key=value' lines (and writes the cache file); each
+entry is taken by one node only. Needs our coordinator over TCP (else exit 4)."
         }
         Command::WaitAll => {
             "\

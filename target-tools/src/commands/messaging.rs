@@ -46,12 +46,91 @@ pub fn parse_pairs(args: &[String]) -> Result<Map<String, Value>, Error> {
     Ok(out)
 }
 
-pub fn send(s: &dyn Link, id: &str, message: Map<String, Value>) -> Result<(), Error> {
-    s.call(RequestKind::Send {
-        id: id.to_owned(),
-        message: Value::Object(message),
-    })?;
+/// Where `lava-send` sends: to everybody (LAVA's), to one member, or into a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Everybody,
+    To(String),
+    /// `--queue` (for one member with `--to`).
+    Queue(Option<String>),
+}
+
+/// The refusal of a coordinator that does not know our extension (LAVA's answers a bare
+/// `nack`), or of the console transport, which only carries LAVA's calls.
+fn needs_ours(s: &dyn Link, what: &str) -> Option<Error> {
+    s.lava_only().then(|| {
+        Error::Unsupported(format!(
+            "{what} needs our coordinator over TCP: LAVA's console markers cannot carry it \
+             (LAVA_MULTINODE_TRANSPORT is console)"
+        ))
+    })
+}
+
+fn not_ours(what: &str, e: Error) -> Error {
+    match e.is_bare_nack() {
+        true => Error::Unsupported(format!(
+            "{what} needs this project's lava-coordinator: the coordinator does not know it \
+             (LAVA's own coordinator?)"
+        )),
+        false => e,
+    }
+}
+
+pub fn send(
+    s: &dyn Link,
+    id: &str,
+    message: Map<String, Value>,
+    to: &Destination,
+) -> Result<(), Error> {
+    let (id, message) = (id.to_owned(), Value::Object(message));
+    let (kind, what) = match to {
+        Destination::Everybody => {
+            s.call(RequestKind::Send { id, message })?;
+            return Ok(());
+        }
+        Destination::To(to) => (
+            RequestKind::SendTo {
+                to: to.clone(),
+                id,
+                message,
+            },
+            "lava-send --to",
+        ),
+        Destination::Queue(to) => (
+            RequestKind::Enqueue {
+                id,
+                to: to.clone(),
+                message,
+            },
+            "lava-send --queue",
+        ),
+    };
+    if let Some(e) = needs_ours(s, what) {
+        return Err(e);
+    }
+    s.call(kind).map_err(|e| not_ours(what, e))?;
     Ok(())
+}
+
+/// `lava-wait --consume ID`: takes the oldest entry of queue ID this node may take (waiting
+/// for one), prints it as `sender:key=value` lines and replaces the cache file with them.
+pub fn consume(
+    s: &dyn Link,
+    cache_path: &Path,
+    id: &str,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    if let Some(e) = needs_ours(s, "lava-wait --consume") {
+        return Err(e);
+    }
+    cache::remove(cache_path)?;
+    let what = format!("an entry of queue {id:?}{}", in_group(s, "of"));
+    let reply = s
+        .wait(RequestKind::Consume { id: id.to_owned() }, &what)
+        .map_err(|e| not_ours("lava-wait --consume", e))?;
+    let lines = cache::lines(reply.message.as_ref().unwrap_or(&Value::Null));
+    print_lines(out, &lines)?;
+    cache::write(cache_path, &lines)
 }
 
 /// `lava-wait ID` (`role` = `None`) or `lava-wait-all ID [ROLE]` (`role` = `Some(..)`):

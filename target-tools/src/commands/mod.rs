@@ -138,7 +138,17 @@ pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
             arity(&parsed, 1, usize::MAX, "message ID")?;
             let id = messaging::message_id(&pos[0])?;
             let message = messaging::parse_pairs(&pos[1..])?;
-            messaging::send(&*link()?, id, message)
+            let to = parsed.option("to").flatten().map(str::to_owned);
+            let destination = match (to, parsed.switch("queue")) {
+                (to, true) => messaging::Destination::Queue(to),
+                (Some(to), false) => messaging::Destination::To(to),
+                (None, false) => messaging::Destination::Everybody,
+            };
+            if matches!(&destination, messaging::Destination::To(to) | messaging::Destination::Queue(Some(to)) if to.is_empty())
+            {
+                return Err(Error::Usage("the --to client name is empty".into()));
+            }
+            messaging::send(&*link()?, id, message, &destination)
         }
         Command::Wait => {
             arity(&parsed, 1, usize::MAX, "message ID")?;
@@ -146,6 +156,12 @@ pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
                 .iter()
                 .map(|id| messaging::message_id(id))
                 .collect::<Result<Vec<_>, _>>()?;
+            if parsed.switch("consume") {
+                return match ids.as_slice() {
+                    [id] => messaging::consume(&*link()?, &cfg.cache(), id, env.out),
+                    _ => Err(Error::Usage("--consume takes one message ID".into())),
+                };
+            }
             match ids.as_slice() {
                 [id] => messaging::wait(&*link()?, &cfg.cache(), id, None, env.out),
                 ids => messaging::wait_any(&*link()?, &cfg.cache(), ids, None, true, env.out),
