@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 use crate::server::Shared;
 
 /// Every request kind, in the order of the counters.
-const KINDS: [&str; 21] = [
+const KINDS: [&str; 22] = [
     "group_data",
     "lava_send",
     "lava_wait",
@@ -23,6 +23,7 @@ const KINDS: [&str; 21] = [
     "send_to",
     "enqueue",
     "consume",
+    "barrier",
     "lava_sync",
     "clear_group",
     "complete",

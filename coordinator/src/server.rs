@@ -744,7 +744,7 @@ fn request_id(request: &Request) -> &str {
     use lava_protocol::RequestKind::*;
     match &request.kind {
         Send { id, .. } | Wait { id } | WaitAll { id, .. } | Sync { id, .. } => id,
-        SendTo { id, .. } | Enqueue { id, .. } | Consume { id } => id,
+        SendTo { id, .. } | Enqueue { id, .. } | Consume { id } | Barrier { id, .. } => id,
         Lock { name, .. } | Unlock { name, .. } => name,
         WaitAny { ids, .. } => ids.first().map_or("", String::as_str),
         _ => "",

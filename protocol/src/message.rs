@@ -105,6 +105,12 @@ pub enum RequestKind {
     Consume {
         id: String,
     },
+    /// Extension: a reusable barrier on part of the group: released, round after round,
+    /// once every member of a role, or a number of members, arrived.
+    Barrier {
+        id: String,
+        parties: Parties,
+    },
     /// Extension: take lock `name` (one of its `count` places); `wait` while it is full.
     Lock {
         name: String,
@@ -116,6 +122,16 @@ pub enum RequestKind {
         name: String,
         scope: LockScope,
     },
+}
+
+/// Who a barrier waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parties {
+    /// Every member of the role.
+    Role(String),
+    /// This many members, whoever they are.
+    Count(u32),
 }
 
 /// Whose lock a name means: the group's own, or the lab's (shared by every group, where the
@@ -177,6 +193,7 @@ impl RequestKind {
             RequestKind::SendTo { .. } => "send_to",
             RequestKind::Enqueue { .. } => "enqueue",
             RequestKind::Consume { .. } => "consume",
+            RequestKind::Barrier { .. } => "barrier",
             RequestKind::Lock { .. } => "lock",
             RequestKind::Unlock { .. } => "unlock",
         }
@@ -456,6 +473,19 @@ impl Request {
                 message: message()?,
             },
             "consume" => RequestKind::Consume { id: id()? },
+            "barrier" => RequestKind::Barrier {
+                id: id()?,
+                parties: match (string(obj, "waitrole")?, obj.get("count")) {
+                    (Some(role), None) => Parties::Role(role),
+                    (None, Some(_)) => Parties::Count(lock_count(obj)?),
+                    _ => {
+                        return Err(RequestError::Invalid {
+                            field: "waitrole",
+                            reason: "a barrier needs either `waitrole` or `count`".into(),
+                        })
+                    }
+                },
+            },
             "lock" => RequestKind::Lock {
                 name: non_empty(obj, "lock")?,
                 count: lock_count(obj)?,
@@ -553,6 +583,13 @@ impl Request {
             }
             RequestKind::Consume { id } => {
                 obj.insert("messageID".into(), id.clone().into());
+            }
+            RequestKind::Barrier { id, parties } => {
+                obj.insert("messageID".into(), id.clone().into());
+                match parties {
+                    Parties::Role(role) => obj.insert("waitrole".into(), role.clone().into()),
+                    Parties::Count(n) => obj.insert("count".into(), (*n).into()),
+                };
             }
             RequestKind::WaitAny { ids, role } => {
                 obj.insert("messageIDs".into(), ids.clone().into());
@@ -836,6 +873,28 @@ mod tests {
     }
 
     #[test]
+    fn a_barrier_needs_a_role_or_a_count() {
+        let with = |extra: Value| {
+            let mut v = json!({"request": "barrier", "group_name": "g", "client_name": "c",
+                               "messageID": "b"});
+            if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), extra) {
+                obj.extend(extra);
+            }
+            parse(v)
+        };
+        for bad in [json!({}), json!({"waitrole": "r", "count": 2})] {
+            assert!(
+                matches!(with(bad.clone()), Err(RequestError::Invalid { .. })),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            with(json!({"count": 0})),
+            Err(RequestError::WrongType { field: "count", .. })
+        ));
+    }
+
+    #[test]
     fn wait_any_needs_a_list_of_ids() {
         let with = |ids: Value| {
             parse(
@@ -975,6 +1034,14 @@ mod tests {
                 message: json!({}),
             },
             RequestKind::Consume { id: "work".into() },
+            RequestKind::Barrier {
+                id: "b".into(),
+                parties: Parties::Role("server".into()),
+            },
+            RequestKind::Barrier {
+                id: "b".into(),
+                parties: Parties::Count(3),
+            },
             RequestKind::Lock {
                 name: "dut-power".into(),
                 count: 2,

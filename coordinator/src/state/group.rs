@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use indexmap::IndexMap;
 use lava_protocol::message::Roles;
-use lava_protocol::{LockScope, Reply, Request, RequestKind, VM_START_ID, VM_STOP_ID};
+use lava_protocol::{LockScope, Parties, Reply, Request, RequestKind, VM_START_ID, VM_STOP_ID};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::barriers::Barriers;
 use super::locks::Locks;
 use super::mail::Mail;
 use super::{bounded, quoted, WaiterId};
@@ -42,6 +43,8 @@ pub enum Condition {
     },
     /// `lava_sync`: `group_size` members arrived at the sync.
     Synced { id: String },
+    /// `barrier`: the round the member arrived in was released (`barriers.rs`).
+    Barrier { id: String, parties: Parties },
     /// `lock`: a place in the lock (`count` places). Only a place given back answers it
     /// (see `locks.rs`), never a change in the group.
     Lock {
@@ -60,6 +63,7 @@ pub enum Change {
     /// An entry was added to a queue.
     Queued(String),
     SyncArrived(String),
+    BarrierArrived(String),
     Cleared,
     /// A member declared that it failed.
     Failed,
@@ -76,6 +80,11 @@ impl Condition {
             (Condition::AnySent { ids, .. }, Change::Sent(sent)) => ids.contains(sent),
             (Condition::Consume { id, .. }, Change::Queued(queued)) => id == queued,
             (Condition::Consume { .. }, Change::Failed) => true,
+            (Condition::Barrier { id, .. }, Change::BarrierArrived(arrived)) => id == arrived,
+            (
+                Condition::Barrier { .. },
+                Change::Registered | Change::RosterDeclared | Change::Failed,
+            ) => true,
             // A role's members become known; a member failed.
             (
                 Condition::AnySent { .. },
@@ -166,6 +175,7 @@ impl Condition {
             Condition::Synced { id } => format!("lava_sync {}", bounded(id)),
             Condition::AnySent { ids, role } => super::any_of::describe(ids, role.as_deref()),
             Condition::Consume { id, .. } => format!("consume {}", bounded(id)),
+            Condition::Barrier { id, parties } => super::barriers::describe(id, parties),
             Condition::Lock {
                 name,
                 scope: LockScope::Group,
@@ -196,6 +206,8 @@ pub struct Group {
     pub locks: Locks,
     /// Messages to one member, and queues.
     pub mail: Mail,
+    /// Barriers on part of the group.
+    pub barriers: Barriers,
     /// When this coordinator created (or restored) the group.
     pub created: Instant,
     /// Members in a waiting call with a lease: when they count as gone unless they ask again.
@@ -306,6 +318,7 @@ struct MetaRef<'a> {
     failed: &'a IndexMap<String, String>,
     locks: &'a Locks,
     mail: &'a Mail,
+    barriers: &'a Barriers,
 }
 
 #[derive(Deserialize)]
@@ -325,6 +338,8 @@ struct Meta {
     locks: Locks,
     #[serde(default)]
     mail: Mail,
+    #[serde(default)]
+    barriers: Barriers,
 }
 
 /// A change to store, as JSON text.
@@ -424,6 +439,7 @@ impl Group {
             failed: IndexMap::new(),
             locks: Locks::default(),
             mail: Mail::default(),
+            barriers: Barriers::default(),
             created: now,
             leases: HashMap::new(),
             last_active: now,
@@ -477,6 +493,7 @@ impl Group {
             + pairs(&self.failed)
             + self.locks.bytes()
             + self.mail.bytes()
+            + self.barriers.bytes()
             + self.cleared.iter().map(String::len).sum::<usize>();
         (messages, meta)
     }
@@ -499,6 +516,7 @@ impl Group {
         group.failed = meta.failed;
         group.locks = meta.locks;
         group.mail = meta.mail;
+        group.barriers = meta.barriers;
         for (id, sender, data) in messages {
             group.messages.entry(id).or_default().insert(sender, data);
         }
@@ -549,6 +567,7 @@ impl Group {
             "sync_arrivals": syncs,
             "locks": self.locks.status(),
             "mail": self.mail.status(),
+            "barriers": self.barriers.status(),
             "stored_bytes": self.stored_bytes(),
             "blocked": self.parked.iter().map(|p| serde_json::json!({
                 "client": p.client,
@@ -578,6 +597,7 @@ impl Group {
                 failed: &self.failed,
                 locks: &self.locks,
                 mail: &self.mail,
+                barriers: &self.barriers,
             };
             out.push(Mutation::PutGroup {
                 group: self.name.clone(),
@@ -654,6 +674,7 @@ impl Group {
             }
             Condition::Sent { .. } => "nobody has sent it yet".into(),
             Condition::Consume { .. } => "the queue has no entry it may take".into(),
+            Condition::Barrier { id, parties } => self.barrier_waits_on(id, parties),
             Condition::AnySent { role: None, .. } => "nobody has sent any of them yet".into(),
             Condition::AnySent {
                 role: Some(role), ..
@@ -737,6 +758,7 @@ impl Group {
                 Some(format!("every other member failed: {}", names.join(", ")))
             }
             Condition::AnySent { role, .. } => self.doomed_any(client, role.as_deref()),
+            Condition::Barrier { id, parties } => self.doomed_barrier(id, parties),
             // Members that fail give their places back: a lock is never hopeless.
             Condition::GroupComplete | Condition::Roster | Condition::Lock { .. } => None,
         }
@@ -911,7 +933,11 @@ impl Group {
     }
 
     fn id_count(&self) -> usize {
-        self.messages.len() + self.syncs.len() + self.locks.names() + self.mail.ids()
+        self.messages.len()
+            + self.syncs.len()
+            + self.locks.names()
+            + self.mail.ids()
+            + self.barriers.len()
     }
 
     fn too_many_ids(&self, room: Room) -> Result<(), String> {
@@ -969,6 +995,13 @@ impl Group {
                 grow += unpicked_bytes(client, id, &reply, req.request_id.as_deref());
             }
             RequestKind::Fail { reason } => grow += client.len() + reason.len(),
+            RequestKind::Barrier { .. } => {
+                let (bytes, fresh) = self.barrier_admission(req)?;
+                if fresh {
+                    self.too_many_ids(room)?;
+                }
+                grow += bytes;
+            }
             RequestKind::SendTo { .. } | RequestKind::Enqueue { .. } => {
                 let (bytes, fresh) = self.mail_growth(req)?;
                 if fresh {
@@ -1167,6 +1200,7 @@ impl Group {
             Condition::Consume { id, request_id } => {
                 self.consume(client, id, request_id.as_deref())
             }
+            Condition::Barrier { id, .. } => self.answer_barrier(client, id),
             Condition::Sent { id, vm_start } => {
                 let to_all = self.messages.get(id);
                 let to_me = self.mail.to(client, id);
@@ -1300,6 +1334,13 @@ impl Group {
 
     /// Answers the parked requests that `change` may have released, in the order they parked.
     pub fn release(&mut self, change: &Change) -> Vec<(WaiterId, Reply)> {
+        // A role's members may have become known: rounds of its barriers may be complete.
+        if matches!(change, Change::Registered | Change::RosterDeclared) {
+            let ids: Vec<String> = self.barriers.ids().cloned().collect();
+            for id in ids {
+                self.complete_round(&id);
+            }
+        }
         let mut released = Vec::new();
         // Answers that do not depend on the asking member, computed once per condition.
         let mut shared: Vec<(Condition, Option<Reply>)> = Vec::new();
@@ -1314,7 +1355,9 @@ impl Group {
             // Answers that depend on the member: its sync pick-up, its queue entry, what was
             // sent to it alone.
             let own = match condition {
-                Condition::Synced { .. } | Condition::Consume { .. } => true,
+                Condition::Synced { .. }
+                | Condition::Consume { .. }
+                | Condition::Barrier { .. } => true,
                 Condition::Sent { .. } | Condition::AnySent { .. } => !self.mail.is_empty(),
                 _ => false,
             };

@@ -3,6 +3,7 @@
 //! I/O, no clock: the server around it owns the sockets and the timers.
 
 mod any_of;
+mod barriers;
 mod group;
 mod locks;
 mod mail;
@@ -502,6 +503,19 @@ impl Coordinator {
             RequestKind::Enqueue { id, to, message } => {
                 group.enqueue(client, id, to.as_deref(), message.clone());
                 (None, Some(Change::Queued(id.clone())), None)
+            }
+            RequestKind::Barrier { id, parties } => {
+                match group.arrive_at_barrier(client, id, parties, req.request_id.as_deref()) {
+                    Some(reply) => (None, None, Some(reply)),
+                    None => (
+                        Some(Condition::Barrier {
+                            id: id.clone(),
+                            parties: parties.clone(),
+                        }),
+                        Some(Change::BarrierArrived(id.clone())),
+                        None,
+                    ),
+                }
             }
             RequestKind::Consume { id } => match group.retried_consume(req) {
                 Some(reply) => (None, None, Some(reply)),
