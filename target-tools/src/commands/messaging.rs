@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use lava_protocol::RequestKind;
+use lava_protocol::{Parties, RequestKind};
 use serde_json::{Map, Value};
 
 use crate::cache;
@@ -232,6 +232,33 @@ pub fn wait_any(
     printed.extend(lines.iter().cloned());
     print_lines(out, &printed)?;
     cache::write(cache_path, &lines)
+}
+
+/// `lava-sync --role ROLE ID` / `lava-sync --count N ID`: a barrier on part of the group.
+pub fn barrier(s: &dyn Link, id: &str, parties: Parties) -> Result<(), Error> {
+    let tool = match &parties {
+        Parties::Role(_) => "lava-sync --role",
+        Parties::Count(_) => "lava-sync --count",
+    };
+    if let Some(e) = needs_ours(s, tool) {
+        return Err(e);
+    }
+    let what = match &parties {
+        Parties::Role(role) => format!(
+            "every member of role {role:?}{} at {id:?}",
+            in_group(s, "in")
+        ),
+        Parties::Count(n) => format!("{n} members{} at {id:?}", in_group(s, "of")),
+    };
+    s.wait(
+        RequestKind::Barrier {
+            id: id.to_owned(),
+            parties,
+        },
+        &what,
+    )
+    .map_err(|e| not_ours(tool, e))?;
+    Ok(())
 }
 
 pub fn sync(s: &dyn Link, id: &str) -> Result<(), Error> {

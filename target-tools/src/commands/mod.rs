@@ -8,7 +8,7 @@ pub mod roster;
 pub mod vm;
 
 use lava_protocol::message::Roles;
-use lava_protocol::LockScope;
+use lava_protocol::{LockScope, Parties};
 
 use crate::args;
 use crate::cli::{arity, print_lines, Command, Env};
@@ -178,7 +178,19 @@ pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
         }
         Command::Sync => {
             arity(&parsed, 1, 1, "message ID")?;
-            messaging::sync(&*link()?, messaging::message_id(&pos[0])?)
+            let id = messaging::message_id(&pos[0])?;
+            let role = parsed.option("role").flatten();
+            let count = parsed.option("count").flatten();
+            let parties = match (role, count) {
+                (None, None) => return messaging::sync(&*link()?, id),
+                (Some(_), Some(_)) => {
+                    return Err(Error::Usage("give --role or --count, not both".into()))
+                }
+                (Some(""), None) => return Err(Error::Usage("the --role is empty".into())),
+                (Some(role), None) => Parties::Role(role.to_owned()),
+                (None, Some(n)) => Parties::Count(lock::count(Some(n))?),
+            };
+            messaging::barrier(&*link()?, id, parties)
         }
         Command::SelfName => {
             arity(&parsed, 0, 0, "")?;
