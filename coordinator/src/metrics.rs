@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 use crate::server::Shared;
 
 /// Every request kind, in the order of the counters.
-const KINDS: [&str; 22] = [
+const KINDS: [&str; 23] = [
     "group_data",
     "lava_send",
     "lava_wait",
@@ -24,6 +24,7 @@ const KINDS: [&str; 22] = [
     "enqueue",
     "consume",
     "barrier",
+    "failure_scope",
     "lava_sync",
     "clear_group",
     "complete",

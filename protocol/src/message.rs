@@ -111,6 +111,11 @@ pub enum RequestKind {
         id: String,
         parties: Parties,
     },
+    /// Extension: whose failures end this member's waits: the members of `roles` only
+    /// (none: nobody's), or everybody's again (`None`, the default).
+    FailureScope {
+        roles: Option<Vec<String>>,
+    },
     /// Extension: take lock `name` (one of its `count` places); `wait` while it is full.
     Lock {
         name: String,
@@ -194,6 +199,7 @@ impl RequestKind {
             RequestKind::Enqueue { .. } => "enqueue",
             RequestKind::Consume { .. } => "consume",
             RequestKind::Barrier { .. } => "barrier",
+            RequestKind::FailureScope { .. } => "failure_scope",
             RequestKind::Lock { .. } => "lock",
             RequestKind::Unlock { .. } => "unlock",
         }
@@ -486,6 +492,29 @@ impl Request {
                     }
                 },
             },
+            "failure_scope" => RequestKind::FailureScope {
+                roles: match obj.get("roles") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Array(roles)) => Some(
+                        roles
+                            .iter()
+                            .map(|r| match r {
+                                Value::String(r) if !r.is_empty() => Ok(r.clone()),
+                                _ => Err(RequestError::WrongType {
+                                    field: "roles",
+                                    expected: "a list of role names",
+                                }),
+                            })
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    Some(_) => {
+                        return Err(RequestError::WrongType {
+                            field: "roles",
+                            expected: "a list of role names",
+                        })
+                    }
+                },
+            },
             "lock" => RequestKind::Lock {
                 name: non_empty(obj, "lock")?,
                 count: lock_count(obj)?,
@@ -583,6 +612,12 @@ impl Request {
             }
             RequestKind::Consume { id } => {
                 obj.insert("messageID".into(), id.clone().into());
+            }
+            RequestKind::FailureScope { roles } => {
+                obj.insert(
+                    "roles".into(),
+                    roles.clone().map_or(Value::Null, Value::from),
+                );
             }
             RequestKind::Barrier { id, parties } => {
                 obj.insert("messageID".into(), id.clone().into());
@@ -1042,6 +1077,13 @@ mod tests {
                 id: "b".into(),
                 parties: Parties::Count(3),
             },
+            RequestKind::FailureScope {
+                roles: Some(vec!["server".into()]),
+            },
+            RequestKind::FailureScope {
+                roles: Some(Vec::new()),
+            },
+            RequestKind::FailureScope { roles: None },
             RequestKind::Lock {
                 name: "dut-power".into(),
                 count: 2,

@@ -2,6 +2,7 @@
 //! member of a role, when one is given), naming the id. A script waits for `ready` or
 //! `failed` in one call; `lava-wait-all ID ROLE --any` waits for any one member of a role.
 
+use indexmap::IndexMap;
 use lava_protocol::Reply;
 use serde_json::Value;
 
@@ -51,19 +52,25 @@ impl Group {
 
     /// Why nobody can send any of the ids any more: every member that could (of the role,
     /// other than the waiter) failed.
-    pub(super) fn doomed_any(&self, client: &str, role: Option<&str>) -> Option<String> {
+    /// `failed`: the failures that count for the waiter (its failure scope).
+    pub(super) fn doomed_any(
+        &self,
+        client: &str,
+        role: Option<&str>,
+        failed: &IndexMap<String, String>,
+    ) -> Option<String> {
         let roster = self.known_roster()?;
         let senders: Vec<&String> = roster
             .iter()
             .filter(|(c, r)| *c != client && role.is_none_or(|role| r.as_str() == role))
             .map(|(c, _)| c)
             .collect();
-        if senders.is_empty() || !senders.iter().all(|c| self.failed.contains_key(*c)) {
+        if senders.is_empty() || !senders.iter().all(|c| failed.contains_key(*c)) {
             return None;
         }
         let names: Vec<String> = senders
             .iter()
-            .map(|c| format!("{} ({})", quoted(c), bounded(&self.failed[*c])))
+            .map(|c| format!("{} ({})", quoted(c), bounded(&failed[*c])))
             .collect();
         Some(match role {
             Some(role) => format!(

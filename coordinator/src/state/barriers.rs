@@ -262,16 +262,22 @@ impl Group {
     }
 
     /// Why the round `client` waits in can no longer be released, if it cannot.
-    pub(super) fn doomed_barrier(&self, id: &str, parties: &Parties) -> Option<String> {
+    /// `failed`: the failures that count for the waiter (its failure scope).
+    pub(super) fn doomed_barrier(
+        &self,
+        id: &str,
+        parties: &Parties,
+        failed: &IndexMap<String, String>,
+    ) -> Option<String> {
         let barrier = self.barriers.0.get(id)?;
         let roster = self.known_roster()?;
-        let live = |c: &String| !self.failed.contains_key(c) && !self.cleared.contains(c);
+        let live = |c: &String| !failed.contains_key(c) && !self.cleared.contains(c);
         match parties {
             Parties::Role(role) => roster
                 .iter()
                 .filter(|(c, r)| *r == role && !barrier.arrived.contains_key(*c))
-                .find(|(c, _)| self.failed.contains_key(*c))
-                .map(|(c, _)| format!("member {} failed: {}", quoted(c), bounded(&self.failed[c]))),
+                .find(|(c, _)| failed.contains_key(*c))
+                .map(|(c, _)| format!("member {} failed: {}", quoted(c), bounded(&failed[c]))),
             Parties::Count(n) => {
                 let can_come = roster
                     .keys()
@@ -279,8 +285,7 @@ impl Group {
                     .count();
                 let possible = barrier.arrived.len() + can_come;
                 (possible < *n as usize).then(|| {
-                    let failed: Vec<String> = self
-                        .failed
+                    let failed: Vec<String> = failed
                         .iter()
                         .map(|(c, r)| format!("{} ({})", quoted(c), bounded(r)))
                         .collect();

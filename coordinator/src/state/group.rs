@@ -1,7 +1,7 @@
 //! One MultiNode group: its members, the data sent under each message id, the syncs in
 //! progress, and the requests parked until their condition holds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use indexmap::IndexMap;
@@ -208,6 +208,8 @@ pub struct Group {
     pub mail: Mail,
     /// Barriers on part of the group.
     pub barriers: Barriers,
+    /// member -> the roles whose failures end its waits (absent: everybody's).
+    pub failure_scopes: BTreeMap<String, Vec<String>>,
     /// When this coordinator created (or restored) the group.
     pub created: Instant,
     /// Members in a waiting call with a lease: when they count as gone unless they ask again.
@@ -319,6 +321,7 @@ struct MetaRef<'a> {
     locks: &'a Locks,
     mail: &'a Mail,
     barriers: &'a Barriers,
+    failure_scopes: &'a BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -340,6 +343,8 @@ struct Meta {
     mail: Mail,
     #[serde(default)]
     barriers: Barriers,
+    #[serde(default)]
+    failure_scopes: BTreeMap<String, Vec<String>>,
 }
 
 /// A change to store, as JSON text.
@@ -440,6 +445,7 @@ impl Group {
             locks: Locks::default(),
             mail: Mail::default(),
             barriers: Barriers::default(),
+            failure_scopes: BTreeMap::new(),
             created: now,
             leases: HashMap::new(),
             last_active: now,
@@ -494,6 +500,7 @@ impl Group {
             + self.locks.bytes()
             + self.mail.bytes()
             + self.barriers.bytes()
+            + self.failure_scopes_bytes()
             + self.cleared.iter().map(String::len).sum::<usize>();
         (messages, meta)
     }
@@ -517,6 +524,7 @@ impl Group {
         group.locks = meta.locks;
         group.mail = meta.mail;
         group.barriers = meta.barriers;
+        group.failure_scopes = meta.failure_scopes;
         for (id, sender, data) in messages {
             group.messages.entry(id).or_default().insert(sender, data);
         }
@@ -568,6 +576,7 @@ impl Group {
             "locks": self.locks.status(),
             "mail": self.mail.status(),
             "barriers": self.barriers.status(),
+            "failure_scopes": self.failure_scopes,
             "stored_bytes": self.stored_bytes(),
             "blocked": self.parked.iter().map(|p| serde_json::json!({
                 "client": p.client,
@@ -598,6 +607,7 @@ impl Group {
                 locks: &self.locks,
                 mail: &self.mail,
                 barriers: &self.barriers,
+                failure_scopes: &self.failure_scopes,
             };
             out.push(Mutation::PutGroup {
                 group: self.name.clone(),
@@ -720,11 +730,17 @@ impl Group {
         if self.failed.is_empty() {
             return None;
         }
-        let why = |c: &String| format!("member {} failed: {}", quoted(c), bounded(&self.failed[c]));
+        // The failures that count for this member (its failure scope).
+        let failed = self.failures_for(client);
+        let failed = failed.as_ref();
+        if failed.is_empty() {
+            return None;
+        }
+        let why = |c: &String| format!("member {} failed: {}", quoted(c), bounded(&failed[c]));
         match condition {
             Condition::Synced { id } => {
                 let round = self.syncs.get(id).map(|s| &s.round);
-                self.failed
+                failed
                     .keys()
                     .find(|c| round.is_none_or(|r| !r.contains_key(*c)))
                     .map(why)
@@ -735,9 +751,7 @@ impl Group {
                     .iter()
                     .filter(|(_, r)| role.as_deref().is_none_or(|role| r.as_str() == role))
                     .map(|(c, _)| c)
-                    .find(|c| {
-                        self.failed.contains_key(*c) && sent.is_none_or(|m| !m.contains_key(*c))
-                    })
+                    .find(|c| failed.contains_key(*c) && sent.is_none_or(|m| !m.contains_key(*c)))
                     .map(why)
             }
             // Anybody may send (or enqueue): only hopeless when every other member failed.
@@ -747,18 +761,17 @@ impl Group {
                     .keys()
                     .filter(|c| *c != client)
                     .peekable();
-                if others.peek().is_none() || !others.all(|c| self.failed.contains_key(c)) {
+                if others.peek().is_none() || !others.all(|c| failed.contains_key(c)) {
                     return None;
                 }
-                let names: Vec<String> = self
-                    .failed
+                let names: Vec<String> = failed
                     .iter()
                     .map(|(c, r)| format!("{} ({})", quoted(c), bounded(r)))
                     .collect();
                 Some(format!("every other member failed: {}", names.join(", ")))
             }
-            Condition::AnySent { role, .. } => self.doomed_any(client, role.as_deref()),
-            Condition::Barrier { id, parties } => self.doomed_barrier(id, parties),
+            Condition::AnySent { role, .. } => self.doomed_any(client, role.as_deref(), failed),
+            Condition::Barrier { id, parties } => self.doomed_barrier(id, parties, failed),
             // Members that fail give their places back: a lock is never hopeless.
             Condition::GroupComplete | Condition::Roster | Condition::Lock { .. } => None,
         }
@@ -995,6 +1008,7 @@ impl Group {
                 grow += unpicked_bytes(client, id, &reply, req.request_id.as_deref());
             }
             RequestKind::Fail { reason } => grow += client.len() + reason.len(),
+            RequestKind::FailureScope { .. } => grow += self.scope_admission(req)?,
             RequestKind::Barrier { .. } => {
                 let (bytes, fresh) = self.barrier_admission(req)?;
                 if fresh {
@@ -1358,6 +1372,8 @@ impl Group {
                 Condition::Synced { .. }
                 | Condition::Consume { .. }
                 | Condition::Barrier { .. } => true,
+                // A member's failure scope makes its verdicts its own.
+                _ if !self.failure_scopes.is_empty() => true,
                 Condition::Sent { .. } | Condition::AnySent { .. } => !self.mail.is_empty(),
                 _ => false,
             };

@@ -4,6 +4,7 @@
 
 mod any_of;
 mod barriers;
+mod failure_scope;
 mod group;
 mod locks;
 mod mail;
@@ -503,6 +504,11 @@ impl Coordinator {
             RequestKind::Enqueue { id, to, message } => {
                 group.enqueue(client, id, to.as_deref(), message.clone());
                 (None, Some(Change::Queued(id.clone())), None)
+            }
+            RequestKind::FailureScope { roles } => {
+                group.set_failure_scope(client, roles.as_deref());
+                // Waits of the member's other calls are judged anew.
+                (None, Some(Change::Failed), None)
             }
             RequestKind::Barrier { id, parties } => {
                 match group.arrive_at_barrier(client, id, parties, req.request_id.as_deref()) {

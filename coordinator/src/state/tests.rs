@@ -2512,3 +2512,112 @@ proptest! {
         prop_assert!(released.values().all(|n| *n == count as usize), "{released:?}");
     }
 }
+
+fn scope(roles: Option<&[&str]>) -> RequestKind {
+    RequestKind::FailureScope {
+        roles: roles.map(|r| r.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
+#[test]
+fn a_member_with_a_failure_scope_waits_on_despite_failures_outside_it() {
+    let mut h = Harness::new();
+    for (c, r) in [("srv", "server"), ("srv2", "server"), ("c1", "client"), ("c2", "client")] {
+        h.call(h.req(c, r, 4, RequestKind::GroupData));
+    }
+    assert_eq!(
+        h.call(h.req("srv", "server", 4, scope(Some(&["server"])))).response,
+        Response::Ack
+    );
+    assert_nack_naming(
+        Some(h.call(h.req("srv", "server", 4, scope(Some(&["nobody"]))))),
+        &["no member of group", "\"nobody\""],
+    );
+    let status = h.machine.status(Some(G), h.now);
+    assert_eq!(status[0]["failure_scopes"]["srv"], json!(["server"]));
+    // The server waits for the clients' results; c2 (another server's peer) too.
+    let ws = h.block(h.req("srv", "server", 4, wait_all("done", Some("client")))).unwrap_err();
+    let wc = h.block(h.req("c2", "client", 4, wait_all("done", Some("client")))).unwrap_err();
+    h.call(h.req("c1", "client", 4, RequestKind::Fail { reason: "oops".into() }));
+    assert_nack_naming(h.woken(wc), &["member \"c1\" failed: oops"]);
+    assert!(h.woken(ws).is_none(), "a client's failure is outside the server's scope");
+    // A server's failure is inside it.
+    h.call(h.req("srv2", "server", 4, RequestKind::Fail { reason: "down".into() }));
+    assert!(h.woken(ws).is_none(), "srv2 owes no 'done' (not a client)");
+    assert_nack_naming(
+        Some(h.call(h.req("srv", "server", 4, sync("end")))),
+        &["member \"srv2\" failed: down"],
+    );
+    // Back to everybody's failures: the wait-all is hopeless.
+    h.call(h.req("srv", "server", 4, scope(None)));
+    assert_nack_naming(h.woken(ws), &["member \"c1\" failed: oops"]);
+}
+
+#[test]
+fn a_scope_of_nobody_leaves_only_the_deadlock_verdict() {
+    let mut h = Harness::new();
+    for c in ["a", "b"] {
+        h.call(h.req(c, "r", 2, RequestKind::GroupData));
+    }
+    h.call(h.req("a", "r", 2, scope(Some(&[]))));
+    let w = h.block(h.req("a", "r", 2, wait("x"))).unwrap_err();
+    h.call(h.req("b", "r", 2, RequestKind::Fail { reason: "gone".into() }));
+    // b failed and a is held: nobody live is free, whatever a's scope says.
+    assert_nack_naming(h.woken(w), &["deadlock"]);
+}
+
+proptest! {
+    /// A member waits for every member of a role to send while others send or fail in any
+    /// order: it is told of a failure exactly when a member of the role that has not sent
+    /// failed and is in its failure scope, and answered exactly when all of the role sent.
+    #[test]
+    fn only_failures_in_a_members_scope_end_its_waits(
+        scope_roles in prop::option::of(prop::collection::vec(0u8..2, 0..3)),
+        role in 0u8..2,
+        events in prop::collection::vec((0usize..5, any::<bool>()), 0..12),
+    ) {
+        let mut h = Harness::new();
+        let roles = ["r0", "r1", "r0", "r1", "r0"];
+        for (m, r) in roles.iter().enumerate() {
+            h.call(h.req(&format!("m{m}"), r, 6, RequestKind::GroupData));
+        }
+        h.call(h.req("w", "r2", 6, RequestKind::GroupData));
+        let scope_roles: Option<Vec<String>> =
+            scope_roles.map(|v| v.iter().map(|r| format!("r{r}")).collect());
+        let refs: Option<Vec<&str>> = scope_roles.as_ref().map(|v| v.iter().map(String::as_str).collect());
+        h.call(h.req("w", "r2", 6, scope(refs.as_deref())));
+        let role = format!("r{role}");
+        let w = h.block(h.req("w", "r2", 6, wait_all("x", Some(&role)))).unwrap_err();
+        let mut sent = [false; 5];
+        let mut failed = [false; 5];
+        let in_scope = |m: usize| scope_roles.as_ref().is_none_or(|s| s.iter().any(|r| r == roles[m]));
+        for (m, fails) in events {
+            if sent[m] || failed[m] {
+                continue;
+            }
+            if fails {
+                h.call(h.req(&format!("m{m}"), roles[m], 6, RequestKind::Fail { reason: "x".into() }));
+                failed[m] = true;
+            } else {
+                h.call(h.req(&format!("m{m}"), roles[m], 6, send("x", json!({}))));
+                sent[m] = true;
+            }
+            let of_role: Vec<usize> = (0..5).filter(|m| roles[*m] == role).collect();
+            let doomed = of_role.iter().any(|m| failed[*m] && !sent[*m] && in_scope(*m));
+            let done = of_role.iter().all(|m| sent[*m]);
+            match h.woken(w) {
+                Some(reply) if reply.response == Response::Nack => {
+                    let error = reply.error.unwrap_or_default();
+                    // A deadlock verdict is no failure verdict: every live member is held.
+                    prop_assert!(doomed || error.contains("deadlock"), "{error}");
+                    return Ok(());
+                }
+                Some(reply) => {
+                    prop_assert!(done, "{reply:?}");
+                    return Ok(());
+                }
+                None => prop_assert!(!doomed && !done, "not answered: doomed {doomed}, done {done}"),
+            }
+        }
+    }
+}
