@@ -21,6 +21,8 @@ pub enum Command {
     VmDone,
     /// `lava-fail REASON`: this node failed.
     Fail,
+    /// `lava-failure-scope ROLE... | --none | --all`: whose failures end this node's waits.
+    FailureScope,
     /// `lava-lock NAME`: take a place in a lock.
     Lock,
     /// `lava-unlock NAME`: give it back.
@@ -67,6 +69,14 @@ pub(crate) const BARRIER_ROLE: Opt = Opt {
     name: "role",
     takes_value: true,
 };
+pub(crate) const NONE: Opt = Opt {
+    name: "none",
+    takes_value: false,
+};
+pub(crate) const ALL_FAILURES: Opt = Opt {
+    name: "all",
+    takes_value: false,
+};
 pub(crate) const ANY: Opt = Opt {
     name: "any",
     takes_value: false,
@@ -77,7 +87,7 @@ pub(crate) const LAB: Opt = Opt {
 };
 
 impl Command {
-    pub const ALL: [Command; 16] = [
+    pub const ALL: [Command; 17] = [
         Command::Send,
         Command::Wait,
         Command::WaitAll,
@@ -87,6 +97,7 @@ impl Command {
         Command::WaitVms,
         Command::VmDone,
         Command::Fail,
+        Command::FailureScope,
         Command::Lock,
         Command::Unlock,
         Command::SelfName,
@@ -108,6 +119,7 @@ impl Command {
             Command::WaitVms => "wait-vms",
             Command::VmDone => "vm-done",
             Command::Fail => "fail",
+            Command::FailureScope => "failure-scope",
             Command::Lock => "lock",
             Command::Unlock => "unlock",
             Command::SelfName => "self",
@@ -132,6 +144,7 @@ impl Command {
             Command::WaitVms => "the same as wait-for-vms (the seed's other name)",
             Command::VmDone => "report this VM's end (ok, or --failed REASON)",
             Command::Fail => "declare this node failed: every wait that needs it ends",
+            Command::FailureScope => "say whose failures end this node's waits (ROLE..., --none)",
             Command::Lock => "take a place in a named lock (waits; --try, --count N, --lab)",
             Command::Unlock => "give back this node's place in a named lock",
             Command::SelfName => "print this node's client name",
@@ -175,6 +188,7 @@ impl Command {
         match self {
             Command::VmDone => &[FAILED],
             Command::Lock => &[TRY, COUNT, LAB],
+            Command::FailureScope => &[NONE, ALL_FAILURES],
             Command::WaitAll => &[ANY],
             Command::Send => &[TO, QUEUE],
             Command::Wait => &[CONSUME],

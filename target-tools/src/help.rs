@@ -125,6 +125,20 @@ Over the console it prints <LAVA_MULTI_NODE> <LAVA_FAIL REASON>, which our VM-gr
 launcher relays and LAVA's dispatcher ignores: no reply within 10 s (or the timeout) is
 exit 7."
         }
+        Command::FailureScope => {
+            "\
+Usage: lava-failure-scope ROLE...
+       lava-failure-scope --none
+       lava-failure-scope --all
+
+Says whose failures end this node's waits: only those of the nodes of the ROLEs (--none:
+nobody's; --all: everybody's again, the default). A support server that must keep serving when
+a client fails calls lava-failure-scope server (or --none): a failed client then no longer
+ends its lava-sync, lava-wait-all, lava-wait and the like; they wait on, ended by the
+timeout, the others, or the deadlock verdict (every live node waiting). Exit 4 for a role no
+node has (once the group's members are known), and against LAVA's coordinator or over the
+console (it needs ours)."
+        }
         Command::Lock => {
             "\
 Usage: lava-lock [--try] [--count N] [--lab] NAME

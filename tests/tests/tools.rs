@@ -693,6 +693,7 @@ fn install_help_and_subcommands() {
         "lava-fail",
         "lava-lock",
         "lava-unlock",
+        "lava-failure-scope",
         "lava-self",
         "lava-role",
         "lava-group",

@@ -2522,11 +2522,17 @@ fn scope(roles: Option<&[&str]>) -> RequestKind {
 #[test]
 fn a_member_with_a_failure_scope_waits_on_despite_failures_outside_it() {
     let mut h = Harness::new();
-    for (c, r) in [("srv", "server"), ("srv2", "server"), ("c1", "client"), ("c2", "client")] {
+    for (c, r) in [
+        ("srv", "server"),
+        ("srv2", "server"),
+        ("c1", "client"),
+        ("c2", "client"),
+    ] {
         h.call(h.req(c, r, 4, RequestKind::GroupData));
     }
     assert_eq!(
-        h.call(h.req("srv", "server", 4, scope(Some(&["server"])))).response,
+        h.call(h.req("srv", "server", 4, scope(Some(&["server"]))))
+            .response,
         Response::Ack
     );
     assert_nack_naming(
@@ -2536,13 +2542,34 @@ fn a_member_with_a_failure_scope_waits_on_despite_failures_outside_it() {
     let status = h.machine.status(Some(G), h.now);
     assert_eq!(status[0]["failure_scopes"]["srv"], json!(["server"]));
     // The server waits for the clients' results; c2 (another server's peer) too.
-    let ws = h.block(h.req("srv", "server", 4, wait_all("done", Some("client")))).unwrap_err();
-    let wc = h.block(h.req("c2", "client", 4, wait_all("done", Some("client")))).unwrap_err();
-    h.call(h.req("c1", "client", 4, RequestKind::Fail { reason: "oops".into() }));
+    let ws = h
+        .block(h.req("srv", "server", 4, wait_all("done", Some("client"))))
+        .unwrap_err();
+    let wc = h
+        .block(h.req("c2", "client", 4, wait_all("done", Some("client"))))
+        .unwrap_err();
+    h.call(h.req(
+        "c1",
+        "client",
+        4,
+        RequestKind::Fail {
+            reason: "oops".into(),
+        },
+    ));
     assert_nack_naming(h.woken(wc), &["member \"c1\" failed: oops"]);
-    assert!(h.woken(ws).is_none(), "a client's failure is outside the server's scope");
+    assert!(
+        h.woken(ws).is_none(),
+        "a client's failure is outside the server's scope"
+    );
     // A server's failure is inside it.
-    h.call(h.req("srv2", "server", 4, RequestKind::Fail { reason: "down".into() }));
+    h.call(h.req(
+        "srv2",
+        "server",
+        4,
+        RequestKind::Fail {
+            reason: "down".into(),
+        },
+    ));
     assert!(h.woken(ws).is_none(), "srv2 owes no 'done' (not a client)");
     assert_nack_naming(
         Some(h.call(h.req("srv", "server", 4, sync("end")))),
@@ -2561,7 +2588,14 @@ fn a_scope_of_nobody_leaves_only_the_deadlock_verdict() {
     }
     h.call(h.req("a", "r", 2, scope(Some(&[]))));
     let w = h.block(h.req("a", "r", 2, wait("x"))).unwrap_err();
-    h.call(h.req("b", "r", 2, RequestKind::Fail { reason: "gone".into() }));
+    h.call(h.req(
+        "b",
+        "r",
+        2,
+        RequestKind::Fail {
+            reason: "gone".into(),
+        },
+    ));
     // b failed and a is held: nobody live is free, whatever a's scope says.
     assert_nack_naming(h.woken(w), &["deadlock"]);
 }

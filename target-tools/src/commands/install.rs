@@ -65,7 +65,7 @@ mod tests {
     #[test]
     fn every_tool_is_linked() {
         let names = tool_names();
-        assert_eq!(names.len(), 14);
+        assert_eq!(names.len(), 15);
         for name in [
             "lava-send",
             "lava-wait-vms",

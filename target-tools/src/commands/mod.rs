@@ -249,6 +249,22 @@ pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
             }
             fail::fail(&*link()?, &travelling(console, &reason, false))
         }
+        Command::FailureScope => {
+            let roles = match (parsed.switch("none"), parsed.switch("all"), pos.is_empty()) {
+                (true, false, true) => Some(Vec::new()),
+                (false, true, true) => None,
+                (false, false, false) => Some(pos.clone()),
+                _ => {
+                    return Err(Error::Usage(
+                        "give the roles, or --none, or --all (one of them)".into(),
+                    ))
+                }
+            };
+            if roles.iter().flatten().any(|r| r.is_empty()) {
+                return Err(Error::Usage("a role is empty".into()));
+            }
+            fail::failure_scope(&*link()?, roles)
+        }
         Command::Lock | Command::Unlock => {
             arity(&parsed, 1, 1, "lock name")?;
             let name = lock::lock_name(&pos[0])?;
