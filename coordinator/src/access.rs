@@ -110,6 +110,27 @@ impl Access {
     }
 }
 
+impl Access {
+    /// Why an operator's action (`lava-coordinator unblock|fail|send`) from `peer` is
+    /// refused, if it is: it needs the lab secret, which no network is exempt from, and a
+    /// coordinator without one takes no operator actions.
+    pub fn refuses_operator(&self, peer: IpAddr, secret: Option<&str>) -> Option<&'static str> {
+        if !self.admits(peer) {
+            return Some("this address is not allowed to use the coordinator");
+        }
+        match &self.secret {
+            None => Some(
+                "operator actions need a lab secret, and this coordinator has none (setting \
+                 secret, or LAVA_COORDINATOR_SECRET)",
+            ),
+            Some(lab) if !same_secret(lab, secret) => {
+                Some("the operator's request lacks the lab's secret")
+            }
+            Some(_) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +176,12 @@ mod tests {
         );
         assert_eq!(lab.refuses(ip("127.0.0.1"), Some("s3cret")), None);
         assert_eq!(lab.refuses(ip("127.0.0.2"), None), None, "exempt network");
+        // Operator actions: the secret, from every network, and only where there is one.
+        assert!(lab.refuses_operator(ip("127.0.0.2"), None).is_some());
+        assert_eq!(lab.refuses_operator(ip("127.0.0.1"), Some("s3cret")), None);
+        assert!(lab
+            .refuses_operator(ip("192.0.2.1"), Some("s3cret"))
+            .is_some());
+        assert!(open.refuses_operator(ip("127.0.0.1"), Some("x")).is_some());
     }
 }

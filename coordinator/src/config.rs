@@ -130,6 +130,45 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Operator: answer every request held in GROUP now (nack, naming you and REASON).
+    ///
+    /// Operator actions need the lab secret (LAVA_COORDINATOR_SECRET or the configuration
+    /// file's `secret`); the coordinator logs each at WARN. Exit status: 0 done; 1 refused
+    /// (no or wrong secret, no such group or member); 2 not reachable.
+    Unblock {
+        group: String,
+        /// Why, for the answered requests' error text.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Coordinator to ask [default: as for `status`].
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
+    },
+    /// Operator: declare CLIENT of GROUP failed with REASON, as if it had called lava-fail.
+    ///
+    /// Exit status and lab secret as for `unblock`.
+    Fail {
+        group: String,
+        client: String,
+        #[arg(required = true, num_args = 1..)]
+        reason: Vec<String>,
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
+    },
+    /// Operator: send message ID with KEY=VALUE pairs to GROUP, as `operator` or, with
+    /// --as, in a member's name.
+    ///
+    /// Exit status and lab secret as for `unblock`.
+    Send {
+        group: String,
+        id: String,
+        pairs: Vec<String>,
+        /// Send in this member's name.
+        #[arg(long = "as", value_name = "CLIENT")]
+        sender: Option<String>,
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
+    },
 }
 
 /// The configuration file's keys. Unknown keys are ignored, as LAVA does.

@@ -5,6 +5,7 @@ pub mod access;
 pub mod config;
 pub mod diagnose;
 pub mod metrics;
+pub mod operator;
 pub mod server;
 pub mod state;
 pub mod status;

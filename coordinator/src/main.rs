@@ -57,19 +57,19 @@ async fn shutdown_signal() {
     }
 }
 
-/// `lava-coordinator status`: no logging, no listening.
-fn status(
+/// The address of the coordinator a subcommand asks (`--address`, else the configuration's
+/// listen address, 127.0.0.1 for 0.0.0.0) and the lab secret, or the exit status of a
+/// configuration that cannot be read.
+fn target(
     cli: &Cli,
+    verb: &str,
     address: Option<&str>,
-    group: Option<&str>,
-    json: bool,
-    all: bool,
-) -> ExitCode {
+) -> Result<(String, Option<String>), ExitCode> {
     let settings = match Settings::load(&cli.config) {
         Ok(settings) => settings.unwrap_or_default(),
         Err(e) => {
-            eprintln!("lava-coordinator status: {e}");
-            return ExitCode::from(lava_coordinator::status::UNREACHABLE);
+            eprintln!("lava-coordinator {verb}: {e}");
+            return Err(ExitCode::from(lava_coordinator::status::UNREACHABLE));
         }
     };
     let address = address.map(str::to_owned).unwrap_or_else(|| {
@@ -79,7 +79,84 @@ fn status(
         }
         addr.to_string()
     });
-    let secret = settings.access().secret;
+    Ok((address, settings.access().secret))
+}
+
+/// `lava-coordinator unblock|fail|send`: an operator's action, with the lab secret.
+fn operate(cli: &Cli, command: &Command) -> ExitCode {
+    use lava_protocol::OperatorAction;
+    let (address, group, action) = match command {
+        Command::Unblock {
+            group,
+            reason,
+            address,
+        } => (
+            address,
+            group,
+            OperatorAction::Unblock {
+                reason: reason.clone(),
+            },
+        ),
+        Command::Fail {
+            group,
+            client,
+            reason,
+            address,
+        } => (
+            address,
+            group,
+            OperatorAction::Fail {
+                client: client.clone(),
+                reason: reason.join(" "),
+            },
+        ),
+        Command::Send {
+            group,
+            id,
+            pairs,
+            sender,
+            address,
+        } => match lava_coordinator::operator::pairs(pairs) {
+            Ok(message) => (
+                address,
+                group,
+                OperatorAction::Send {
+                    id: id.clone(),
+                    message,
+                    sender: sender.clone(),
+                },
+            ),
+            Err(e) => {
+                eprintln!("lava-coordinator send: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        Command::Status { .. } => return ExitCode::FAILURE,
+    };
+    let (address, secret) = match target(cli, action.name(), address.as_deref()) {
+        Ok(target) => target,
+        Err(code) => return code,
+    };
+    ExitCode::from(lava_coordinator::operator::run(
+        &address,
+        secret.as_deref(),
+        group,
+        action,
+    ))
+}
+
+/// `lava-coordinator status`: no logging, no listening.
+fn status(
+    cli: &Cli,
+    address: Option<&str>,
+    group: Option<&str>,
+    json: bool,
+    all: bool,
+) -> ExitCode {
+    let (address, secret) = match target(cli, "status", address) {
+        Ok(target) => target,
+        Err(code) => return code,
+    };
     ExitCode::from(lava_coordinator::status::run(
         &address,
         group,
@@ -99,6 +176,9 @@ fn main() -> ExitCode {
     }) = &cli.command
     {
         return status(&cli, address.as_deref(), group.as_deref(), *json, *all);
+    }
+    if let Some(command) = &cli.command {
+        return operate(&cli, command);
     }
     init_logging(&cli);
     let settings = match Settings::load(&cli.config) {

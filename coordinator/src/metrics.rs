@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 use crate::server::Shared;
 
 /// Every request kind, in the order of the counters.
-const KINDS: [&str; 23] = [
+const KINDS: [&str; 24] = [
     "group_data",
     "lava_send",
     "lava_wait",
@@ -25,6 +25,7 @@ const KINDS: [&str; 23] = [
     "consume",
     "barrier",
     "failure_scope",
+    "operator",
     "lava_sync",
     "clear_group",
     "complete",

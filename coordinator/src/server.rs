@@ -157,6 +157,11 @@ impl Inner {
                     info!("group {group:?} cleared by all its members, deleted")
                 }
                 Event::Deadlock { group, verdict } => warn!("group {group:?}: {verdict}"),
+                Event::Operator {
+                    group,
+                    operator,
+                    what,
+                } => warn!("group {group:?}: the operator {operator:?} {what}"),
                 Event::LeaseExpired { group, client } => {
                     warn!("group {group:?}: {client:?} stopped asking while it waited (lease expired): counted as failed")
                 }
@@ -669,7 +674,13 @@ async fn serve(
     // The frame is parsed: its bytes go back to the in-flight budget. What the request
     // makes the coordinator keep counts against the store's limits instead.
     drop((body, paid));
-    if let Some(why) = shared.access.refuses(peer.ip(), request.secret.as_deref()) {
+    let refused = match request.kind {
+        lava_protocol::RequestKind::Operator { .. } => shared
+            .access
+            .refuses_operator(peer.ip(), request.secret.as_deref()),
+        _ => shared.access.refuses(peer.ip(), request.secret.as_deref()),
+    };
+    if let Some(why) = refused {
         shared.metrics.failure(Failure::Refused);
         shared.warn("refused", || {
             format!(

@@ -14,7 +14,9 @@ pub mod message;
 
 pub use client::{Client, ClientError};
 pub use frame::FrameError;
-pub use message::{LockScope, Parties, Reply, Request, RequestError, RequestKind, Response};
+pub use message::{
+    LockScope, OperatorAction, Parties, Reply, Request, RequestError, RequestKind, Response,
+};
 
 /// The coordinator's well-known TCP port (LAVA's default).
 pub const DEFAULT_PORT: u16 = 3079;

@@ -116,6 +116,11 @@ pub enum RequestKind {
     FailureScope {
         roles: Option<Vec<String>>,
     },
+    /// Extension: the lab's operator acts on the group (`lava-coordinator unblock|fail|send`);
+    /// only with the lab secret. `client_name` names the operator (for the log).
+    Operator {
+        action: OperatorAction,
+    },
     /// Extension: take lock `name` (one of its `count` places); `wait` while it is full.
     Lock {
         name: String,
@@ -127,6 +132,31 @@ pub enum RequestKind {
         name: String,
         scope: LockScope,
     },
+}
+
+/// What the operator does to a group.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperatorAction {
+    /// Answers every held request of the group (`nack`, naming the operator and `reason`).
+    Unblock { reason: Option<String> },
+    /// Member `client` failed, as if it had sent `fail`.
+    Fail { client: String, reason: String },
+    /// Data under `id`, sent in member `sender`'s name (`None`: as `operator`).
+    Send {
+        id: String,
+        message: Value,
+        sender: Option<String>,
+    },
+}
+
+impl OperatorAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            OperatorAction::Unblock { .. } => "unblock",
+            OperatorAction::Fail { .. } => "fail",
+            OperatorAction::Send { .. } => "send",
+        }
+    }
 }
 
 /// Who a barrier waits for.
@@ -200,6 +230,7 @@ impl RequestKind {
             RequestKind::Consume { .. } => "consume",
             RequestKind::Barrier { .. } => "barrier",
             RequestKind::FailureScope { .. } => "failure_scope",
+            RequestKind::Operator { .. } => "operator",
             RequestKind::Lock { .. } => "lock",
             RequestKind::Unlock { .. } => "unlock",
         }
@@ -515,6 +546,28 @@ impl Request {
                     }
                 },
             },
+            "operator" => RequestKind::Operator {
+                action: match required(obj, "action")?.as_str() {
+                    "unblock" => OperatorAction::Unblock {
+                        reason: string(obj, "reason")?,
+                    },
+                    "fail" => OperatorAction::Fail {
+                        client: non_empty(obj, "client")?,
+                        reason: string(obj, "reason")?.unwrap_or_default(),
+                    },
+                    "send" => OperatorAction::Send {
+                        id: id()?,
+                        message: message()?,
+                        sender: string(obj, "client")?,
+                    },
+                    other => {
+                        return Err(RequestError::Invalid {
+                            field: "action",
+                            reason: format!("{other:?} is not unblock, fail or send"),
+                        })
+                    }
+                },
+            },
             "lock" => RequestKind::Lock {
                 name: non_empty(obj, "lock")?,
                 count: lock_count(obj)?,
@@ -612,6 +665,31 @@ impl Request {
             }
             RequestKind::Consume { id } => {
                 obj.insert("messageID".into(), id.clone().into());
+            }
+            RequestKind::Operator { action } => {
+                obj.insert("action".into(), action.name().into());
+                match action {
+                    OperatorAction::Unblock { reason } => {
+                        if let Some(reason) = reason {
+                            obj.insert("reason".into(), reason.clone().into());
+                        }
+                    }
+                    OperatorAction::Fail { client, reason } => {
+                        obj.insert("client".into(), client.clone().into());
+                        obj.insert("reason".into(), reason.clone().into());
+                    }
+                    OperatorAction::Send {
+                        id,
+                        message,
+                        sender,
+                    } => {
+                        obj.insert("messageID".into(), id.clone().into());
+                        obj.insert("message".into(), message.clone());
+                        if let Some(sender) = sender {
+                            obj.insert("client".into(), sender.clone().into());
+                        }
+                    }
+                }
             }
             RequestKind::FailureScope { roles } => {
                 obj.insert(
@@ -1084,6 +1162,27 @@ mod tests {
                 roles: Some(Vec::new()),
             },
             RequestKind::FailureScope { roles: None },
+            RequestKind::Operator {
+                action: OperatorAction::Unblock {
+                    reason: Some("stuck".into()),
+                },
+            },
+            RequestKind::Operator {
+                action: OperatorAction::Unblock { reason: None },
+            },
+            RequestKind::Operator {
+                action: OperatorAction::Fail {
+                    client: "c".into(),
+                    reason: "dead".into(),
+                },
+            },
+            RequestKind::Operator {
+                action: OperatorAction::Send {
+                    id: "go".into(),
+                    message: json!({"k": "v"}),
+                    sender: Some("c".into()),
+                },
+            },
             RequestKind::Lock {
                 name: "dut-power".into(),
                 count: 2,

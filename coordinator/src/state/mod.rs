@@ -8,6 +8,7 @@ mod failure_scope;
 mod group;
 mod locks;
 mod mail;
+mod operator;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -104,12 +105,34 @@ impl Default for Limits {
 /// Group lifecycle events worth a log line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Created { group: String, size: usize },
-    Complete { group: String },
-    Cleared { group: String },
-    Expired { group: String, idle: Duration },
-    Deadlock { group: String, verdict: String },
-    LeaseExpired { group: String, client: String },
+    Created {
+        group: String,
+        size: usize,
+    },
+    Complete {
+        group: String,
+    },
+    Cleared {
+        group: String,
+    },
+    Expired {
+        group: String,
+        idle: Duration,
+    },
+    Deadlock {
+        group: String,
+        verdict: String,
+    },
+    LeaseExpired {
+        group: String,
+        client: String,
+    },
+    /// The operator acted on the group.
+    Operator {
+        group: String,
+        operator: String,
+        what: String,
+    },
 }
 
 #[derive(Debug)]
@@ -252,6 +275,9 @@ impl Coordinator {
     /// the request is parked under that id instead, and its reply comes later as a
     /// [`Wakeup`] (from this or a later call) unless [`Coordinator::cancel`] takes it back.
     pub fn handle(&mut self, req: &Request, now: Instant, park: Option<WaiterId>) -> Output {
+        if let RequestKind::Operator { action } = &req.kind {
+            return self.operate(req, action, now);
+        }
         let mut out = Output::default();
         if matches!(req.kind, RequestKind::Fail { .. }) && !self.verdicts.failure_propagation {
             out.reply = Some(Reply::nack(
@@ -558,8 +584,10 @@ impl Coordinator {
                 group.clear(client);
                 (None, Some(Change::Cleared), Some(Reply::ack()))
             }
-            // Handled by `apply_lock`.
-            RequestKind::Lock { .. } | RequestKind::Unlock { .. } => (None, None, None),
+            // Handled by `apply_lock` and `operate`.
+            RequestKind::Lock { .. }
+            | RequestKind::Unlock { .. }
+            | RequestKind::Operator { .. } => (None, None, None),
             RequestKind::Aggregate => (
                 None,
                 None,

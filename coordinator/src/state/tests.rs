@@ -3,7 +3,7 @@
 use super::*;
 use lava_protocol::message::{Roles, VmStatus};
 use lava_protocol::Response;
-use lava_protocol::{LockScope, Parties};
+use lava_protocol::{LockScope, OperatorAction, Parties};
 use proptest::prelude::*;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -2653,5 +2653,125 @@ proptest! {
                 None => prop_assert!(!doomed && !done, "not answered: doomed {doomed}, done {done}"),
             }
         }
+    }
+}
+
+fn operator(action: OperatorAction) -> Request {
+    Request::new(G, "admin", "", RequestKind::Operator { action })
+}
+
+#[test]
+fn the_operator_unblocks_fails_and_sends() {
+    let mut h = Harness::new();
+    for c in ["a", "b", "c"] {
+        h.call(h.req(c, "r", 3, RequestKind::GroupData));
+    }
+    let wa = h.block(h.req("a", "r", 3, wait("go"))).unwrap_err();
+    let wb = h.block(h.req("b", "r", 3, sync("s"))).unwrap_err();
+    let reply = h.call(operator(OperatorAction::Unblock {
+        reason: Some("stuck".into()),
+    }));
+    assert_eq!(reply.message, Some(json!({"answered": 2})));
+    for w in [wa, wb] {
+        assert_nack_naming(
+            h.woken(w),
+            &["the operator \"admin\" unblocked group", "stuck"],
+        );
+    }
+    assert!(
+        !h.machine.group(G).unwrap().members.contains_key("admin"),
+        "the operator is no member"
+    );
+    assert!(h
+        .machine
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, Event::Operator { what, .. } if what.contains("unblocked 2"))));
+
+    // Sent in nobody's name, and in a member's.
+    let wa = h.block(h.req("a", "r", 3, wait("go"))).unwrap_err();
+    h.call(operator(OperatorAction::Send {
+        id: "go".into(),
+        message: json!({"k": "v"}),
+        sender: None,
+    }));
+    assert_eq!(
+        h.woken(wa).unwrap().message,
+        Some(json!({"operator": {"k": "v"}}))
+    );
+    let wall = h
+        .block(h.req("a", "r", 3, wait_all("done", None)))
+        .unwrap_err();
+    for sender in ["a", "b"] {
+        h.call(operator(OperatorAction::Send {
+            id: "done".into(),
+            message: json!({}),
+            sender: Some(sender.into()),
+        }));
+    }
+    assert_nack_naming(
+        Some(h.call(operator(OperatorAction::Send {
+            id: "done".into(),
+            message: json!({}),
+            sender: Some("zed".into()),
+        }))),
+        &["\"zed\" is not a member"],
+    );
+    // c is stuck for good: the operator declares it failed.
+    h.call(operator(OperatorAction::Fail {
+        client: "c".into(),
+        reason: "powered off".into(),
+    }));
+    assert_nack_naming(
+        h.woken(wall),
+        &["\"c\" failed: powered off (declared by the operator admin)"],
+    );
+    assert_nack_naming(
+        Some(h.call(Request::new(
+            "nope",
+            "admin",
+            "",
+            RequestKind::Operator {
+                action: OperatorAction::Unblock { reason: None },
+            },
+        ))),
+        &["no group \"nope\""],
+    );
+    assert!(h.machine.group("nope").is_none());
+}
+
+proptest! {
+    /// Whatever members of a group wait for, the operator's unblock answers every held
+    /// request exactly once, and leaves nothing held.
+    #[test]
+    fn an_unblock_answers_every_held_request_once(
+        waits in prop::collection::vec((0usize..4, 0u8..5), 0..12),
+    ) {
+        let mut h = Harness::new();
+        h.machine = Coordinator::new(Duration::from_secs(60)).with_verdicts(Verdicts {
+            failure_propagation: true,
+            deadlock_detection: false,
+        });
+        let mut held = Vec::new();
+        for (m, kind) in waits {
+            let kind = match kind {
+                0 => wait("x"),
+                1 => sync("s"),
+                2 => wait_all("y", None),
+                3 => lock("l", 1),
+                _ => barrier("b", Parties::Count(4)),
+            };
+            if let Err(w) = h.block(h.req(&format!("m{m}"), "r", 5, kind)) {
+                held.push(w);
+            }
+        }
+        h.call(operator(OperatorAction::Unblock { reason: None }));
+        prop_assert_eq!(h.machine.parked_count(), 0);
+        for w in held {
+            let reply = h.woken(w);
+            prop_assert!(reply.is_some(), "waiter {w} not answered");
+            prop_assert_eq!(reply.unwrap().response, Response::Nack);
+        }
+        prop_assert!(h.woken.is_empty(), "answered twice or unknown: {:?}", h.woken);
     }
 }
