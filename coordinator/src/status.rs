@@ -202,13 +202,29 @@ pub fn render(address: &str, a: &Value, detailed: bool, all: bool) -> String {
         for (id, arrived) in g["sync_arrivals"].as_object().into_iter().flatten() {
             let _ = writeln!(out, "  sync {id}: arrived {}", list(arrived));
         }
+        for (id, b) in g["barriers"].as_object().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  barrier {id} ({}): round {}, arrived {}",
+                text(&b["for"]),
+                b["round"],
+                list(&b["arrived"])
+            );
+        }
+        for (id, entries) in g["mail"]["queues"].as_object().into_iter().flatten() {
+            let _ = writeln!(out, "  queue {id}: {entries} entries");
+        }
+        for (member, roles) in g["failure_scopes"].as_object().into_iter().flatten() {
+            let _ = writeln!(out, "  failure scope of {member}: roles {}", list(roles));
+        }
         for (scope, prefix) in [("group", "lock"), ("lab", "lab-wide lock")] {
             for (name, lock) in g["locks"][scope].as_object().into_iter().flatten() {
                 let _ = writeln!(
                     out,
-                    "  {prefix} {name}: held by {} ({} places)",
-                    list(&lock["holders"]),
-                    lock["count"]
+                    "  {prefix} {name}: {} of {} places held by {}",
+                    lock["holders"].as_array().map_or(0, Vec::len),
+                    lock["count"],
+                    list(&lock["holders"])
                 );
             }
         }
@@ -250,5 +266,25 @@ mod tests {
         assert!(many.contains("\ngroup g29:"), "{many}");
         let all = render("a", &answer(30), false, true);
         assert_eq!(all.matches("\ngroup g").count(), 30);
+    }
+
+    #[test]
+    fn a_groups_coordination_state_is_shown() {
+        let mut a = answer(1);
+        a["groups"][0]["locks"] =
+            json!({"group": {"dut": {"count": 1, "holders": ["a"]}}, "lab": {}});
+        a["groups"][0]["barriers"] =
+            json!({"up": {"for": "role server", "round": 2, "arrived": ["s1"]}});
+        a["groups"][0]["mail"] = json!({"direct": {}, "queues": {"work": 3}});
+        a["groups"][0]["failure_scopes"] = json!({"srv": ["server"]});
+        let text = render("a", &a, true, false);
+        for line in [
+            "  lock dut: 1 of 1 places held by a",
+            "  barrier up (role server): round 2, arrived s1",
+            "  queue work: 3 entries",
+            "  failure scope of srv: roles server",
+        ] {
+            assert!(text.contains(line), "{line:?} not in {text}");
+        }
     }
 }

@@ -63,12 +63,6 @@ pub(crate) const CONSUME: Opt = Opt {
     name: "consume",
     takes_value: false,
 };
-/// `lava-sync --role ROLE`: a barrier of that role's members. (Not the `--role` setting:
-/// `lava-sync` takes this option instead.)
-pub(crate) const BARRIER_ROLE: Opt = Opt {
-    name: "role",
-    takes_value: true,
-};
 pub(crate) const NONE: Opt = Opt {
     name: "none",
     takes_value: false,
@@ -174,11 +168,6 @@ impl Command {
     pub fn keys(self) -> Vec<Key> {
         match self {
             Command::Install | Command::VmGroup => Vec::new(),
-            // `lava-sync --role ROLE` names the barrier's role (`BARRIER_ROLE`).
-            Command::Sync => Key::flags(false)
-                .into_iter()
-                .filter(|k| *k != Key::Role)
-                .collect(),
             _ => Key::flags(self == Command::StartVms),
         }
     }
@@ -192,7 +181,7 @@ impl Command {
             Command::WaitAll => &[ANY],
             Command::Send => &[TO, QUEUE],
             Command::Wait => &[CONSUME],
-            Command::Sync => &[BARRIER_ROLE, COUNT],
+            Command::Sync => &[COUNT],
             Command::Unlock => &[LAB],
             Command::Install => &[FORCE],
             _ => &[],

@@ -296,22 +296,18 @@ impl Key {
     }
 }
 
-/// `--help`'s lines of the settings: those a command takes as flags (`flags`), and the others
-/// as "(no flag)" (`lava-start-vms`' own are left out elsewhere).
-pub fn help_lines(flags: &[Key]) -> Vec<String> {
+/// `--help`'s lines of the settings a command takes (`start_vms`: with `--host-ip`) and of
+/// those no command takes as a flag.
+pub fn help_lines(start_vms: bool) -> Vec<String> {
+    let flags = Key::flags(start_vms);
     let rows: Vec<(String, &str, &str)> = Key::ALL
         .into_iter()
-        .filter(|k| {
-            flags.contains(k)
-                || k.setting()
-                    .flag
-                    .is_none_or(|f| f.scope != FlagScope::StartVms)
-        })
+        .filter(|k| k.flag().is_none() || flags.contains(k))
         .map(|k| {
             let s = k.setting();
             let flag = match s.flag {
-                Some(f) if flags.contains(&k) => format!("--{} {}", f.name, f.value),
-                _ => "(no flag)".to_owned(),
+                Some(f) => format!("--{} {}", f.name, f.value),
+                None => "(no flag)".to_owned(),
             };
             (flag, s.env, s.help)
         })
@@ -955,12 +951,10 @@ mod tests {
         for key in [Key::Secret, Key::GroupSecret, Key::Transport] {
             assert_eq!(key.flag(), None);
         }
-        let help = help_lines(&Key::flags(false)).join("\n");
+        let help = help_lines(false).join("\n");
         assert!(help.contains("--timeout SECONDS") && help.contains("LAVA_MULTINODE_TRANSPORT"));
         assert!(!help.contains("--host-ip"));
-        assert!(help_lines(&Key::flags(true))
-            .join("\n")
-            .contains("--host-ip IP"));
+        assert!(help_lines(true).join("\n").contains("--host-ip IP"));
     }
 
     /// docs/TOOLS.md's settings table is this table's (regenerate it from the failure

@@ -5,7 +5,7 @@ use crate::config::help_lines;
 
 /// The settings part of a command's help: the lines come from the settings table.
 fn settings_text(cmd: Command) -> String {
-    let lines = help_lines(&cmd.keys()).join("\n");
+    let lines = help_lines(cmd == Command::StartVms).join("\n");
     format!(
         "\
 Settings (highest precedence first: flag, environment variable, line in the configuration
@@ -79,13 +79,13 @@ Usage: lava-sync ID
        lava-sync --count N ID
 
 Waits until every node of the group has called lava-sync ID. Leaves the cache file alone.
---role ROLE: a barrier of the nodes of ROLE only (this node must be one of them): waits
-until every node of ROLE has called lava-sync --role ROLE ID. --count N: waits until N nodes,
-whichever, have called lava-sync --count N ID. Both are reusable: the next calls make the
-next round (the coordinator's status shows the round). They need our coordinator over TCP
-(else exit 4); exit 4 too when the round can no longer fill (a node of the role failed, too
-few nodes left). Here --role is the barrier's role: this node's own role comes from
-LAVA_MULTINODE_ROLE (the file, the kernel command line)."
+--role ROLE (this node's role, given on the command line): a barrier of the nodes of ROLE
+only: waits until every node of ROLE has called lava-sync --role ROLE ID. --count N: waits
+until N nodes, whichever, have called lava-sync --count N ID. Both are reusable: the next
+calls make the next round (the coordinator's status shows the round). They need our
+coordinator over TCP (else exit 4); exit 4 too when the round can no longer fill (a node of
+the role failed, too few nodes left). Without --role, the role set elsewhere
+(LAVA_MULTINODE_ROLE, the file, the kernel command line) makes no role barrier."
         }
         Command::StartVms => {
             "\

@@ -36,6 +36,10 @@ fn a_role_barrier_and_a_count_barrier_release_round_after_round() {
         "barrier up (role server)",
         STATE_DEADLINE,
     );
+    // Who has the role is known once every node registered (or the roster was declared).
+    c1.run("lava-send", &["here"]).ok();
+    c2.run("lava-send", &["here"]).ok();
+    // c1 registered as a client: it cannot join the servers' barrier.
     let err = c1
         .run("lava-sync", &["--role", "server", "up"])
         .fails(NACK)
@@ -44,9 +48,6 @@ fn a_role_barrier_and_a_count_barrier_release_round_after_round() {
         err.contains("\"c1\" is not a member of role \"server\""),
         "{err}"
     );
-    // Who has the role is known once every node registered (or the roster was declared).
-    c1.run("lava-send", &["here"]).ok();
-    c2.run("lava-send", &["here"]).ok();
     // The clients never join: the servers meet without them.
     s2.run("lava-sync", &["--role", "server", "up"]).ok();
     waiting.wait().ok();

@@ -179,7 +179,14 @@ pub fn run(cmd: Command, argv: &[String], env: Env<'_>) -> Result<(), Error> {
         Command::Sync => {
             arity(&parsed, 1, 1, "message ID")?;
             let id = messaging::message_id(&pos[0])?;
-            let role = parsed.option("role").flatten();
+            // `lava-sync --role ROLE`: this node's role, given on the command line, makes a
+            // barrier of the role's nodes (a node of another role could not join it).
+            let role = parsed
+                .config
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == Key::Role)
+                .map(|(_, v)| v.as_str());
             let count = parsed.option("count").flatten();
             let parties = match (role, count) {
                 (None, None) => return messaging::sync(&*link()?, id),
