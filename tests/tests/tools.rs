@@ -538,7 +538,9 @@ fn error_paths() {
         ("lava-send", &["id", "k=two\nlines"]),
         ("lava-send", &["", "k=v"]),
         ("lava-wait", &[]),
-        ("lava-wait", &["a", "b"]),
+        // Several IDs are an any-of wait; an empty one is refused.
+        ("lava-wait", &["a", ""]),
+        ("lava-wait", &["--consume", "a", "b"]),
         ("lava-wait-all", &["a", "b", "c"]),
         ("lava-sync", &["a", "--bogus"]),
         ("lava-role", &["lsit"]),
