@@ -272,3 +272,31 @@ fn a_held_lock_and_its_waiter_survive_kill_9_of_the_coordinator() {
         "lock=dut\nholders=c\n"
     );
 }
+
+/// A holder whose tool is killed while it waits on something else stops renewing its lease:
+/// once the lease runs out it counts as gone, and its lock goes to the next waiter, who is
+/// told so.
+#[test]
+fn a_lock_of_a_holder_gone_past_its_lease_goes_to_the_next_waiter() {
+    let server = start_coordinator_with_config(Some(r#"{"block_max": 0.5}"#), &[]);
+    let tools = Tools::native();
+    let cfg = GroupConfig::new(&server.addr, "gone", 3);
+    let mut a = Node::new(&tools, &cfg, "a", "r");
+    a.set_env("LAVA_MULTINODE_LEASE", Some("0.5"));
+    let b = Node::new(&tools, &cfg, "b", "r");
+    let c = Node::new(&tools, &cfg, "c", "r");
+    c.run("lava-send", &["here"]).ok();
+    a.run("lava-lock", &["dut"]).ok();
+    let mut killed = a.command("lava-wait", &["never"]).spawn().expect("spawn");
+    wait_until_held(&server.addr, "gone", "a", "lava_wait never", STATE_DEADLINE);
+    let waiting = b.spawn("lava-lock", &["dut"]);
+    wait_until_held(&server.addr, "gone", "b", "lava-lock dut", STATE_DEADLINE);
+    killed.kill().expect("kill");
+    killed.wait().expect("reap");
+    let out = waiting.wait().ok().to_owned();
+    assert!(
+        out.starts_with("lock=dut\nholders=b\nfreed_by=a\n"),
+        "{out}"
+    );
+    assert!(out.contains("lease expired"), "{out}");
+}
