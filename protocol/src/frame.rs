@@ -240,7 +240,7 @@ mod tests {
             let first = d.feed(&frame[..cut]).unwrap();
             if cut < frame.len() {
                 assert_eq!(first, None, "cut {cut}");
-                assert_eq!(d.missing() > 0, true);
+                assert!(d.missing() > 0);
                 let body = d.feed(&frame[cut..]).unwrap();
                 assert_eq!(body.as_deref(), Some(r#"{"request": "lava_send"}"#));
             } else {
