@@ -13,33 +13,6 @@ use tracing::{debug, warn};
 
 use crate::server::Shared;
 
-/// Every request kind, in the order of the counters.
-const KINDS: [&str; 24] = [
-    "group_data",
-    "lava_send",
-    "lava_wait",
-    "lava_wait_all",
-    "wait_any",
-    "send_to",
-    "enqueue",
-    "consume",
-    "barrier",
-    "failure_scope",
-    "operator",
-    "lava_sync",
-    "clear_group",
-    "complete",
-    "aggregate",
-    "declare_roster",
-    "roster",
-    "vm_start",
-    "vm_wait_start",
-    "vm_stop",
-    "vm_wait_all",
-    "fail",
-    "lock",
-    "unlock",
-];
 const RESPONSES: [(Response, &str); 5] = [
     (Response::Wait, "wait"),
     (Response::Ack, "ack"),
@@ -79,7 +52,7 @@ const BUCKETS: [f64; 12] = [
 
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: [[AtomicU64; RESPONSES.len()]; KINDS.len()],
+    requests: [[AtomicU64; RESPONSES.len()]; RequestKind::NAMES.len()],
     failures: [AtomicU64; FAILURES.len()],
     /// Connections being served now.
     pub connections: AtomicU64,
@@ -98,10 +71,6 @@ pub struct Gauges {
     pub blocked_ages: Vec<f64>,
 }
 
-fn kind_index(kind: &RequestKind) -> usize {
-    KINDS.iter().position(|k| *k == kind.name()).unwrap_or(0)
-}
-
 fn response_index(response: Response) -> usize {
     RESPONSES
         .iter()
@@ -111,7 +80,7 @@ fn response_index(response: Response) -> usize {
 
 impl Metrics {
     pub fn request(&self, kind: &RequestKind, response: Response) {
-        self.requests[kind_index(kind)][response_index(response)].fetch_add(1, Ordering::Relaxed);
+        self.requests[kind.index()][response_index(response)].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn failure(&self, failure: Failure) {
@@ -161,7 +130,7 @@ impl Metrics {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         out.push_str("# HELP lava_coordinator_requests_total Requests answered, by request kind and reply.\n");
         out.push_str("# TYPE lava_coordinator_requests_total counter\n");
-        for (kind, row) in KINDS.iter().zip(&self.requests) {
+        for (kind, row) in RequestKind::NAMES.iter().zip(&self.requests) {
             for ((_, response), count) in RESPONSES.iter().zip(row) {
                 let n = load(count);
                 if n > 0 {
@@ -313,8 +282,24 @@ mod tests {
                 scope: LockScope::Lab,
             },
         ];
-        for kind in kinds {
-            assert_eq!(KINDS[kind_index(&kind)], kind.name());
+        let metrics = Metrics::default();
+        for kind in &kinds {
+            metrics.request(kind, Response::Ack);
+        }
+        let text = metrics.render(&Gauges {
+            groups: 0,
+            clients: 0,
+            blocked: 0,
+            stored_bytes: 0,
+            blocked_ages: Vec::new(),
+        });
+        // Each kind is counted under its own name, once.
+        for kind in &kinds {
+            let line = format!(
+                "lava_coordinator_requests_total{{request=\"{}\",response=\"ack\"}} 1",
+                kind.name()
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
         }
     }
 }

@@ -207,6 +207,7 @@ impl Shared {
         let mut machine = Coordinator::new(settings.group_expiry())
             .with_limits(settings.limits())
             .with_block_max(settings.block_max())
+            .with_hold_lava_requests(settings.hold_lava_requests())
             .with_verdicts(settings.verdicts())
             .with_lab_locks(settings.lab_locks);
         for group in groups {
@@ -276,14 +277,6 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How long `request` may be held instead of answering `wait`.
-    fn hold_for(&self, request: &Request) -> Duration {
-        match request.block {
-            Some(block) => Duration::from_secs_f64(block).min(self.settings.block_max()),
-            None => self.settings.hold_lava_requests(),
-        }
-    }
-
     /// Answers one request, holding it while its answer is `wait` and it may block; the
     /// reply is returned once what it depends on is stored.
     pub async fn call(&self, request: &Request, shutdown: &CancellationToken) -> Reply {
@@ -311,9 +304,9 @@ impl Shared {
     }
 
     async fn answer(&self, request: &Request, shutdown: &CancellationToken) -> Ticketed {
-        let hold = self.hold_for(request);
-        let (waiter, mut rx) = {
+        let (waiter, mut rx, hold) = {
             let mut inner = self.lock();
+            let hold = inner.machine.hold_for(request);
             let park =
                 (!hold.is_zero() && inner.machine.parked_count() < self.max_parked).then(|| {
                     inner.next_waiter += 1;
@@ -334,7 +327,7 @@ impl Shared {
                 (None, Some(waiter)) => {
                     let (tx, rx) = oneshot::channel();
                     inner.waiters.insert(waiter, tx);
-                    (waiter, rx)
+                    (waiter, rx, hold)
                 }
             }
         };

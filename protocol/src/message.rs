@@ -206,34 +206,68 @@ impl VmStatus {
 }
 
 impl RequestKind {
+    /// Every kind's `request` field value, in the order of [`RequestKind::index`] (the
+    /// coordinator's metrics count by it).
+    pub const NAMES: [&'static str; 24] = [
+        "group_data",
+        "lava_send",
+        "lava_wait",
+        "lava_wait_all",
+        "wait_any",
+        "lava_sync",
+        "clear_group",
+        "complete",
+        "aggregate",
+        "declare_roster",
+        "roster",
+        "vm_start",
+        "vm_wait_start",
+        "vm_stop",
+        "vm_wait_all",
+        "fail",
+        "send_to",
+        "enqueue",
+        "consume",
+        "barrier",
+        "failure_scope",
+        "operator",
+        "lock",
+        "unlock",
+    ];
+
+    /// The kind's place in [`RequestKind::NAMES`].
+    pub fn index(&self) -> usize {
+        match self {
+            RequestKind::GroupData => 0,
+            RequestKind::Send { .. } => 1,
+            RequestKind::Wait { .. } => 2,
+            RequestKind::WaitAll { .. } => 3,
+            RequestKind::WaitAny { .. } => 4,
+            RequestKind::Sync { .. } => 5,
+            RequestKind::ClearGroup => 6,
+            RequestKind::Complete => 7,
+            RequestKind::Aggregate => 8,
+            RequestKind::DeclareRoster { .. } => 9,
+            RequestKind::Roster => 10,
+            RequestKind::VmStart { .. } => 11,
+            RequestKind::VmWaitStart => 12,
+            RequestKind::VmStop { .. } => 13,
+            RequestKind::VmWaitAll => 14,
+            RequestKind::Fail { .. } => 15,
+            RequestKind::SendTo { .. } => 16,
+            RequestKind::Enqueue { .. } => 17,
+            RequestKind::Consume { .. } => 18,
+            RequestKind::Barrier { .. } => 19,
+            RequestKind::FailureScope { .. } => 20,
+            RequestKind::Operator { .. } => 21,
+            RequestKind::Lock { .. } => 22,
+            RequestKind::Unlock { .. } => 23,
+        }
+    }
+
     /// The `request` field's value.
     pub fn name(&self) -> &'static str {
-        match self {
-            RequestKind::GroupData => "group_data",
-            RequestKind::Send { .. } => "lava_send",
-            RequestKind::Wait { .. } => "lava_wait",
-            RequestKind::WaitAll { .. } => "lava_wait_all",
-            RequestKind::WaitAny { .. } => "wait_any",
-            RequestKind::Sync { .. } => "lava_sync",
-            RequestKind::ClearGroup => "clear_group",
-            RequestKind::Complete => "complete",
-            RequestKind::Aggregate => "aggregate",
-            RequestKind::DeclareRoster { .. } => "declare_roster",
-            RequestKind::Roster => "roster",
-            RequestKind::VmStart { .. } => "vm_start",
-            RequestKind::VmWaitStart => "vm_wait_start",
-            RequestKind::VmStop { .. } => "vm_stop",
-            RequestKind::VmWaitAll => "vm_wait_all",
-            RequestKind::Fail { .. } => "fail",
-            RequestKind::SendTo { .. } => "send_to",
-            RequestKind::Enqueue { .. } => "enqueue",
-            RequestKind::Consume { .. } => "consume",
-            RequestKind::Barrier { .. } => "barrier",
-            RequestKind::FailureScope { .. } => "failure_scope",
-            RequestKind::Operator { .. } => "operator",
-            RequestKind::Lock { .. } => "lock",
-            RequestKind::Unlock { .. } => "unlock",
-        }
+        Self::NAMES[self.index()]
     }
 }
 
@@ -845,6 +879,22 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every name in `NAMES` is one the parser knows, at the kind's own index.
+    #[test]
+    fn request_names_are_listed_once_and_parse_back() {
+        for (i, name) in RequestKind::NAMES.iter().enumerate() {
+            let body = serde_json::json!({"request": name, "group_name": "g", "client_name": "c"});
+            match Request::parse(&body.to_string()) {
+                Ok(r) => assert_eq!(r.kind.index(), i, "{name}"),
+                Err(e) => assert!(!matches!(e, RequestError::Unknown(_)), "{name}: {e}"),
+            }
+        }
+        let mut sorted = RequestKind::NAMES.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), RequestKind::NAMES.len(), "no name twice");
+    }
     use serde_json::json;
 
     fn parse(v: Value) -> Result<Request, RequestError> {

@@ -148,6 +148,7 @@ pub struct Coordinator {
     verdicts: Verdicts,
     /// The longest the server holds a request (its `block_max`): a lease runs from then.
     block_max: Duration,
+    hold_lava_requests: Duration,
     /// Data bytes stored by all groups.
     total_bytes: usize,
     /// Lab-wide locks by name (their places are kept by the holders' groups).
@@ -168,6 +169,7 @@ impl Coordinator {
             limits: Limits::default(),
             verdicts: Verdicts::default(),
             block_max: Duration::from_secs(30),
+            hold_lava_requests: Duration::ZERO,
             total_bytes: 0,
             lab_locks: HashMap::new(),
             lab_locks_allowed: false,
@@ -188,6 +190,22 @@ impl Coordinator {
     pub fn with_block_max(mut self, block_max: Duration) -> Self {
         self.block_max = block_max;
         self
+    }
+
+    /// How long a request without `block` (LAVA's client) is held before `wait`.
+    pub fn with_hold_lava_requests(mut self, hold: Duration) -> Self {
+        self.hold_lava_requests = hold;
+        self
+    }
+
+    /// How long `req` may be held instead of answering `wait` (the server's rule, and where
+    /// a lease starts): its `block`, at most `block_max`; without `block`,
+    /// `hold_lava_requests`.
+    pub fn hold_for(&self, req: &Request) -> Duration {
+        match req.block {
+            Some(block) => Duration::from_secs_f64(block.clamp(0.0, 86_400.0)).min(self.block_max),
+            None => self.hold_lava_requests,
+        }
     }
 
     pub fn with_verdicts(mut self, verdicts: Verdicts) -> Self {
@@ -362,13 +380,12 @@ impl Coordinator {
             },
             (None, None) => Some(Reply::ack()),
         };
+        let hold = self.hold_for(req);
         if let (Some(lease), Some(group)) = (req.lease, self.groups.get_mut(&req.group_name)) {
             let waiting = out.reply.as_ref().is_none_or(Reply::is_wait);
             // A lease of 0 promises nothing: the tool's last ask before its own timeout.
             if waiting && lease > 0.0 {
                 // The held time, then the lease: time to ask again after a `wait`.
-                let hold = Duration::from_secs_f64(req.block.unwrap_or(0.0).min(86_400.0))
-                    .min(self.block_max);
                 let lease = Duration::from_secs_f64(lease.min(86_400.0));
                 group
                     .leases

@@ -2775,3 +2775,20 @@ proptest! {
         prop_assert!(h.woken.is_empty(), "answered twice or unknown: {:?}", h.woken);
     }
 }
+
+/// The one rule for how long a request is held: `block` up to `block_max` (any number a
+/// client sends, however large), LAVA's requests `hold_lava_requests`.
+#[test]
+fn how_long_a_request_is_held_is_decided_in_one_place() {
+    let machine = Coordinator::new(Duration::from_secs(60))
+        .with_block_max(Duration::from_secs(30))
+        .with_hold_lava_requests(Duration::from_secs(2));
+    let mut r = Request::new(G, "a", "r", RequestKind::Wait { id: "m".into() });
+    assert_eq!(machine.hold_for(&r), Duration::from_secs(2));
+    r.block = Some(1.5);
+    assert_eq!(machine.hold_for(&r), Duration::from_millis(1500));
+    r.block = Some(1e300);
+    assert_eq!(machine.hold_for(&r), Duration::from_secs(30));
+    r.block = Some(0.0);
+    assert_eq!(machine.hold_for(&r), Duration::ZERO);
+}
