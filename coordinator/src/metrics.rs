@@ -9,7 +9,7 @@ use lava_protocol::{RequestKind, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::server::Shared;
 
@@ -205,57 +205,72 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` (HTTP/1.0 style: one request per connection) until shutdown.
+/// Scrapes served at once; more wait to be accepted (a scraper needs one).
+const METRICS_CONNECTIONS: usize = 16;
+
+/// Serves `GET /metrics` (HTTP/1.0 style: one request per connection) until shutdown, through
+/// the server's accept loop: bounded in connections, and counted against
+/// `max_connections_per_address` with the address's protocol connections.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
-    loop {
-        let (mut stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!("metrics: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut head = Vec::with_capacity(1024);
-            let read = async {
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-            };
-            if tokio::time::timeout(Duration::from_secs(5), read)
-                .await
-                .is_err()
-            {
-                return debug!("metrics: {peer} sent no request in time");
+    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
+    crate::server::accept(
+        &listener,
+        &shared,
+        &slots,
+        &shutdown,
+        refuse,
+        |stream, peer| answer(shared.clone(), stream, peer),
+    )
+    .await;
+}
+
+/// A scraper over its address's limit: told so, and closed.
+fn refuse(shared: &Shared, stream: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+    shared.metrics.failure(Failure::OverLimit);
+    debug!("metrics: {peer} is over max_connections_per_address");
+    // Read what of the request is there, so that closing does not reset the answer away.
+    let _ = stream.try_read(&mut [0u8; 4096]);
+    let _ = stream.try_write(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+}
+
+async fn answer(
+    shared: Arc<Shared>,
+    mut stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) {
+    let mut head = Vec::with_capacity(1024);
+    let read = async {
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
             }
-            let response = if head.starts_with(b"GET /metrics ")
-                || head.starts_with(b"GET /metrics?")
-            {
-                let body = shared.metrics_text();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                let body = "only GET /metrics is served here\n";
-                format!(
-                    "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            };
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .is_err()
+    {
+        return debug!("metrics: {peer} sent no request in time");
     }
+    let response = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
+        let body = shared.metrics_text();
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        let body = "only GET /metrics is served here\n";
+        format!(
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]

@@ -820,6 +820,66 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
             }
         })
     };
+    accept(
+        &listener,
+        &shared,
+        &slots,
+        &shutdown,
+        refuse_over_address_limit,
+        {
+            let shared = shared.clone();
+            let shutdown = shutdown.clone();
+            move |stream, peer| {
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                async move {
+                    shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+                    serve(shared.clone(), stream, peer, shutdown).await;
+                    shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        },
+    )
+    .await;
+    info!("shutting down: no new connections");
+    let _ = expiry.await;
+    // Wait (bounded) for the connections in progress to finish.
+    let drain = slots.acquire_many(limit as u32);
+    if tokio::time::timeout(Duration::from_secs(5) + WRITE_TIMEOUT, drain)
+        .await
+        .is_err()
+    {
+        warn!("some connections did not finish in time");
+    }
+    // What `wait` replies left unstored, so that a restart starts from the latest state. A
+    // disk that still fails gets a bounded last try: SIGTERM is obeyed either way.
+    match &shared.writer {
+        Some(writer) => match tokio::task::block_in_place(|| writer.close(CLOSE_WITHIN)) {
+            Ok(()) => true,
+            Err(e) => {
+                error!("stopping with changes not stored: {e}");
+                false
+            }
+        },
+        None => true,
+    }
+}
+
+/// The accept loop of every listener of the coordinator (its protocol port, the metrics):
+/// at most `slots` connections at once, and `max_connections_per_address` from one address
+/// across all listeners (a connection over it goes to `refuse` and is closed), each served by
+/// `serve` on a task of its own; returns once `shutdown` is cancelled.
+pub(crate) async fn accept<F, Fut>(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    slots: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+    refuse: fn(&Shared, TcpStream, SocketAddr),
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     // A slot taken for a connection that is then refused serves the next one.
     let mut slot = None;
     loop {
@@ -847,41 +907,16 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
             _ = shutdown.cancelled() => break,
         };
         let Some(address) = shared.enter(peer.ip()) else {
-            refuse_over_address_limit(&shared, stream, peer);
+            refuse(shared, stream, peer);
             slot = Some(permit);
             continue;
         };
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
+        let served = serve(stream, peer);
         tokio::spawn(async move {
-            shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
-            serve(shared.clone(), stream, peer, shutdown).await;
-            shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            served.await;
             drop(address);
             drop(permit);
         });
-    }
-    info!("shutting down: no new connections");
-    let _ = expiry.await;
-    // Wait (bounded) for the connections in progress to finish.
-    let drain = slots.acquire_many(limit as u32);
-    if tokio::time::timeout(Duration::from_secs(5) + WRITE_TIMEOUT, drain)
-        .await
-        .is_err()
-    {
-        warn!("some connections did not finish in time");
-    }
-    // What `wait` replies left unstored, so that a restart starts from the latest state. A
-    // disk that still fails gets a bounded last try: SIGTERM is obeyed either way.
-    match &shared.writer {
-        Some(writer) => match tokio::task::block_in_place(|| writer.close(CLOSE_WITHIN)) {
-            Ok(()) => true,
-            Err(e) => {
-                error!("stopping with changes not stored: {e}");
-                false
-            }
-        },
-        None => true,
     }
 }
 

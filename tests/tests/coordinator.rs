@@ -787,12 +787,17 @@ fn assert_serving_after_flood(server: &Server) {
 }
 
 fn scrape(addr: &str, path: &str) -> String {
+    try_scrape(addr, path).expect("the metrics endpoint answers")
+}
+
+/// The HTTP answer, or `None` when the connection was reset.
+fn try_scrape(addr: &str, path: &str) -> Option<String> {
     use std::io::Read;
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
     let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
 }
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -968,4 +973,45 @@ fn a_sync_reply_lost_to_a_reset_is_answered_on_the_retry() {
         started.elapsed() < Duration::from_secs(5),
         "answered at once, not held"
     );
+}
+
+/// The metrics endpoint goes through the server's accept loop: its connections count against
+/// `max_connections_per_address` together with the protocol's, and a scrape over the limit is
+/// answered 503 at once instead of taking a task.
+#[test]
+fn metrics_connections_count_against_the_address_limit() {
+    use std::io::Write as _;
+    let metrics_addr = format!("127.0.0.1:{}", lava_multinode_tests::free_port());
+    let server = start_coordinator_with_config(
+        Some(r#"{"max_connections_per_address": 2}"#),
+        &["--metrics", &metrics_addr],
+    );
+    assert!(scrape(&metrics_addr, "/metrics").starts_with("HTTP/1.1 200"));
+    // Two half-sent requests hold the address's two places (until read_timeout).
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(&server.addr).unwrap();
+            s.write_all(b"0000").unwrap();
+            s
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        // Refused: a 503, or the connection closed before the request was read.
+        if try_scrape(&metrics_addr, "/metrics").is_none_or(|a| a.starts_with("HTTP/1.1 503")) {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        // Until the server has accepted both held connections; it answers by itself.
+        std::thread::yield_now();
+    };
+    assert!(refused, "a scrape over the address's limit was served");
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !try_scrape(&metrics_addr, "/metrics").is_some_and(|a| a.starts_with("HTTP/1.1 200")) {
+        assert!(std::time::Instant::now() < deadline, "the places came back");
+        std::thread::yield_now();
+    }
 }
