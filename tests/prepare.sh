@@ -4,15 +4,16 @@
 # rustup targets, nightly's rust-src, Debian's armhf cross toolchain and musl) and qemu-user
 # to run the foreign ones; qemu and the test guest and its disk images (VM groups); the Debian
 # packages (amd64, and arm64 with Debian's cross toolchain), lintian to check them, and the
-# tools tarballs (packaging). Idempotent: what is there is kept. Not root and something
-# missing: it says the exact command to run and exits 1.
+# tools tarballs (packaging); headless chromium and its WebDriver (the web view's browser
+# tests). Idempotent: what is there is kept. Not root and something missing: it says the
+# exact command to run and exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(qemu-user-static file qemu-system-x86 busybox-static cpio syslinux mtools dosfstools
     fdisk dpkg-dev systemd logrotate lintian gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-    gcc-arm-linux-gnueabihf musl-dev:armhf)
+    gcc-arm-linux-gnueabihf musl-dev:armhf chromium chromium-driver)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

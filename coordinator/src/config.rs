@@ -59,6 +59,11 @@ Configuration file keys (JSON; all optional):
   blocked_log_after   log (INFO) a request held this long, naming whom it waits for [60]
   lab_locks           allow lab-wide locks (lava-lock --lab), shared by every group [false]
   metrics_listen      address of the Prometheus endpoint, e.g. \"127.0.0.1:9079\" [none]
+  web_listen          address of the web view (groups, timelines), e.g. \"127.0.0.1:8079\";
+                      same allow list and lab secret as the coordinator [none]
+  history_group_bytes, history_total_bytes
+                      memory for the groups' histories (timelines), per group and in
+                      all; over it the oldest events go first [1 MiB, 64 MiB]
   max_groups, max_group_size, max_ids_per_group, max_group_bytes, max_total_bytes
                       limits [50000, 4096, 10000, 16 MiB, 1 GiB]; over one: nack
 
@@ -103,6 +108,11 @@ pub struct Cli {
     /// `metrics_listen`, else none].
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
+    /// Serve the web view (groups, each group's timeline) at http://ADDR:PORT/ [default:
+    /// the config's `web_listen`, else none]. Use a loopback or lab-only address: it shows
+    /// every group to whoever the `allow` list and the lab secret let in.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub web: Option<SocketAddr>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -219,6 +229,12 @@ pub struct Settings {
     pub max_total_bytes: usize,
     /// Address of the Prometheus metrics endpoint; none when unset.
     pub metrics_listen: Option<SocketAddr>,
+    /// Address of the web view; none when unset.
+    pub web_listen: Option<SocketAddr>,
+    /// Memory for one group's history, bytes.
+    pub history_group_bytes: usize,
+    /// Memory for all groups' histories, bytes.
+    pub history_total_bytes: usize,
     /// A member's `fail` answers at once what waits on it.
     pub failure_propagation: bool,
     /// A group whose live members all wait on one another is answered at once.
@@ -257,6 +273,9 @@ impl Default for Settings {
             max_group_bytes: limits.max_group_bytes,
             max_total_bytes: limits.max_total_bytes,
             metrics_listen: None,
+            web_listen: None,
+            history_group_bytes: 1 << 20,
+            history_total_bytes: 64 << 20,
             failure_propagation: true,
             deadlock_detection: true,
             blocked_log_after: 60.0,
@@ -357,6 +376,8 @@ impl Settings {
             ("max_ids_per_group", self.max_ids_per_group),
             ("max_group_bytes", self.max_group_bytes),
             ("max_total_bytes", self.max_total_bytes),
+            ("history_group_bytes", self.history_group_bytes),
+            ("history_total_bytes", self.history_total_bytes),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));

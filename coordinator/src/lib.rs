@@ -4,10 +4,12 @@
 pub mod access;
 pub mod config;
 pub mod diagnose;
+pub mod history;
 pub mod metrics;
 pub mod operator;
 pub mod server;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod web;
 pub mod writer;

@@ -291,7 +291,24 @@ fn main() -> ExitCode {
                 }
             },
         };
+        let web = match cli.web.or(settings.web_listen) {
+            None => None,
+            Some(addr) => match lava_coordinator::web::listen(addr).await {
+                Ok(listener) => {
+                    lava_coordinator::web::announce(addr);
+                    Some(listener)
+                }
+                Err(e) => {
+                    error!("cannot listen for the web view on {addr}: {e}");
+                    eprintln!("lava-coordinator: cannot listen for the web view on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
         let shared = Shared::new(settings, groups, writer);
+        if let Some(listener) = web {
+            tokio::spawn(lava_coordinator::web::serve(listener, shared.clone(), shutdown.clone()));
+        }
         if let Some(listener) = metrics {
             tokio::spawn(lava_coordinator::metrics::serve(listener, shared.clone(), shutdown.clone()));
         }

@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::access::Access;
 use crate::config::Settings;
+use crate::history::{self, History, Seen};
 use crate::metrics::{Failure, Gauges, Metrics};
 use crate::state::{Coordinator, Event, Group, WaiterId, Wakeup};
 use crate::writer::Writer;
@@ -47,6 +48,8 @@ struct Inner {
     message_tickets: HashMap<(String, String), u64>,
     /// The state machine's time: the time the coordinator was running.
     clock: Clock,
+    /// What happened in each group, for the web view and `status --group`.
+    history: History,
 }
 
 /// The server ticks every second; a longer gap between two looks at the clock than this
@@ -149,7 +152,9 @@ impl Inner {
                 let _ = tx.send(((reply, ticket), now));
             }
         }
+        let at = history::now_ms();
         for event in self.machine.take_events() {
+            self.history.event(&event, at);
             match event {
                 Event::Created { group, size } => info!("group {group:?} created for {size} nodes"),
                 Event::Complete { group } => info!("group {group:?} is complete"),
@@ -222,6 +227,7 @@ impl Shared {
                 group_tickets: HashMap::new(),
                 message_tickets: HashMap::new(),
                 clock: Clock::new(),
+                history: History::new(settings.history_group_bytes, settings.history_total_bytes),
             }),
             access: settings.access(),
             settings,
@@ -304,7 +310,7 @@ impl Shared {
     }
 
     async fn answer(&self, request: &Request, shutdown: &CancellationToken) -> Ticketed {
-        let (waiter, mut rx, hold) = {
+        let (waiter, mut rx, hold, asked) = {
             let mut inner = self.lock();
             let hold = inner.machine.hold_for(request);
             let park =
@@ -313,7 +319,23 @@ impl Shared {
                     inner.next_waiter
                 });
             let now = inner.clock.now();
+            let member = |machine: &crate::state::Coordinator| {
+                machine
+                    .group(&request.group_name)
+                    .map(|g| (g.size, g.members.contains_key(&request.client_name)))
+            };
+            let before = member(&inner.machine);
             let out = inner.machine.handle(request, now, park);
+            let after = member(&inner.machine);
+            let seen = Seen {
+                known: before.is_some(),
+                exists: after.is_some(),
+                registered: before.is_none_or(|(_, m)| !m) && after.is_some_and(|(_, m)| m),
+                created: after.filter(|_| before.is_none()).map(|(size, _)| size),
+            };
+            let asked = inner
+                .history
+                .asked(request, history::now_ms(), out.reply.as_ref(), seen);
             let ticket = match inner.flush(self.writer.as_ref()) {
                 true => inner.ticket,
                 false => inner.shown_by(request),
@@ -327,7 +349,7 @@ impl Shared {
                 (None, Some(waiter)) => {
                     let (tx, rx) = oneshot::channel();
                     inner.waiters.insert(waiter, tx);
-                    (waiter, rx, hold)
+                    (waiter, rx, hold, asked)
                 }
             }
         };
@@ -335,6 +357,11 @@ impl Shared {
             reply = &mut rx => {
                 if let Ok((reply, released)) = reply {
                     self.metrics.wakeup(released.elapsed());
+                    if let Some(asked) = asked {
+                        let at = history::now_ms()
+                            .saturating_sub(released.elapsed().as_millis() as u64);
+                        self.lock().history.answered(asked, &reply.0, at);
+                    }
                     return reply;
                 }
             }
@@ -344,11 +371,17 @@ impl Shared {
         let mut inner = self.lock();
         if inner.machine.cancel(waiter) {
             inner.waiters.remove(&waiter);
+            // Its history stays open: the client asks again.
             (Reply::wait(), inner.ticket)
         } else {
             match rx.try_recv() {
                 Ok((reply, released)) => {
                     self.metrics.wakeup(released.elapsed());
+                    if let Some(asked) = asked {
+                        let at =
+                            history::now_ms().saturating_sub(released.elapsed().as_millis() as u64);
+                        inner.history.answered(asked, &reply.0, at);
+                    }
                     reply
                 }
                 Err(_) => (Reply::wait(), inner.ticket),
@@ -381,7 +414,27 @@ impl Shared {
             },
             "groups": inner.machine.status(group, now),
             "lab_locks": inner.machine.lab_locks_status(),
+            "history": group.and_then(|g| inner.history.log(g)),
         })
+    }
+
+    /// Reads the state machine and the histories under the lock, with the state machine's
+    /// time (for ages) and the wall clock in ms (for the histories).
+    pub fn read<R>(
+        &self,
+        f: impl FnOnce(&crate::state::Coordinator, &History, Instant, u64) -> R,
+    ) -> R {
+        let mut inner = self.lock();
+        let now = inner.clock.now();
+        f(&inner.machine, &inner.history, now, history::now_ms())
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// The Prometheus metrics.

@@ -4,7 +4,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use lava_protocol::timeline::{duration_text, Log};
 use lava_protocol::Client;
+
+use crate::history::event_text;
 use serde_json::{json, Value};
 
 /// Exit status of `status`.
@@ -57,7 +60,7 @@ pub fn run(address: &str, group: Option<&str>, secret: Option<&str>, raw: bool, 
     } else {
         print!("{}", render(address, &answer, group.is_some(), all));
     }
-    if let (Some(name), true) = (group, groups.is_empty()) {
+    if let (Some(name), true) = (group, groups.is_empty() && answer["history"].is_null()) {
         eprintln!("lava-coordinator status: no group {name:?}");
         return REFUSED;
     }
@@ -229,7 +232,49 @@ pub fn render(address: &str, a: &Value, detailed: bool, all: bool) -> String {
             }
         }
     }
+    if detailed {
+        history(&mut out, &a["history"]);
+    }
     out
+}
+
+/// Events of a history listed by `status --group`; the JSON view has them all.
+const HISTORY_SHOWN: usize = 200;
+
+/// A group's history, one event a line, times from its first kept event.
+fn history(out: &mut String, value: &Value) {
+    let Ok(log) = serde_json::from_value::<Log>(value.clone()) else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "history of {}{}: {} events{}",
+        log.group,
+        if log.ended {
+            " (its state is gone)"
+        } else {
+            ""
+        },
+        log.events.len(),
+        match log.dropped {
+            0 => String::new(),
+            n => format!(", {n} older ones dropped (history_group_bytes, history_total_bytes)"),
+        }
+    );
+    let start = log.events.first().map_or(0, |e| e.at_ms);
+    let skip = log.events.len().saturating_sub(HISTORY_SHOWN);
+    if skip > 0 {
+        let _ = writeln!(out, "  ({skip} earlier events not listed; --json has them)");
+    }
+    for e in log.events.iter().skip(skip) {
+        let (who, what) = event_text(e);
+        let _ = writeln!(
+            out,
+            "  +{:<8} {:12} {what}",
+            duration_text(e.at_ms.saturating_sub(start)),
+            who
+        );
+    }
 }
 
 #[cfg(test)]
@@ -246,6 +291,30 @@ mod tests {
             })
             .collect();
         json!({"version": "x", "uptime": 1, "counters": {}, "groups": groups})
+    }
+
+    #[test]
+    fn one_group_with_its_history() {
+        let mut a = answer(1);
+        a["history"] = json!({"group": "g0", "dropped": 2, "events": [
+            {"seq": 3, "at_ms": 1000, "event": "registered", "client": "a", "role": "server"},
+            {"seq": 4, "at_ms": 1500, "event": "request", "client": "a", "kind": "lava_sync",
+             "id": "s", "end_ms": 3500, "response": "ack", "held": true, "asks": 1},
+            {"seq": 5, "at_ms": 3500, "event": "sync_complete", "id": "s"},
+        ]});
+        let text = render("a", &a, true, false);
+        assert!(
+            text.contains("history of g0: 3 events, 2 older ones dropped"),
+            "{text}"
+        );
+        assert!(
+            text.contains("+0.5s     a            lava_sync \"s\" -> ack after 2s, held"),
+            "{text}"
+        );
+        assert!(
+            text.contains("+2.5s                  sync \"s\" complete"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod console;
 pub mod frame;
 pub mod json;
 pub mod message;
+pub mod timeline;
 
 pub use client::{Client, ClientError};
 pub use frame::FrameError;

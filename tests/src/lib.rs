@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod bench;
+pub mod browser;
 pub mod interop;
 pub mod net;
 pub mod packaging;

@@ -152,6 +152,7 @@ fn cargo_test(extra: &[String]) -> std::io::Result<(Summary, bool)> {
         .current_dir(root())
         .env("LAVA_MULTINODE_REQUIRE_STATIC", "1")
         .env("LAVA_MULTINODE_REQUIRE_VM", "1")
+        .env("LAVA_MULTINODE_REQUIRE_BROWSER", "1")
         .stdout(writer.try_clone()?)
         .stderr(writer);
     let mut child = command.spawn()?;
