@@ -87,11 +87,14 @@ pub struct Log {
     pub events: Vec<Entry>,
 }
 
-/// Requests that may wait are drawn as bars, the others as marks.
+/// Requests that may wait are drawn as bars, the others as marks (`vm_boot` and `vm_test`:
+/// a VM's boot and run in the VM-group launcher's own record).
 fn may_wait(kind: &str) -> bool {
     matches!(
         kind,
-        "lava_wait"
+        "vm_boot"
+            | "vm_test"
+            | "lava_wait"
             | "lava_wait_all"
             | "lava_sync"
             | "group_data"

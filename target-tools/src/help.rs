@@ -219,8 +219,9 @@ After its last test shell it reports the VM's end and powers it off. A VM whose 
 before its end was reported is reported failed in its name. Meanwhile HOST_TEST and the
 host's first test shell run with the host's settings; then the launcher reports the host's end,
 waits for every member's end (lava-wait-for-vms), runs the host's further test shells and the
---after commands, prints the results table, writes results.yaml and junit.xml to LOG_DIR and
-clears the group. With vm_group.host.ssh, the VMs and the host's test shells run on that host.
+--after commands, prints the results table, writes results.yaml and junit.xml to LOG_DIR,
+clears the group and writes LOG_DIR/report.html (nodes, boot and run times, results and the
+group's timeline, from the coordinator's history when it keeps one; opens offline). With vm_group.host.ssh, the VMs and the host's test shells run on that host.
 show: prints the group and each VM's commands with the placeholders filled in.
 
 Options:

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use lava_multinode_tests::browser::Browser;
 use lava_multinode_tests::vm::{self, job, qemu_vm, script_vm, Launcher};
 use lava_multinode_tests::{start_coordinator, workspace_root, Server, TempDir};
 use serde_json::json;
@@ -103,6 +104,77 @@ fn process_guests_exchange_data_and_finish() {
         assert!(run.line_of(&format!("{client}: booted")) < after_line);
     }
     assert!(run.stderr.contains("VM group passed"), "{}", run.text());
+}
+
+/// The run's `report.html` opens in headless chromium from the file alone: the nodes with
+/// their boot and run times, and the group's timeline from our coordinator's history (a
+/// lane per member, the sync that ended the run).
+#[test]
+fn report_html_opens_offline_in_a_browser() {
+    let Some(browser) = Browser::start_or_skip("report_html_opens_offline_in_a_browser") else {
+        return;
+    };
+    let server = coordinator();
+    let l = process_launcher(&server, "report");
+    let g = script(&l.dir, "guest.sh", GOOD_GUEST);
+    let job = job(
+        None,
+        vec![
+            script_vm("server", 1, &g, Some("guest# ")),
+            script_vm("client", 2, &g, Some("guest# ")),
+        ],
+    );
+    let run = l.run(&job, &["sh", "-c", HOST_TEST], QUICK);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let report = l.log_dir().join("report.html");
+    assert!(run.stderr.contains("report: "), "{}", run.text());
+    browser.goto(&format!("file://{}", report.display()));
+    let nodes = browser.run(
+        "return Array.from(document.querySelectorAll('#nodes tbody tr'))\
+         .map(r => [r.cells[0].textContent, r.cells[2].textContent, r.cells[4].textContent]);",
+    );
+    let nodes = nodes.as_array().expect("the nodes table").clone();
+    let names: Vec<&str> = nodes.iter().map(|n| n[0].as_str().unwrap_or("")).collect();
+    assert_eq!(names, ["server-1", "client-1", "client-2"], "{nodes:?}");
+    for n in &nodes {
+        assert_eq!(n[1], "ok", "{nodes:?}");
+        assert!(
+            n[2].as_str().unwrap_or("").ends_with('s'),
+            "run time: {nodes:?}"
+        );
+    }
+    let lanes = browser.run(
+        "return Array.from(document.querySelectorAll('#timeline .lane-row'))\
+         .map(g => g.getAttribute('data-lane'));",
+    );
+    for client in ["server-1", "client-1", "client-2"] {
+        assert!(
+            lanes.as_array().unwrap().iter().any(|l| l == client),
+            "{client} has a lane: {lanes}"
+        );
+    }
+    assert_eq!(
+        browser.run(
+            "return document.querySelectorAll('#timeline line.sync title')[0].textContent.indexOf('all-done') >= 0;"
+        ),
+        json!(true),
+        "the sync all-done is drawn"
+    );
+    assert_eq!(
+        browser.run("return performance.getEntriesByType('resource').length;"),
+        json!(0),
+        "nothing fetched beside the file"
+    );
+    assert!(browser
+        .run("return document.body.textContent;")
+        .as_str()
+        .unwrap_or_default()
+        .contains("From the coordinator's history"));
+    browser.screenshot(
+        &lava_multinode_tests::profile_dir()
+            .join("web")
+            .join("report.png"),
+    );
 }
 
 #[test]

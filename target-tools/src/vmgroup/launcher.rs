@@ -10,7 +10,8 @@
 //!    `lava_vm_stop status=failed` in the guest's name, so nobody waits for a dead VM;
 //! 5. runs the host test command meanwhile; when it has ended, reports the host's end (failed
 //!    when the test failed) and waits for every member's end (`lava-wait-for-vms`);
-//! 6. waits for the VM processes to end, runs the `--after` commands, clears the group.
+//! 6. waits for the VM processes to end, runs the `--after` commands, clears the group,
+//!    writes `report.html` (`report.rs`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -181,6 +182,8 @@ fn describe_status(status: &ExitStatus) -> String {
 pub struct VmReport {
     pub client: String,
     pub role: String,
+    /// When the launcher started it, ms since the Unix epoch (for the report's timeline).
+    pub started_ms: u64,
     pub booted_after: Option<Duration>,
     pub ran: Duration,
     /// Set when the launcher reported `status=failed` in the guest's name, with the reason.
@@ -436,6 +439,7 @@ fn supervise(shared: &Arc<Shared>, node: &Node, host_ip: &str) -> VmReport {
     let mut report = VmReport {
         client: node.client.clone(),
         role: node.role.clone(),
+        started_ms: super::report::wall_ms(),
         booted_after: None,
         ran: Duration::ZERO,
         launcher_failure: None,
@@ -726,6 +730,27 @@ fn report_results(shared: &Shared, results: &[CaseResult]) -> Option<String> {
         ));
     }
     (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+/// Writes `report.html`, with the coordinator's history of the group when it keeps one.
+fn write_report(
+    shared: &Shared,
+    rows: &[super::report::NodeRow],
+    results: &[CaseResult],
+    failures: &[String],
+) {
+    use super::report::{self, Source};
+    let o = &shared.opts;
+    let (log, source) =
+        match report::coordinator_history(&o.coordinator, &o.group, o.secret.as_deref()) {
+            Some(log) => (log, Source::Coordinator),
+            None => (report::own_record(&o.group, rows), Source::Launcher),
+        };
+    let page = report::html(&o.group, rows, results, failures, &log, source);
+    match report::write(&o.log_dir, &page) {
+        Ok(path) => shared.log.say(&format!("report: {}", path.display())),
+        Err(e) => shared.log.say(&e),
+    }
 }
 
 /// The host's address carried by the start gate's reply, else `fallback`.
@@ -1152,6 +1177,7 @@ pub fn run(opts: Options) -> Result<(), Error> {
     }
 
     reports.sort_by_key(|r| nodes.iter().position(|n| n.client == r.client));
+    let mut rows = Vec::new();
     for r in &reports {
         let booted = r
             .booted_after
@@ -1165,6 +1191,7 @@ pub fn run(opts: Options) -> Result<(), Error> {
                 .to_owned(),
             (None, None) => "unknown".to_owned(),
         };
+        rows.push(super::report::NodeRow::of(r, status.clone()));
         log.say(&format!(
             "{} ({}): {status}; {booted}ran {:.1} s; console {}",
             r.client,
@@ -1187,6 +1214,7 @@ pub fn run(opts: Options) -> Result<(), Error> {
     if let Some(why) = timed_out.lock().unwrap_or_else(|e| e.into_inner()).take() {
         failures.insert(0, why);
     }
+    write_report(&shared, &rows, &results, &failures);
     if failures.is_empty() {
         log.say("VM group passed");
         Ok(())

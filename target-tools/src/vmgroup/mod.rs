@@ -15,6 +15,7 @@ pub mod launcher;
 pub mod qemu;
 pub mod relay;
 pub mod remote;
+pub mod report;
 pub mod results;
 pub mod session;
 pub mod testdef;
