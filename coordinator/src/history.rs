@@ -6,13 +6,13 @@
 //! events, counted in `dropped`; over the total, the histories of groups that are gone go
 //! first (oldest gone first), then the appending group's own oldest events.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lava_protocol::timeline::{describe, duration_text, Entry, Log, Span, What};
 use lava_protocol::{Reply, Request, RequestKind, Response};
 
-use crate::state::{bounded, Event};
+use crate::state::{bounded, Event, Mutation};
 
 /// Milliseconds since the Unix epoch, the history's clock.
 pub fn now_ms() -> u64 {
@@ -41,7 +41,7 @@ fn entry_bytes(e: &Entry) -> usize {
 }
 
 /// Which call a polling client's repeated asks belong to.
-type CallKey = (String, &'static str, String);
+type CallKey = (String, String, String);
 
 #[derive(Debug, Default)]
 struct GroupLog {
@@ -57,6 +57,20 @@ struct GroupLog {
 }
 
 impl GroupLog {
+    /// A log whose events are numbered from `base`.
+    fn new(base: u64) -> Self {
+        GroupLog {
+            next_seq: base.saturating_sub(1),
+            ..GroupLog::default()
+        }
+    }
+
+    fn get(&self, seq: u64) -> Option<&Entry> {
+        let first = self.entries.front()?.seq;
+        let i = usize::try_from(seq.checked_sub(first)?).ok()?;
+        self.entries.get(i)
+    }
+
     fn get_mut(&mut self, seq: u64) -> Option<&mut Entry> {
         let first = self.entries.front()?.seq;
         let i = usize::try_from(seq.checked_sub(first)?).ok()?;
@@ -129,6 +143,22 @@ pub struct History {
     max_group_bytes: usize,
     max_total_bytes: usize,
     total_bytes: usize,
+    /// The number the next new log starts from: events are numbered upwards across every
+    /// log, so that a stored row is never reused by a later log of the same name.
+    next_base: u64,
+    /// Changes to store (only when `persist`): events written or changed, and per group the
+    /// number below which its stored events are gone.
+    persist: bool,
+    dirty: HashSet<(String, u64)>,
+    trims: HashMap<String, u64>,
+}
+
+/// A stored history row: the event, and how many were dropped before the log's first kept
+/// event (read from the first row at a restart; rewritten whenever the first one drops).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Row {
+    dropped: u64,
+    entry: Entry,
 }
 
 fn text(s: &str) -> String {
@@ -157,6 +187,30 @@ fn response_name(r: Response) -> &'static str {
     }
 }
 
+/// Drops `log`'s oldest event; returns its bytes. When stored: its row goes (`trims`), and
+/// the new first row is written again with the count of dropped events.
+fn drop_oldest(
+    name: &str,
+    log: &mut GroupLog,
+    dirty: &mut HashSet<(String, u64)>,
+    trims: &mut HashMap<String, u64>,
+    persist: bool,
+) -> usize {
+    let Some(seq) = log.entries.front().map(|e| e.seq) else {
+        return 0;
+    };
+    let bytes = log.drop_oldest();
+    if persist {
+        dirty.remove(&(name.to_owned(), seq));
+        let below = log.entries.front().map_or(log.next_seq + 1, |e| e.seq);
+        trims.insert(name.to_owned(), below);
+        if log.entries.front().is_some() {
+            dirty.insert((name.to_owned(), below));
+        }
+    }
+    bytes
+}
+
 impl History {
     pub fn new(max_group_bytes: usize, max_total_bytes: usize) -> Self {
         History {
@@ -165,6 +219,144 @@ impl History {
             max_group_bytes,
             max_total_bytes,
             total_bytes: 0,
+            next_base: 1,
+            persist: false,
+            dirty: HashSet::new(),
+            trims: HashMap::new(),
+        }
+    }
+
+    /// Records what is to be stored, for [`History::take_mutations`].
+    pub fn persisted(mut self) -> Self {
+        self.persist = true;
+        self
+    }
+
+    fn touch(&mut self, group: &str, seq: u64) {
+        if self.persist {
+            self.dirty.insert((group.to_owned(), seq));
+        }
+    }
+
+    /// What changed since the last call, to be stored with the state's next batch.
+    pub fn take_mutations(&mut self) -> Vec<Mutation> {
+        if self.dirty.is_empty() && self.trims.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(self.dirty.len() + self.trims.len());
+        for (group, seq) in std::mem::take(&mut self.dirty) {
+            if let Some(row) = self.row(&group, seq) {
+                out.push(Mutation::PutHistory {
+                    group,
+                    seq,
+                    entry: row,
+                });
+            }
+        }
+        for (group, below) in self.trims.drain() {
+            out.push(Mutation::TrimHistory { group, below });
+        }
+        out
+    }
+
+    fn row(&self, group: &str, seq: u64) -> Option<String> {
+        let log = self.groups.get(group)?;
+        let entry = log.get(seq)?.clone();
+        serde_json::to_string(&Row {
+            dropped: log.dropped,
+            entry,
+        })
+        .ok()
+    }
+
+    /// Every history as rows, for a state file written anew.
+    pub fn snapshot(&mut self) -> Vec<Mutation> {
+        self.dirty.clear();
+        self.trims.clear();
+        let mut out = Vec::new();
+        for (group, log) in &self.groups {
+            for e in &log.entries {
+                if let Some(entry) = self.row(group, e.seq) {
+                    out.push(Mutation::PutHistory {
+                        group: group.clone(),
+                        seq: e.seq,
+                        entry,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Puts back the histories read from the store (rows that cannot be read are left out),
+    /// within today's bounds.
+    pub fn restore(&mut self, rows: Vec<(String, u64, String)>) {
+        let mut ended: Vec<(u64, String)> = Vec::new();
+        let mut current: Option<String> = None;
+        for (group, seq, text) in rows {
+            let Ok(row) = serde_json::from_str::<Row>(&text) else {
+                continue;
+            };
+            if row.entry.seq != seq {
+                continue;
+            }
+            if current.as_deref() != Some(group.as_str()) {
+                current = Some(group.clone());
+                let mut log = GroupLog::new(seq);
+                log.dropped = row.dropped;
+                self.groups.insert(group.clone(), log);
+            }
+            let Some(log) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            if seq <= log.next_seq && !log.entries.is_empty() {
+                continue;
+            }
+            log.next_seq = seq;
+            log.bytes += entry_bytes(&row.entry);
+            self.total_bytes += entry_bytes(&row.entry);
+            self.next_base = self.next_base.max(seq + 1);
+            log.entries.push_back(row.entry);
+        }
+        for (name, log) in &mut self.groups {
+            for e in &log.entries {
+                if let What::Request(s) = &e.what {
+                    if s.end_ms.is_none() {
+                        log.open
+                            .insert((s.client.clone(), s.kind.clone(), s.id.clone()), e.seq);
+                    }
+                }
+            }
+            if let Some(last) = log.entries.back() {
+                if matches!(last.what, What::Cleared | What::Expired) {
+                    log.ended = true;
+                    log.open.clear();
+                    ended.push((last.at_ms, name.clone()));
+                }
+            }
+        }
+        ended.sort();
+        self.ended.extend(ended.into_iter().map(|(_, name)| name));
+        // Bounds that shrank since: drop the oldest.
+        let persist = self.persist;
+        let History {
+            groups,
+            dirty,
+            trims,
+            max_group_bytes,
+            total_bytes,
+            ..
+        } = self;
+        for (name, log) in groups.iter_mut() {
+            while log.bytes > *max_group_bytes && !log.entries.is_empty() {
+                *total_bytes -= drop_oldest(name, log, dirty, trims, persist);
+            }
+        }
+        while self.total_bytes > self.max_total_bytes {
+            let Some(gone) = self.ended.pop_front() else {
+                break;
+            };
+            self.evict(&gone);
         }
     }
 
@@ -172,41 +364,70 @@ impl History {
         self.total_bytes
     }
 
-    fn entry(&mut self, group: &str) -> &mut GroupLog {
-        if !self.groups.contains_key(group) {
-            self.groups.insert(group.to_owned(), GroupLog::default());
+    /// Forgets a gone group's whole history.
+    fn evict(&mut self, gone: &str) {
+        let Some(log) = self.groups.remove(gone) else {
+            return;
+        };
+        self.total_bytes -= log.bytes;
+        if self.persist {
+            for e in &log.entries {
+                self.dirty.remove(&(gone.to_owned(), e.seq));
+            }
+            self.trims.insert(gone.to_owned(), log.next_seq + 1);
         }
-        self.groups.get_mut(group).expect("inserted above")
     }
 
     /// Appends to `group`'s history and keeps within the bounds.
     fn push(&mut self, group: &str, at_ms: u64, what: What) -> u64 {
+        if !self.groups.contains_key(group) {
+            self.groups
+                .insert(group.to_owned(), GroupLog::new(self.next_base));
+        }
         let max_group = self.max_group_bytes;
-        let log = self.entry(group);
+        let persist = self.persist;
+        let History {
+            groups,
+            dirty,
+            trims,
+            ..
+        } = self;
+        let Some(log) = groups.get_mut(group) else {
+            return 0;
+        };
         let before = log.bytes;
         let seq = log.push(at_ms, what);
+        if persist {
+            dirty.insert((group.to_owned(), seq));
+        }
         while log.bytes > max_group && !log.entries.is_empty() {
-            log.drop_oldest();
+            drop_oldest(group, log, dirty, trims, persist);
         }
         let after = log.bytes;
+        self.next_base = self.next_base.max(seq + 1);
         self.total_bytes = self.total_bytes - before + after;
         while self.total_bytes > self.max_total_bytes {
             if let Some(gone) = self.ended.pop_front() {
                 // A name that came back to life keeps its history.
                 if gone != group && self.groups.get(&gone).is_some_and(|l| l.ended) {
-                    if let Some(log) = self.groups.remove(&gone) {
-                        self.total_bytes -= log.bytes;
-                    }
+                    self.evict(&gone);
                 }
                 continue;
             }
-            let Some(log) = self.groups.get_mut(group) else {
+            let History {
+                groups,
+                dirty,
+                trims,
+                ..
+            } = self;
+            let Some(log) = groups.get_mut(group) else {
                 break;
             };
             if log.entries.is_empty() {
                 break;
             }
-            self.total_bytes -= log.drop_oldest();
+            let freed = drop_oldest(group, log, dirty, trims, persist);
+            self.total_bytes -= freed;
         }
         seq
     }
@@ -257,7 +478,7 @@ impl History {
         let kind = request.kind.name();
         let key: CallKey = (
             text(&request.client_name),
-            kind,
+            kind.to_owned(),
             text(&call_id(&request.kind)),
         );
         let waiting = reply.is_none_or(Reply::is_wait);
@@ -277,6 +498,9 @@ impl History {
                     _ => None,
                 }
             });
+        if let Some(seq) = open {
+            self.touch(group, seq);
+        }
         if open.is_none() {
             self.abandon(group, &key, at_ms);
         }
@@ -358,6 +582,9 @@ impl History {
                         log.bytes += grown;
                         self.total_bytes += grown;
                         log.open.remove(&k);
+                        if self.persist {
+                            self.dirty.insert((group.to_owned(), seq));
+                        }
                     }
                 }
             }
@@ -398,6 +625,9 @@ impl History {
         let sync_done = span.kind == "lava_sync" && reply.response == Response::Ack;
         log.bytes += grown - before.min(grown);
         self.total_bytes += grown - before.min(grown);
+        if self.persist {
+            self.dirty.insert((asked.group.clone(), asked.seq));
+        }
         // The first member answered for a round marks it complete.
         if sync_done {
             let marked = log.entries.iter().rev().any(|e| {
@@ -721,5 +951,88 @@ mod tests {
         );
         assert!(r.is_none());
         assert!(h.log("g").is_none());
+    }
+
+    /// The history table as the store keeps it, from `take_mutations`.
+    fn store(table: &mut std::collections::BTreeMap<(String, u64), String>, m: Vec<Mutation>) {
+        for m in m {
+            match m {
+                Mutation::PutHistory { group, seq, entry } => {
+                    table.insert((group, seq), entry);
+                }
+                Mutation::TrimHistory { group, below } => {
+                    table.retain(|(g, s), _| g != &group || *s >= below);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_stored_history_comes_back_the_same_with_its_dropped_count() {
+        let mut h = History::new(2000, 1 << 20).persisted();
+        let mut table = std::collections::BTreeMap::new();
+        let asked = h.asked(&sync("a"), 100, None, seen(false, true, true));
+        store(&mut table, h.take_mutations());
+        h.asked(&sync("b"), 300, Some(&Reply::ack()), seen(true, true, true));
+        h.answered(asked.unwrap(), &Reply::ack(), 310);
+        let send = request(
+            "a",
+            json!({"request": "lava_send", "messageID": "m", "message": {}}),
+        );
+        for at in 400..430 {
+            h.asked(&send, at, Some(&Reply::ack()), seen(true, true, false));
+        }
+        store(&mut table, h.take_mutations());
+        let before = h.log("g").unwrap();
+        assert!(before.dropped > 0, "the bound dropped some");
+        let rows = table
+            .into_iter()
+            .map(|((g, s), e)| (g, s, e))
+            .collect::<Vec<_>>();
+        assert_eq!(rows.len(), before.events.len(), "dropped rows are gone");
+        let mut back = History::new(2000, 1 << 20).persisted();
+        back.restore(rows);
+        assert_eq!(back.log("g").unwrap(), before);
+        assert!(back.take_mutations().is_empty());
+        // Numbering goes on after the restored events.
+        back.asked(&send, 500, Some(&Reply::ack()), seen(true, true, false));
+        let last = back.log("g").unwrap().events.last().unwrap().seq;
+        assert_eq!(last, before.events.last().unwrap().seq + 1);
+    }
+
+    #[test]
+    fn a_gone_groups_stored_rows_go_with_its_history_and_a_new_one_starts_clean() {
+        let mut h = History::new(1500, 2000).persisted();
+        let mut table = std::collections::BTreeMap::new();
+        let mut old = sync("a");
+        old.group_name = "old".into();
+        h.asked(&old, 0, Some(&Reply::wait()), seen(false, true, true));
+        h.event(
+            &Event::Cleared {
+                group: "old".into(),
+            },
+            1,
+        );
+        store(&mut table, h.take_mutations());
+        let send = request(
+            "a",
+            json!({"request": "lava_send", "messageID": "m", "message": {}}),
+        );
+        for at in 0..40 {
+            h.asked(&send, at, Some(&Reply::ack()), seen(true, true, false));
+        }
+        assert!(h.log("old").is_none());
+        // The same name again: its new rows are numbered past the old ones.
+        h.asked(&old, 50, Some(&Reply::wait()), seen(false, true, true));
+        store(&mut table, h.take_mutations());
+        let old_rows = table.keys().filter(|(g, _)| g == "old").count();
+        let again = h.log("old").unwrap();
+        assert_eq!((again.dropped, again.events.len()), (0, 3), "{again:?}");
+        assert_eq!(old_rows, 3);
+        let mut back = History::new(1500, 2000);
+        back.restore(table.into_iter().map(|((g, s), e)| (g, s, e)).collect());
+        assert_eq!(back.log("old"), h.log("old"));
+        assert_eq!(back.log("g"), h.log("g"));
     }
 }

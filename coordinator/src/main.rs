@@ -199,17 +199,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (groups, writer) = match settings.state_path(cli.state.as_deref()) {
+    let (groups, history, writer) = match settings.state_path(cli.state.as_deref()) {
         None => {
             info!("state: in memory only (a restart forgets every group)");
-            (Vec::new(), None)
+            (Vec::new(), Vec::new(), None)
         }
         Some(path) => {
             let opened = Store::open(&path, settings.state_sync).and_then(|mut store| {
                 let groups = store.load(std::time::Instant::now())?;
-                Ok((store, groups))
+                let history = store.load_history()?;
+                Ok((store, groups, history))
             });
-            let (store, groups) = match opened {
+            let (store, groups, history) = match opened {
                 Ok(opened) => opened,
                 Err(e) => {
                     // SQLite's words (`disk I/O error`, `database is locked`) rarely say what
@@ -229,7 +230,7 @@ fn main() -> ExitCode {
                 groups.len()
             );
             match Writer::start(store) {
-                Ok(writer) => (groups, Some(writer)),
+                Ok(writer) => (groups, history, Some(writer)),
                 Err(e) => {
                     error!("cannot start the store's thread: {e}");
                     eprintln!("lava-coordinator: cannot start the store's thread: {e}");
@@ -306,6 +307,7 @@ fn main() -> ExitCode {
             },
         };
         let shared = Shared::new(settings, groups, writer);
+        shared.restore_history(history);
         if let Some(listener) = web {
             tokio::spawn(lava_coordinator::web::serve(listener, shared.clone(), shutdown.clone()));
         }

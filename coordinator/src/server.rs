@@ -118,6 +118,10 @@ impl Inner {
                     .insert((group.to_owned(), id.clone()), self.ticket);
             }
         }
+        // The histories' rows ride along with the state's batches (never a commit of their
+        // own, never a reply's wait): a restart finds them as recent as the state.
+        let mut batch = batch;
+        batch.extend(self.history.take_mutations());
         writer.submit(self.ticket, batch);
         true
     }
@@ -209,6 +213,10 @@ impl Shared {
         let max_parked = (settings.max_connections * 3 / 4).max(1);
         let max_per_address = settings.max_connections_per_address();
         let inflight = Semaphore::new(settings.max_inflight_bytes.min(Semaphore::MAX_PERMITS));
+        let mut history = History::new(settings.history_group_bytes, settings.history_total_bytes);
+        if writer.is_some() {
+            history = history.persisted();
+        }
         let mut machine = Coordinator::new(settings.group_expiry())
             .with_limits(settings.limits())
             .with_block_max(settings.block_max())
@@ -227,7 +235,7 @@ impl Shared {
                 group_tickets: HashMap::new(),
                 message_tickets: HashMap::new(),
                 clock: Clock::new(),
-                history: History::new(settings.history_group_bytes, settings.history_total_bytes),
+                history,
             }),
             access: settings.access(),
             settings,
@@ -429,6 +437,11 @@ impl Shared {
         f(&inner.machine, &inner.history, now, history::now_ms())
     }
 
+    /// Puts back the histories read from the store.
+    pub fn restore_history(&self, rows: Vec<(String, u64, String)>) {
+        self.lock().history.restore(rows);
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -475,7 +488,9 @@ impl Shared {
                 inner.committed(writer.progress().committed);
                 if writer.wants_snapshot() {
                     inner.ticket += 1;
-                    writer.submit_snapshot(inner.ticket, inner.machine.snapshot());
+                    let mut state = inner.machine.snapshot();
+                    state.extend(inner.history.snapshot());
+                    writer.submit_snapshot(inner.ticket, state);
                 }
             }
             inner
@@ -906,6 +921,15 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
     }
     // What `wait` replies left unstored, so that a restart starts from the latest state. A
     // disk that still fails gets a bounded last try: SIGTERM is obeyed either way.
+    if let Some(writer) = &shared.writer {
+        // The histories' last rows, which no change of the state carried.
+        let mut inner = shared.lock();
+        let rows = inner.history.take_mutations();
+        if !rows.is_empty() {
+            inner.ticket += 1;
+            writer.submit(inner.ticket, rows);
+        }
+    }
     match &shared.writer {
         Some(writer) => match tokio::task::block_in_place(|| writer.close(CLOSE_WITHIN)) {
             Ok(()) => true,

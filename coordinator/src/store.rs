@@ -127,6 +127,9 @@ impl Store {
                  grp TEXT NOT NULL, id TEXT NOT NULL, sender TEXT NOT NULL,
                  seq INTEGER NOT NULL, data TEXT NOT NULL,
                  PRIMARY KEY (grp, id, sender));
+             CREATE TABLE IF NOT EXISTS history (
+                 grp TEXT NOT NULL, seq INTEGER NOT NULL, entry TEXT NOT NULL,
+                 PRIMARY KEY (grp, seq));
              CREATE TABLE IF NOT EXISTS set_aside (
                  name TEXT NOT NULL, reason TEXT NOT NULL, meta TEXT NOT NULL,
                  messages TEXT NOT NULL, at INTEGER NOT NULL);
@@ -259,6 +262,20 @@ impl Store {
         Ok(groups)
     }
 
+    /// Every stored history row: (group, seq, entry).
+    pub fn load_history(&mut self) -> Result<Vec<(String, u64, String)>, StoreError> {
+        let path = self.path.clone();
+        self.conn
+            .prepare("SELECT grp, seq, entry FROM history ORDER BY grp, seq")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| {
+                    Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+                })?
+                .collect::<Result<_, _>>()
+            })
+            .map_err(|source| StoreError::Sqlite { path, source })
+    }
+
     fn set_aside(
         &mut self,
         name: &str,
@@ -302,8 +319,21 @@ impl Store {
                 "INSERT INTO messages (grp, id, sender, seq, data) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (grp, id, sender) DO UPDATE SET data = excluded.data",
             )?;
+            let mut put_history = tx.prepare_cached(
+                "INSERT INTO history (grp, seq, entry) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (grp, seq) DO UPDATE SET entry = excluded.entry",
+            )?;
+            let mut trim_history =
+                tx.prepare_cached("DELETE FROM history WHERE grp = ?1 AND seq < ?2")?;
             for m in mutations {
                 match m {
+                    Mutation::PutHistory { group, seq, entry } => {
+                        put_history.execute(params![group, *seq as i64, entry])?;
+                    }
+                    Mutation::TrimHistory { group, below } => {
+                        trim_history
+                            .execute(params![group, (*below).min(i64::MAX as u64) as i64])?;
+                    }
                     Mutation::DeleteGroup { group } => {
                         delete_group.execute([group])?;
                         delete_messages.execute([group])?;

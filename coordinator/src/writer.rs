@@ -456,11 +456,28 @@ fn coalesce(changes: Vec<Mutation>) -> Vec<Mutation> {
         Deletion(String),
         Meta(String),
         Message(String, String, String),
+        History(String, u64),
     }
     let mut out: Vec<Mutation> = Vec::new();
     let mut at: HashMap<Row, usize> = HashMap::new();
+    // History rows are numbered upwards for good (history.rs): the highest trim of a group,
+    // done last, is all its trims, and what it removes need not be written.
+    let mut trims: HashMap<String, u64> = HashMap::new();
+    for m in &changes {
+        if let Mutation::TrimHistory { group, below } = m {
+            let t = trims.entry(group.clone()).or_insert(0);
+            *t = (*t).max(*below);
+        }
+    }
     for (i, m) in changes.into_iter().enumerate() {
         let (group, row) = match &m {
+            Mutation::TrimHistory { .. } => continue,
+            Mutation::PutHistory { group, seq, .. } => {
+                if trims.get(group).is_some_and(|&t| *seq < t) {
+                    continue;
+                }
+                (group, Row::History(group.clone(), *seq))
+            }
             Mutation::DeleteGroup { group } => (group, Row::Deletion(group.clone())),
             Mutation::PutGroup { group, .. } => (group, Row::Meta(group.clone())),
             Mutation::PutMessage {
@@ -470,7 +487,8 @@ fn coalesce(changes: Vec<Mutation>) -> Vec<Mutation> {
                 Row::Message(group.clone(), id.clone(), sender.clone()),
             ),
         };
-        if last_delete.get(group).is_some_and(|&d| i < d) {
+        let history = matches!(row, Row::History(..));
+        if !history && last_delete.get(group).is_some_and(|&d| i < d) {
             continue;
         }
         match at.get(&row) {
@@ -481,6 +499,11 @@ fn coalesce(changes: Vec<Mutation>) -> Vec<Mutation> {
             }
         }
     }
+    out.extend(
+        trims
+            .into_iter()
+            .map(|(group, below)| Mutation::TrimHistory { group, below }),
+    );
     out
 }
 
@@ -522,6 +545,37 @@ mod tests {
                 message("g", "m", "a", "a1"),
                 put("h", "x"),
             ]
+        );
+    }
+
+    #[test]
+    fn coalescing_keeps_histories_past_their_groups_and_trims_last() {
+        let row = |seq: u64, entry: &str| Mutation::PutHistory {
+            group: "g".into(),
+            seq,
+            entry: entry.into(),
+        };
+        let trim = |below: u64| Mutation::TrimHistory {
+            group: "g".into(),
+            below,
+        };
+        let out = coalesce(vec![
+            row(1, "a"),
+            row(2, "b"),
+            trim(2),
+            row(2, "b2"),
+            Mutation::DeleteGroup { group: "g".into() },
+            row(3, "c"),
+            trim(3),
+        ]);
+        assert_eq!(
+            out,
+            vec![
+                Mutation::DeleteGroup { group: "g".into() },
+                row(3, "c"),
+                trim(3),
+            ],
+            "rows below the highest trim are not written; a deletion of the group keeps the rest"
         );
     }
 

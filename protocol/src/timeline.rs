@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// One thing that happened in a group, at `at_ms` (milliseconds since the Unix epoch).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
-    /// Numbers the group's events from 1, in order; dropped events leave a gap at the start.
+    /// Numbers the events upwards (not necessarily from 1, nor without gaps across a restart).
     pub seq: u64,
     pub at_ms: u64,
     #[serde(flatten)]

@@ -144,16 +144,16 @@ fn groups_page_and_a_live_timeline_in_a_browser() {
             .contains("lava_sync booted"),
         "node1 is blocked on the sync: {blocked}"
     );
-    // The "now" line moves: the page is live (server-sent events, no reload).
+    // The page is live (server-sent events, no reload): the held bars grow with the time.
     browser.run("window.notReloaded = true; return null;");
-    let first =
-        browser.run("return document.querySelector('#timeline line.now').getAttribute('x1');");
+    let first = browser.wait_for(
+        "a live update",
+        "return document.body.getAttribute('data-updated');",
+        Duration::from_secs(10),
+    );
     browser.wait_for(
-        "the now line moved",
-        &format!(
-            "var l = document.querySelector('#timeline line.now'); \
-             return l && l.getAttribute('x1') !== {first};"
-        ),
+        "another live update",
+        &format!("var u = document.body.getAttribute('data-updated'); return u && u !== {first};"),
         Duration::from_secs(10),
     );
     // A click on a bar shows the request and its answer below the timeline.
@@ -352,4 +352,74 @@ fn an_oversized_history_keeps_its_newest_events_within_the_bound() {
     // The status view gives the same history.
     let status = lava_multinode_tests::coordinator_status(&server.addr, Some(GROUP)).unwrap();
     assert_eq!(status["history"]["dropped"], dropped);
+}
+
+/// The history is stored with the state: after SIGTERM, and after kill -9 as far as the
+/// state's last commit, a restarted coordinator shows it.
+#[test]
+fn the_history_survives_a_restart_where_the_state_does() {
+    let dir = lava_multinode_tests::TempDir::new("web-restart");
+    let state = dir.path().join("state.db");
+    let start = || {
+        let web = format!("127.0.0.1:{}", free_port());
+        let server = start_coordinator_with_config(
+            None,
+            &["--web", &web, "--state", &state.display().to_string()],
+        );
+        assert!(wait_for_port(&web, Duration::from_secs(10)));
+        (server, web)
+    };
+    let history = |web: &str| -> serde_json::Value {
+        let answer = http(web, "GET", &format!("/group/{GROUP}/history.json"), &[], "").unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        serde_json::from_str(&answer.body).unwrap()
+    };
+    let (mut server, web) = start();
+    form_group(&server);
+    let syncs = [
+        held_sync(&server, "node1"),
+        held_sync(&server, "node2"),
+        held_sync(&server, "node3"),
+    ];
+    for s in syncs {
+        assert_eq!(s.join().unwrap().response, Response::Ack);
+    }
+    let before = history(&web);
+    assert!(server.terminate().success());
+
+    let (mut server, web) = start();
+    let after = history(&web);
+    assert_eq!(after, before, "the same history after SIGTERM");
+    assert!(after["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["event"] == "sync_complete" && e["id"] == "booted"));
+    // A change of state after the restart, then kill -9: its history went with it.
+    let sent = server
+        .client()
+        .call(&req(
+            "node2",
+            "client",
+            RequestKind::Send {
+                id: "after-restart".into(),
+                message: json!({}),
+            },
+        ))
+        .unwrap();
+    assert_eq!(sent.response, Response::Ack);
+    server.child.kill().unwrap();
+    let _ = server.child.wait();
+    drop(server);
+
+    let (_server, web) = start();
+    let last = history(&web);
+    let events = last["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["kind"] == "lava_send"
+            && e["id"] == "after-restart"
+            && e["response"] == "ack"),
+        "{last}"
+    );
+    assert!(events.len() > before["events"].as_array().unwrap().len());
 }

@@ -364,6 +364,18 @@ pub enum Mutation {
         sender: String,
         data: String,
     },
+    /// A row of the group's history (`history.rs`): one event. Histories outlive their
+    /// groups: `DeleteGroup` keeps them.
+    PutHistory {
+        group: String,
+        seq: u64,
+        entry: String,
+    },
+    /// Forget the group's history events numbered below `below`.
+    TrimHistory {
+        group: String,
+        below: u64,
+    },
 }
 
 impl Mutation {
@@ -372,7 +384,9 @@ impl Mutation {
         match self {
             Mutation::DeleteGroup { group }
             | Mutation::PutGroup { group, .. }
-            | Mutation::PutMessage { group, .. } => group,
+            | Mutation::PutMessage { group, .. }
+            | Mutation::PutHistory { group, .. }
+            | Mutation::TrimHistory { group, .. } => group,
         }
     }
 }

@@ -1269,6 +1269,10 @@ impl Disk {
                         None => self.messages.push((group, id, sender, data)),
                     }
                 }
+                // The state machine makes none: the server's history does.
+                Mutation::PutHistory { .. } | Mutation::TrimHistory { .. } => {
+                    panic!("the state machine made a history row")
+                }
             }
         }
     }
