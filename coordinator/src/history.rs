@@ -131,7 +131,8 @@ pub struct Seen {
 /// What a request was asked for and how, before its answer is known.
 pub struct Asked {
     group: String,
-    key: CallKey,
+    /// The call, when it is (or may be) among the open ones.
+    key: Option<CallKey>,
     seq: u64,
 }
 
@@ -149,7 +150,7 @@ pub struct History {
     /// Changes to store (only when `persist`): events written or changed, and per group the
     /// number below which its stored events are gone.
     persist: bool,
-    dirty: HashSet<(String, u64)>,
+    dirty: Dirty,
     trims: HashMap<String, u64>,
 }
 
@@ -159,6 +160,17 @@ pub struct History {
 struct Row {
     dropped: u64,
     entry: Entry,
+}
+
+#[derive(serde::Serialize)]
+struct RowRef<'a> {
+    dropped: u64,
+    entry: &'a Entry,
+}
+
+/// A stored history row's text.
+pub fn row_text(dropped: u64, entry: &Entry) -> String {
+    serde_json::to_string(&RowRef { dropped, entry }).unwrap_or_default()
 }
 
 fn text(s: &str) -> String {
@@ -187,12 +199,32 @@ fn response_name(r: Response) -> &'static str {
     }
 }
 
+/// Rows to write, by group (looked up without building a key).
+type Dirty = HashMap<String, HashSet<u64>>;
+
+fn mark(dirty: &mut Dirty, group: &str, seq: u64) {
+    match dirty.get_mut(group) {
+        Some(seqs) => {
+            seqs.insert(seq);
+        }
+        None => {
+            dirty.insert(group.to_owned(), HashSet::from([seq]));
+        }
+    }
+}
+
+fn unmark(dirty: &mut Dirty, group: &str, seq: u64) {
+    if let Some(seqs) = dirty.get_mut(group) {
+        seqs.remove(&seq);
+    }
+}
+
 /// Drops `log`'s oldest event; returns its bytes. When stored: its row goes (`trims`), and
 /// the new first row is written again with the count of dropped events.
 fn drop_oldest(
     name: &str,
     log: &mut GroupLog,
-    dirty: &mut HashSet<(String, u64)>,
+    dirty: &mut Dirty,
     trims: &mut HashMap<String, u64>,
     persist: bool,
 ) -> usize {
@@ -201,11 +233,16 @@ fn drop_oldest(
     };
     let bytes = log.drop_oldest();
     if persist {
-        dirty.remove(&(name.to_owned(), seq));
+        unmark(dirty, name, seq);
         let below = log.entries.front().map_or(log.next_seq + 1, |e| e.seq);
-        trims.insert(name.to_owned(), below);
+        match trims.get_mut(name) {
+            Some(t) => *t = below,
+            None => {
+                trims.insert(name.to_owned(), below);
+            }
+        }
         if log.entries.front().is_some() {
-            dirty.insert((name.to_owned(), below));
+            mark(dirty, name, below);
         }
     }
     bytes
@@ -221,7 +258,7 @@ impl History {
             total_bytes: 0,
             next_base: 1,
             persist: false,
-            dirty: HashSet::new(),
+            dirty: HashMap::new(),
             trims: HashMap::new(),
         }
     }
@@ -234,7 +271,7 @@ impl History {
 
     fn touch(&mut self, group: &str, seq: u64) {
         if self.persist {
-            self.dirty.insert((group.to_owned(), seq));
+            mark(&mut self.dirty, group, seq);
         }
     }
 
@@ -243,14 +280,12 @@ impl History {
         if self.dirty.is_empty() && self.trims.is_empty() {
             return Vec::new();
         }
-        let mut out = Vec::with_capacity(self.dirty.len() + self.trims.len());
-        for (group, seq) in std::mem::take(&mut self.dirty) {
-            if let Some(row) = self.row(&group, seq) {
-                out.push(Mutation::PutHistory {
-                    group,
-                    seq,
-                    entry: row,
-                });
+        let mut out = Vec::with_capacity(self.trims.len());
+        for (group, seqs) in std::mem::take(&mut self.dirty) {
+            for seq in seqs {
+                if let Some(m) = self.row(group.clone(), seq) {
+                    out.push(m);
+                }
             }
         }
         for (group, below) in self.trims.drain() {
@@ -259,14 +294,15 @@ impl History {
         out
     }
 
-    fn row(&self, group: &str, seq: u64) -> Option<String> {
-        let log = self.groups.get(group)?;
-        let entry = log.get(seq)?.clone();
-        serde_json::to_string(&Row {
+    fn row(&self, group: String, seq: u64) -> Option<Mutation> {
+        let log = self.groups.get(&group)?;
+        let entry = Box::new(log.get(seq)?.clone());
+        Some(Mutation::PutHistory {
+            group,
+            seq,
             dropped: log.dropped,
             entry,
         })
-        .ok()
     }
 
     /// Every history as rows, for a state file written anew.
@@ -276,13 +312,12 @@ impl History {
         let mut out = Vec::new();
         for (group, log) in &self.groups {
             for e in &log.entries {
-                if let Some(entry) = self.row(group, e.seq) {
-                    out.push(Mutation::PutHistory {
-                        group: group.clone(),
-                        seq: e.seq,
-                        entry,
-                    });
-                }
+                out.push(Mutation::PutHistory {
+                    group: group.clone(),
+                    seq: e.seq,
+                    dropped: log.dropped,
+                    entry: Box::new(e.clone()),
+                });
             }
         }
         out
@@ -371,9 +406,7 @@ impl History {
         };
         self.total_bytes -= log.bytes;
         if self.persist {
-            for e in &log.entries {
-                self.dirty.remove(&(gone.to_owned(), e.seq));
-            }
+            self.dirty.remove(gone);
             self.trims.insert(gone.to_owned(), log.next_seq + 1);
         }
     }
@@ -398,7 +431,7 @@ impl History {
         let before = log.bytes;
         let seq = log.push(at_ms, what);
         if persist {
-            dirty.insert((group.to_owned(), seq));
+            mark(dirty, group, seq);
         }
         while log.bytes > max_group && !log.entries.is_empty() {
             drop_oldest(group, log, dirty, trims, persist);
@@ -476,33 +509,41 @@ impl History {
             );
         }
         let kind = request.kind.name();
-        let key: CallKey = (
-            text(&request.client_name),
-            kind.to_owned(),
-            text(&call_id(&request.kind)),
-        );
         let waiting = reply.is_none_or(Reply::is_wait);
+        // The call's key only when it may be needed: most requests are answered at once in a
+        // group where nothing polls.
+        let has_open = self.groups.get(group).is_some_and(|l| !l.open.is_empty());
+        let key: Option<CallKey> = (has_open || waiting).then(|| {
+            (
+                text(&request.client_name),
+                kind.to_owned(),
+                text(&call_id(&request.kind)),
+            )
+        });
         // A polling client's next ask of a call answered `wait` continues it.
-        let open = self
-            .groups
-            .get_mut(group)
-            .and_then(|log| log.open.get(&key).copied().map(|seq| (log, seq)))
-            .and_then(|(log, seq)| {
-                let e = log.get_mut(seq)?;
-                match &mut e.what {
-                    What::Request(s) => {
-                        s.asks = s.asks.saturating_add(1);
-                        s.held |= reply.is_none();
-                        Some(seq)
+        let open = match (&key, has_open) {
+            (Some(key), true) => self
+                .groups
+                .get_mut(group)
+                .and_then(|log| log.open.get(key).copied().map(|seq| (log, seq)))
+                .and_then(|(log, seq)| {
+                    let e = log.get_mut(seq)?;
+                    match &mut e.what {
+                        What::Request(s) => {
+                            s.asks = s.asks.saturating_add(1);
+                            s.held |= reply.is_none();
+                            Some(seq)
+                        }
+                        _ => None,
                     }
-                    _ => None,
-                }
-            });
+                }),
+            _ => None,
+        };
         if let Some(seq) = open {
             self.touch(group, seq);
         }
-        if open.is_none() {
-            self.abandon(group, &key, at_ms);
+        if let (None, Some(key), true) = (open, &key, has_open) {
+            self.abandon(group, key, at_ms);
         }
         let seq = match open {
             Some(seq) => seq,
@@ -539,22 +580,21 @@ impl History {
                 );
             }
         }
-        let asked = Asked {
-            group: group.to_owned(),
-            key,
-            seq,
-        };
         match reply {
             Some(reply) if !waiting => {
-                self.answered(asked, reply, at_ms);
+                self.close(group, key.as_ref(), seq, reply, at_ms);
                 None
             }
             _ => {
-                if let Some(log) = self.groups.get_mut(group) {
-                    log.open.insert(asked.key.clone(), seq);
+                if let (Some(log), Some(key)) = (self.groups.get_mut(group), &key) {
+                    log.open.insert(key.clone(), seq);
                 }
                 // A held request is answered through `answered`; a `wait` stays open.
-                reply.is_none().then_some(asked)
+                reply.is_none().then(|| Asked {
+                    group: group.to_owned(),
+                    key,
+                    seq,
+                })
             }
         }
     }
@@ -583,7 +623,7 @@ impl History {
                         self.total_bytes += grown;
                         log.open.remove(&k);
                         if self.persist {
-                            self.dirty.insert((group.to_owned(), seq));
+                            mark(&mut self.dirty, group, seq);
                         }
                     }
                 }
@@ -594,16 +634,22 @@ impl History {
     /// Closes a request with its answer. A held request answered `wait` (its slice ended)
     /// stays open: its client asks again.
     pub fn answered(&mut self, asked: Asked, reply: &Reply, at_ms: u64) {
+        self.close(&asked.group, asked.key.as_ref(), asked.seq, reply, at_ms);
+    }
+
+    fn close(&mut self, group: &str, key: Option<&CallKey>, seq: u64, reply: &Reply, at_ms: u64) {
         if reply.is_wait() {
             return;
         }
-        let Some(log) = self.groups.get_mut(&asked.group) else {
+        let Some(log) = self.groups.get_mut(group) else {
             return;
         };
-        if log.open.get(&asked.key) == Some(&asked.seq) {
-            log.open.remove(&asked.key);
+        if let Some(key) = key {
+            if log.open.get(key) == Some(&seq) {
+                log.open.remove(key);
+            }
         }
-        let Some(e) = log.get_mut(asked.seq) else {
+        let Some(e) = log.get_mut(seq) else {
             return;
         };
         let What::Request(span) = &mut e.what else {
@@ -621,21 +667,23 @@ impl History {
             span.detail = Some(text(error));
         }
         let grown = span.detail.as_ref().map_or(0, String::len) + response.len();
-        let id = span.id.clone();
-        let sync_done = span.kind == "lava_sync" && reply.response == Response::Ack;
+        let sync_done =
+            (span.kind == "lava_sync" && reply.response == Response::Ack).then(|| span.id.clone());
         log.bytes += grown - before.min(grown);
         self.total_bytes += grown - before.min(grown);
         if self.persist {
-            self.dirty.insert((asked.group.clone(), asked.seq));
+            mark(&mut self.dirty, group, seq);
         }
         // The first member answered for a round marks it complete.
-        if sync_done {
-            let marked = log.entries.iter().rev().any(|e| {
-                e.at_ms >= start
-                    && matches!(&e.what, What::SyncComplete { id: done } if *done == id)
-            });
+        if let Some(id) = sync_done {
+            let marked = log
+                .entries
+                .iter()
+                .rev()
+                .take_while(|e| e.at_ms >= start)
+                .any(|e| matches!(&e.what, What::SyncComplete { id: done } if *done == id));
             if !marked {
-                self.push(&asked.group, at_ms, What::SyncComplete { id });
+                self.push(group, at_ms, What::SyncComplete { id });
             }
         }
     }
@@ -957,8 +1005,13 @@ mod tests {
     fn store(table: &mut std::collections::BTreeMap<(String, u64), String>, m: Vec<Mutation>) {
         for m in m {
             match m {
-                Mutation::PutHistory { group, seq, entry } => {
-                    table.insert((group, seq), entry);
+                Mutation::PutHistory {
+                    group,
+                    seq,
+                    dropped,
+                    entry,
+                } => {
+                    table.insert((group, seq), row_text(dropped, &entry));
                 }
                 Mutation::TrimHistory { group, below } => {
                     table.retain(|(g, s), _| g != &group || *s >= below);

@@ -50,7 +50,14 @@ struct Inner {
     clock: Clock,
     /// What happened in each group, for the web view and `status --group`.
     history: History,
+    /// When the histories' rows last went to the store.
+    history_stored: Instant,
+    /// The history of each parked request, closed when it is woken (under this lock).
+    held_history: HashMap<WaiterId, history::Asked>,
 }
+
+/// How often the histories' changed rows go to the store (with a batch of the state's).
+const HISTORY_EVERY: Duration = Duration::from_secs(1);
 
 /// The server ticks every second; a longer gap between two looks at the clock than this
 /// means the process did not run (SIGSTOP, a suspended VM, a machine starved for minutes).
@@ -118,10 +125,14 @@ impl Inner {
                     .insert((group.to_owned(), id.clone()), self.ticket);
             }
         }
-        // The histories' rows ride along with the state's batches (never a commit of their
-        // own, never a reply's wait): a restart finds them as recent as the state.
+        // The histories' rows ride along with a state's batch at most once a `HISTORY_EVERY`
+        // (never a commit of their own, never a reply's wait): each row is written once per
+        // period however often it changed, and a restart finds them as recent as that.
         let mut batch = batch;
-        batch.extend(self.history.take_mutations());
+        if self.history_stored.elapsed() >= HISTORY_EVERY {
+            batch.extend(self.history.take_mutations());
+            self.history_stored = Instant::now();
+        }
         writer.submit(self.ticket, batch);
         true
     }
@@ -149,14 +160,17 @@ impl Inner {
 
     fn deliver(&mut self, wakeups: Vec<Wakeup>, ticket: u64) {
         let now = Instant::now();
+        let at = history::now_ms();
         for Wakeup { waiter, reply } in wakeups {
+            if let Some(asked) = self.held_history.remove(&waiter) {
+                self.history.answered(asked, &reply, at);
+            }
             if let Some(tx) = self.waiters.remove(&waiter) {
                 // The receiver may have timed out at this very moment; it then finds the
                 // reply with `try_recv` after `cancel` returned false.
                 let _ = tx.send(((reply, ticket), now));
             }
         }
-        let at = history::now_ms();
         for event in self.machine.take_events() {
             self.history.event(&event, at);
             match event {
@@ -236,6 +250,8 @@ impl Shared {
                 message_tickets: HashMap::new(),
                 clock: Clock::new(),
                 history,
+                history_stored: Instant::now(),
+                held_history: HashMap::new(),
             }),
             access: settings.access(),
             settings,
@@ -318,7 +334,7 @@ impl Shared {
     }
 
     async fn answer(&self, request: &Request, shutdown: &CancellationToken) -> Ticketed {
-        let (waiter, mut rx, hold, asked) = {
+        let (waiter, mut rx, hold) = {
             let mut inner = self.lock();
             let hold = inner.machine.hold_for(request);
             let park =
@@ -357,7 +373,10 @@ impl Shared {
                 (None, Some(waiter)) => {
                     let (tx, rx) = oneshot::channel();
                     inner.waiters.insert(waiter, tx);
-                    (waiter, rx, hold, asked)
+                    if let Some(asked) = asked {
+                        inner.held_history.insert(waiter, asked);
+                    }
+                    (waiter, rx, hold)
                 }
             }
         };
@@ -365,11 +384,6 @@ impl Shared {
             reply = &mut rx => {
                 if let Ok((reply, released)) = reply {
                     self.metrics.wakeup(released.elapsed());
-                    if let Some(asked) = asked {
-                        let at = history::now_ms()
-                            .saturating_sub(released.elapsed().as_millis() as u64);
-                        self.lock().history.answered(asked, &reply.0, at);
-                    }
                     return reply;
                 }
             }
@@ -380,16 +394,12 @@ impl Shared {
         if inner.machine.cancel(waiter) {
             inner.waiters.remove(&waiter);
             // Its history stays open: the client asks again.
+            inner.held_history.remove(&waiter);
             (Reply::wait(), inner.ticket)
         } else {
             match rx.try_recv() {
                 Ok((reply, released)) => {
                     self.metrics.wakeup(released.elapsed());
-                    if let Some(asked) = asked {
-                        let at =
-                            history::now_ms().saturating_sub(released.elapsed().as_millis() as u64);
-                        inner.history.answered(asked, &reply.0, at);
-                    }
                     reply
                 }
                 Err(_) => (Reply::wait(), inner.ticket),

@@ -327,8 +327,14 @@ impl Store {
                 tx.prepare_cached("DELETE FROM history WHERE grp = ?1 AND seq < ?2")?;
             for m in mutations {
                 match m {
-                    Mutation::PutHistory { group, seq, entry } => {
-                        put_history.execute(params![group, *seq as i64, entry])?;
+                    Mutation::PutHistory {
+                        group,
+                        seq,
+                        dropped,
+                        entry,
+                    } => {
+                        let text = crate::history::row_text(*dropped, entry);
+                        put_history.execute(params![group, *seq as i64, text])?;
                     }
                     Mutation::TrimHistory { group, below } => {
                         trim_history

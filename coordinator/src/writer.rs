@@ -550,10 +550,18 @@ mod tests {
 
     #[test]
     fn coalescing_keeps_histories_past_their_groups_and_trims_last() {
-        let row = |seq: u64, entry: &str| Mutation::PutHistory {
+        let row = |seq: u64, client: &str| Mutation::PutHistory {
             group: "g".into(),
             seq,
-            entry: entry.into(),
+            dropped: 0,
+            entry: Box::new(lava_protocol::timeline::Entry {
+                seq,
+                at_ms: 0,
+                what: lava_protocol::timeline::What::Registered {
+                    client: client.into(),
+                    role: String::new(),
+                },
+            }),
         };
         let trim = |below: u64| Mutation::TrimHistory {
             group: "g".into(),

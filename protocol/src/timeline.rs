@@ -636,6 +636,37 @@ mod tests {
     }
 
     #[test]
+    fn failures_and_verdicts_are_marked() {
+        let mut log = sample();
+        log.events.push(entry(
+            12,
+            6_000,
+            What::Failed {
+                client: "b".into(),
+                reason: "disk full".into(),
+            },
+        ));
+        log.events.push(entry(
+            13,
+            6_500,
+            What::Verdict {
+                text: "deadlock in group \"g\"".into(),
+            },
+        ));
+        let t = Timeline::build(&log, &[], None);
+        assert!(t
+            .marks
+            .iter()
+            .any(|m| m.kind == MarkKind::Failed && m.lane == 1 && m.label == "failed: disk full"));
+        assert!(t
+            .lines
+            .iter()
+            .any(|l| l.kind == LineKind::Verdict && l.at_ms == 6_500));
+        let svg = t.svg();
+        assert!(svg.contains("class=\"fail\"") && svg.contains("class=\"verdict\""));
+    }
+
+    #[test]
     fn log_round_trips_through_json() {
         let log = sample();
         let text = serde_json::to_string(&log).unwrap();

@@ -300,6 +300,35 @@ fn browsers_that_leave_mid_stream_leave_no_connection_behind() {
     let page = http(&web, "GET", "/", &[], "").expect("the groups page after the streams");
     assert_eq!(page.status, 200);
     assert!(started.elapsed() < Duration::from_secs(5));
+    // Message data only on request: not on the group's page, on its data page.
+    let group = http(&web, "GET", &format!("/group/{GROUP}"), &[], "").unwrap();
+    assert_eq!(group.status, 200);
+    assert!(
+        !group.body.contains("192.0.2.1"),
+        "no message data on the page"
+    );
+    assert!(group
+        .body
+        .contains(&format!("/group/{GROUP}/data?id=ready")));
+    let data = http(
+        &web,
+        "GET",
+        &format!("/group/{GROUP}/data?id=ready"),
+        &[],
+        "",
+    )
+    .unwrap();
+    assert_eq!(data.status, 200);
+    assert!(data.body.contains("192.0.2.1"), "{}", data.body);
+    let none = http(
+        &web,
+        "GET",
+        &format!("/group/{GROUP}/data?id=nope"),
+        &[],
+        "",
+    )
+    .unwrap();
+    assert_eq!(none.status, 404);
     // An unknown group's stream is a 404, not an endless stream.
     let gone = http(&web, "GET", "/group/nope/events", &[], "").unwrap();
     assert_eq!(gone.status, 404);
@@ -354,8 +383,8 @@ fn an_oversized_history_keeps_its_newest_events_within_the_bound() {
     assert_eq!(status["history"]["dropped"], dropped);
 }
 
-/// The history is stored with the state: after SIGTERM, and after kill -9 as far as the
-/// state's last commit, a restarted coordinator shows it.
+/// The history is stored with the state: after SIGTERM all of it, after kill -9 what a
+/// change of state carried (at most once a second), a restarted coordinator shows it.
 #[test]
 fn the_history_survives_a_restart_where_the_state_does() {
     let dir = lava_multinode_tests::TempDir::new("web-restart");
@@ -408,6 +437,21 @@ fn the_history_survives_a_restart_where_the_state_does() {
         ))
         .unwrap();
     assert_eq!(sent.response, Response::Ack);
+    // History rows go to the store with a change of state at most once a second: let that
+    // second pass on purpose, then a change of state carries them.
+    thread::sleep(Duration::from_millis(1100));
+    let carrier = server
+        .client()
+        .call(&req(
+            "node3",
+            "client",
+            RequestKind::Send {
+                id: "carrier".into(),
+                message: json!({}),
+            },
+        ))
+        .unwrap();
+    assert_eq!(carrier.response, Response::Ack);
     server.child.kill().unwrap();
     let _ = server.child.wait();
     drop(server);

@@ -369,7 +369,10 @@ pub enum Mutation {
     PutHistory {
         group: String,
         seq: u64,
-        entry: String,
+        /// Events dropped before the log's first kept one, when this row was taken.
+        dropped: u64,
+        /// Turned into text by the store's thread, not under the server's lock.
+        entry: Box<lava_protocol::timeline::Entry>,
     },
     /// Forget the group's history events numbered below `below`.
     TrimHistory {

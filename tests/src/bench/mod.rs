@@ -4,6 +4,7 @@
 //! Every request loop is bounded (per-request timeouts, per-round deadlines, time budgets),
 //! so a misbehaving server costs errors in the result, never a hang.
 
+pub mod ab;
 pub mod console;
 pub mod load;
 pub mod net;

@@ -82,7 +82,7 @@ pub fn rss_of(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn spawn_until_listening(
+pub fn spawn_until_listening(
     kind: Kind,
     mut dir: TempDir,
     mut command: impl FnMut(u16, &Path) -> Command,

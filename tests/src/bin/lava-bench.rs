@@ -63,6 +63,11 @@ struct Cli {
     /// ephemeral ports (which caps even the floor at about 14k connections/s here).
     #[arg(long)]
     half_close: bool,
+    /// Instead of the usual run: what a change costs, side by side in one run: this
+    /// coordinator binary (say, built from the commit before the change), ours, and ours with
+    /// its web view watched; sync latency and lava_send throughput, medians.
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -95,6 +100,18 @@ fn main() -> ExitCode {
             coordinator.display()
         );
         return ExitCode::from(2);
+    }
+    if let Some(baseline) = &cli.baseline {
+        return match bench::ab::run(baseline, &coordinator, cli.quick) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("lava-bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let reference = if cli.no_reference {
         None
