@@ -989,6 +989,48 @@ mod tests {
     }
 
     #[test]
+    fn an_operator_action_is_an_event_and_its_request_no_call() {
+        let mut h = History::new(1 << 20, 1 << 20);
+        h.asked(&sync("a"), 0, None, seen(false, true, true));
+        let unblock = Request::new(
+            "g",
+            "operator",
+            "",
+            RequestKind::Operator {
+                action: lava_protocol::message::OperatorAction::Unblock { reason: None },
+            },
+        );
+        assert!(h
+            .asked(&unblock, 5, Some(&Reply::ack()), seen(true, true, false))
+            .is_none());
+        h.event(
+            &Event::Operator {
+                group: "g".into(),
+                operator: "operator".into(),
+                what: "unblocked 1 held request".into(),
+            },
+            6,
+        );
+        let log = h.log("g").unwrap();
+        assert!(!log
+            .events
+            .iter()
+            .any(|e| matches!(&e.what, What::Request(s) if s.kind == "operator")));
+        let last = &log.events.last().unwrap().what;
+        assert_eq!(
+            last,
+            &What::Operator {
+                operator: "operator".into(),
+                what: "unblocked 1 held request".into()
+            }
+        );
+        assert_eq!(
+            event_text(log.events.last().unwrap()).1,
+            "operator operator: unblocked 1 held request"
+        );
+    }
+
+    #[test]
     fn a_request_refused_before_any_group_leaves_nothing() {
         let mut h = History::new(1 << 20, 1 << 20);
         let r = h.asked(
