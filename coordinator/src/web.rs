@@ -72,51 +72,56 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         warn!("web view: no randomness for a session token: not serving");
         return;
     };
-    let web = Arc::new(Web { shared, session });
+    let web = Arc::new(Web {
+        shared: shared.clone(),
+        session,
+    });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    warn!("web view: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    // The server's accept loop: bounded, and counted against max_connections_per_address
+    // with the address's other connections.
+    crate::server::accept(
+        &listener,
+        &shared,
+        &slots,
+        &shutdown,
+        refuse,
+        |stream, peer| {
+            let web = web.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                let service = hyper::service::service_fn(|req| {
+                    let web = web.clone();
+                    async move { Ok::<_, Infallible>(web.handle(req, peer).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                // A connection lives at most as long as one stream, plus a little.
+                let bound = STREAM_FOR + Duration::from_secs(60);
+                tokio::select! {
+                    done = tokio::time::timeout(bound, conn) => match done {
+                        Ok(Err(e)) => debug!("web view: {peer}: {e}"),
+                        Err(_) => debug!("web view: {peer}: connection closed after {bound:?}"),
+                        Ok(Ok(())) => {}
+                    },
+                    _ = shutdown.cancelled() => {}
                 }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let web = web.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(|req| {
-                let web = web.clone();
-                async move { Ok::<_, Infallible>(web.handle(req, peer).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            // A connection lives at most as long as one stream, plus a little.
-            let bound = STREAM_FOR + Duration::from_secs(60);
-            tokio::select! {
-                done = tokio::time::timeout(bound, conn) => match done {
-                    Ok(Err(e)) => debug!("web view: {peer}: {e}"),
-                    Err(_) => debug!("web view: {peer}: connection closed after {bound:?}"),
-                    Ok(Ok(())) => {}
-                },
-                _ = shutdown.cancelled() => {}
             }
-            drop(permit);
-        });
-    }
+        },
+    )
+    .await;
+}
+
+/// A browser over its address's limit: told so, and closed.
+fn refuse(shared: &Shared, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    shared.metrics.failure(crate::metrics::Failure::OverLimit);
+    debug!("web view: {peer} is over max_connections_per_address");
+    // Read what of the request is there, so that closing does not reset the answer away.
+    let _ = stream.try_read(&mut [0u8; 4096]);
+    let _ = stream.try_write(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
 }
 
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
