@@ -455,3 +455,45 @@ impl Drop for Spawned {
         }
     }
 }
+
+/// The exit status of a tool whose request the coordinator refused, or that needs a feature the
+/// coordinator (or the transport) does not have.
+pub const NACK_EXIT: i32 = 4;
+
+/// Each call is one of our extensions: against LAVA's own coordinator (`lava`) it exits
+/// [`NACK_EXIT`] saying it needs this project's coordinator; over the console (`console`, where
+/// only LAVA's MultiNode API passes) it exits the same way saying it needs ours over TCP.
+pub fn assert_extensions_need_ours(
+    tools: &Tools,
+    lava: &[(&str, &[&str])],
+    console: &[(&str, &[&str])],
+) {
+    let reference = crate::start_reference();
+    let node = Node::new(
+        tools,
+        &GroupConfig::new(&reference.addr, "lava", 1),
+        "a",
+        "r",
+    );
+    for (tool, args) in lava {
+        let err = node.run(tool, args).fails(NACK_EXIT).to_owned();
+        assert!(
+            err.contains("needs this project's lava-coordinator"),
+            "{tool} {args:?}: {err}"
+        );
+    }
+    let mut over_console = Node::new(
+        tools,
+        &GroupConfig::new("127.0.0.1:1", "unused", 1),
+        "a",
+        "r",
+    );
+    over_console.set_env("LAVA_MULTINODE_TRANSPORT", Some("console"));
+    for (tool, args) in console {
+        let err = over_console.run(tool, args).fails(NACK_EXIT).to_owned();
+        assert!(
+            err.contains("needs our coordinator over TCP"),
+            "{tool} {args:?}: {err}"
+        );
+    }
+}

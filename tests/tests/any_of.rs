@@ -3,8 +3,8 @@
 //!
 //! Run with `cargo build -p lava-multinode -p lava-coordinator` first.
 
-use lava_multinode_tests::tools::{GroupConfig, Node, Tools};
-use lava_multinode_tests::{start_coordinator, start_reference, wait_until_held, STATE_DEADLINE};
+use lava_multinode_tests::tools::{assert_extensions_need_ours, GroupConfig, Node, Tools};
+use lava_multinode_tests::{start_coordinator, wait_until_held, STATE_DEADLINE};
 
 const NACK: i32 = 4;
 
@@ -78,35 +78,12 @@ fn an_any_of_wait_ends_when_every_member_that_could_send_failed() {
 
 #[test]
 fn against_lavas_coordinator_or_over_the_console_any_of_waits_say_they_need_ours() {
-    let tools = Tools::native();
-    let reference = start_reference();
-    let node = Node::new(
-        &tools,
-        &GroupConfig::new(&reference.addr, "lava", 1),
-        "a",
-        "r",
+    assert_extensions_need_ours(
+        &Tools::native(),
+        &[
+            ("lava-wait", &["a", "b"][..]),
+            ("lava-wait-all", &["--any", "a"]),
+        ],
+        &[("lava-wait", &["a", "b"][..])],
     );
-    let err = node.run("lava-wait", &["a", "b"]).fails(NACK).to_owned();
-    assert!(
-        err.contains("needs this project's lava-coordinator"),
-        "{err}"
-    );
-    let err = node
-        .run("lava-wait-all", &["--any", "a"])
-        .fails(NACK)
-        .to_owned();
-    assert!(
-        err.contains("needs this project's lava-coordinator"),
-        "{err}"
-    );
-
-    let mut console = Node::new(
-        &tools,
-        &GroupConfig::new("127.0.0.1:1", "unused", 1),
-        "a",
-        "r",
-    );
-    console.set_env("LAVA_MULTINODE_TRANSPORT", Some("console"));
-    let err = console.run("lava-wait", &["a", "b"]).fails(NACK).to_owned();
-    assert!(err.contains("needs our coordinator over TCP"), "{err}");
 }

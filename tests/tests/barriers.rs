@@ -4,9 +4,9 @@
 //!
 //! Run with `cargo build -p lava-multinode -p lava-coordinator` first.
 
-use lava_multinode_tests::tools::{GroupConfig, Node, Tools};
+use lava_multinode_tests::tools::{assert_extensions_need_ours, GroupConfig, Node, Tools};
 use lava_multinode_tests::{
-    coordinator_status, start_coordinator, start_reference, wait_until_held, STATE_DEADLINE,
+    coordinator_status, start_coordinator, wait_until_held, STATE_DEADLINE,
 };
 
 const NACK: i32 = 4;
@@ -102,33 +102,9 @@ fn a_role_barrier_ends_when_a_member_of_the_role_fails() {
 
 #[test]
 fn against_lavas_coordinator_or_over_the_console_barriers_say_they_need_ours() {
-    let tools = Tools::native();
-    let reference = start_reference();
-    let node = Node::new(
-        &tools,
-        &GroupConfig::new(&reference.addr, "lava", 1),
-        "a",
-        "r",
+    assert_extensions_need_ours(
+        &Tools::native(),
+        &[("lava-sync", &["--count", "1", "b"][..])],
+        &[("lava-sync", &["--role", "r", "b"][..])],
     );
-    let err = node
-        .run("lava-sync", &["--count", "1", "b"])
-        .fails(NACK)
-        .to_owned();
-    assert!(
-        err.contains("needs this project's lava-coordinator"),
-        "{err}"
-    );
-
-    let mut console = Node::new(
-        &tools,
-        &GroupConfig::new("127.0.0.1:1", "unused", 1),
-        "a",
-        "r",
-    );
-    console.set_env("LAVA_MULTINODE_TRANSPORT", Some("console"));
-    let err = console
-        .run("lava-sync", &["--role", "r", "b"])
-        .fails(NACK)
-        .to_owned();
-    assert!(err.contains("needs our coordinator over TCP"), "{err}");
 }

@@ -8,10 +8,10 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use lava_multinode_tests::tools::{GroupConfig, Node, Tools};
+use lava_multinode_tests::tools::{assert_extensions_need_ours, GroupConfig, Node, Tools};
 use lava_multinode_tests::{
     bin, coordinator_status, free_port, start_coordinator, start_coordinator_with_config,
-    start_reference, wait_for_port, wait_for_status, wait_until_held, TempDir, STATE_DEADLINE,
+    wait_for_port, wait_for_status, wait_until_held, TempDir, STATE_DEADLINE,
 };
 use std::time::Duration;
 
@@ -155,35 +155,15 @@ fn lab_wide_locks_need_the_setting_and_are_shared_by_every_group() {
 
 #[test]
 fn against_lavas_coordinator_or_over_the_console_locks_say_they_need_ours() {
-    let tools = Tools::native();
-    let reference = start_reference();
-    let node = Node::new(
-        &tools,
-        &GroupConfig::new(&reference.addr, "lava", 1),
-        "a",
-        "r",
+    assert_extensions_need_ours(
+        &Tools::native(),
+        &[
+            ("lava-lock", &["dut"][..]),
+            ("lava-lock", &["--try", "dut"]),
+            ("lava-unlock", &["dut"]),
+        ],
+        &[("lava-lock", &["dut"][..])],
     );
-    for (tool, args) in [
-        ("lava-lock", &["dut"][..]),
-        ("lava-lock", &["--try", "dut"]),
-        ("lava-unlock", &["dut"]),
-    ] {
-        let err = node.run(tool, args).fails(NACK).to_owned();
-        assert!(
-            err.contains("needs this project's lava-coordinator"),
-            "{tool}: {err}"
-        );
-    }
-
-    let mut console = Node::new(
-        &tools,
-        &GroupConfig::new("127.0.0.1:1", "unused", 1),
-        "a",
-        "r",
-    );
-    console.set_env("LAVA_MULTINODE_TRANSPORT", Some("console"));
-    let err = console.run("lava-lock", &["dut"]).fails(NACK).to_owned();
-    assert!(err.contains("needs our coordinator over TCP"), "{err}");
 }
 
 /// A coordinator process killed when dropped (a failing test leaves none behind).

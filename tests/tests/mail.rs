@@ -4,10 +4,9 @@
 //!
 //! Run with `cargo build -p lava-multinode -p lava-coordinator` first.
 
-use lava_multinode_tests::tools::{GroupConfig, Node, Tools};
+use lava_multinode_tests::tools::{assert_extensions_need_ours, GroupConfig, Node, Tools};
 use lava_multinode_tests::{
-    held_requests, start_coordinator, start_reference, wait_for_status, wait_until_held,
-    STATE_DEADLINE,
+    held_requests, start_coordinator, wait_for_status, wait_until_held, STATE_DEADLINE,
 };
 
 const NACK: i32 = 4;
@@ -84,45 +83,16 @@ fn each_queue_entry_is_taken_by_one_node() {
 
 #[test]
 fn against_lavas_coordinator_or_over_the_console_they_say_they_need_ours() {
-    let tools = Tools::native();
-    let reference = start_reference();
-    let node = Node::new(
-        &tools,
-        &GroupConfig::new(&reference.addr, "lava", 1),
-        "a",
-        "r",
+    assert_extensions_need_ours(
+        &Tools::native(),
+        &[
+            ("lava-send", &["--to", "a", "id", "k=v"][..]),
+            ("lava-send", &["--queue", "id", "k=v"]),
+            ("lava-wait", &["--consume", "id"]),
+        ],
+        &[
+            ("lava-send", &["--to", "b", "id"][..]),
+            ("lava-wait", &["--consume", "id"]),
+        ],
     );
-    for args in [&["--to", "a", "id", "k=v"][..], &["--queue", "id", "k=v"]] {
-        let err = node.run("lava-send", args).fails(NACK).to_owned();
-        assert!(
-            err.contains("needs this project's lava-coordinator"),
-            "{args:?}: {err}"
-        );
-    }
-    let err = node
-        .run("lava-wait", &["--consume", "id"])
-        .fails(NACK)
-        .to_owned();
-    assert!(
-        err.contains("needs this project's lava-coordinator"),
-        "{err}"
-    );
-
-    let mut console = Node::new(
-        &tools,
-        &GroupConfig::new("127.0.0.1:1", "unused", 1),
-        "a",
-        "r",
-    );
-    console.set_env("LAVA_MULTINODE_TRANSPORT", Some("console"));
-    let err = console
-        .run("lava-send", &["--to", "b", "id"])
-        .fails(NACK)
-        .to_owned();
-    assert!(err.contains("needs our coordinator over TCP"), "{err}");
-    let err = console
-        .run("lava-wait", &["--consume", "id"])
-        .fails(NACK)
-        .to_owned();
-    assert!(err.contains("needs our coordinator over TCP"), "{err}");
 }
