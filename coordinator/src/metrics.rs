@@ -218,21 +218,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         &shared,
         &slots,
         &shutdown,
-        refuse,
+        crate::server::refuse_http,
         |stream, peer| answer(shared.clone(), stream, peer),
     )
     .await;
-}
-
-/// A scraper over its address's limit: told so, and closed.
-fn refuse(shared: &Shared, stream: tokio::net::TcpStream, peer: std::net::SocketAddr) {
-    shared.metrics.failure(Failure::OverLimit);
-    debug!("metrics: {peer} is over max_connections_per_address");
-    // Read what of the request is there, so that closing does not reset the answer away.
-    let _ = stream.try_read(&mut [0u8; 4096]);
-    let _ = stream.try_write(
-        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    );
 }
 
 async fn answer(

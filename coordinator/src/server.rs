@@ -952,6 +952,17 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
     }
 }
 
+/// An HTTP client (metrics, web view) over its address's limit: told so (`503`), and closed.
+pub(crate) fn refuse_http(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
+    shared.metrics.failure(Failure::OverLimit);
+    debug!("HTTP: {peer} is over max_connections_per_address");
+    // Read what of the request is there, so that closing does not reset the answer away.
+    let _ = stream.try_read(&mut [0u8; 4096]);
+    let _ = stream.try_write(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+}
+
 /// The accept loop of every listener of the coordinator (its protocol port, the metrics):
 /// at most `slots` connections at once, and `max_connections_per_address` from one address
 /// across all listeners (a connection over it goes to `refuse` and is closed), each served by

@@ -84,7 +84,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         &shared,
         &slots,
         &shutdown,
-        refuse,
+        crate::server::refuse_http,
         |stream, peer| {
             let web = web.clone();
             let shutdown = shutdown.clone();
@@ -111,17 +111,6 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         },
     )
     .await;
-}
-
-/// A browser over its address's limit: told so, and closed.
-fn refuse(shared: &Shared, stream: tokio::net::TcpStream, peer: SocketAddr) {
-    shared.metrics.failure(crate::metrics::Failure::OverLimit);
-    debug!("web view: {peer} is over max_connections_per_address");
-    // Read what of the request is there, so that closing does not reset the answer away.
-    let _ = stream.try_read(&mut [0u8; 4096]);
-    let _ = stream.try_write(
-        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    );
 }
 
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
