@@ -977,41 +977,72 @@ fn a_sync_reply_lost_to_a_reset_is_answered_on_the_retry() {
 
 /// The metrics endpoint goes through the server's accept loop: its connections count against
 /// `max_connections_per_address` together with the protocol's, and a scrape over the limit is
-/// answered 503 at once instead of taking a task.
+/// answered 503 at once instead of taking a task. (From 127.0.0.2, so that the harness's own
+/// probes from 127.0.0.1 do not count.)
 #[test]
 fn metrics_connections_count_against_the_address_limit() {
-    use std::io::Write as _;
-    let metrics_addr = format!("127.0.0.1:{}", lava_multinode_tests::free_port());
+    use lava_multinode_tests::net::connect_from;
+    use std::io::{Read as _, Write as _};
+    const FROM: [u8; 4] = [127, 0, 0, 2];
+    let metrics_port = lava_multinode_tests::free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let server = start_coordinator_with_config(
         Some(r#"{"max_connections_per_address": 2}"#),
         &["--metrics", &metrics_addr],
     );
-    assert!(scrape(&metrics_addr, "/metrics").starts_with("HTTP/1.1 200"));
-    // Two half-sent requests hold the address's two places (until read_timeout).
+    let port = |addr: &str| addr.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
+    // The HTTP answer from 127.0.0.2, or `None` when the connection was reset.
+    let scrape_from = || -> Option<String> {
+        let mut s = connect_from(FROM, metrics_port).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    };
+    // The protocol connections being served, seen from 127.0.0.1 (not counted for .2).
+    let serving = || {
+        metric(
+            &scrape(&metrics_addr, "/metrics"),
+            "lava_coordinator_connections",
+        )
+    };
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            thread::yield_now();
+        }
+    };
+    until("the harness's probes are done", &|| serving() == 0.0);
+    // Two half-sent requests hold 127.0.0.2's two places (until read_timeout).
     let held: Vec<TcpStream> = (0..2)
         .map(|_| {
-            let mut s = TcpStream::connect(&server.addr).unwrap();
+            let mut s = connect_from(FROM, port(&server.addr)).unwrap();
             s.write_all(b"0000").unwrap();
             s
         })
         .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    until("both held connections are served", &|| serving() == 2.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
         // Refused: a 503, or the connection closed before the request was read.
-        if try_scrape(&metrics_addr, "/metrics").is_none_or(|a| a.starts_with("HTTP/1.1 503")) {
+        if scrape_from().is_none_or(|a| a.starts_with("HTTP/1.1 503")) {
             break true;
         }
-        if std::time::Instant::now() > deadline {
+        if Instant::now() > deadline {
             break false;
         }
         // Until the server has accepted both held connections; it answers by itself.
-        std::thread::yield_now();
+        thread::yield_now();
     };
-    assert!(refused, "a scrape over the address's limit was served");
+    assert!(
+        refused,
+        "a scrape over the address's limit was served:\n{}",
+        server.log_text()
+    );
     drop(held);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !try_scrape(&metrics_addr, "/metrics").is_some_and(|a| a.starts_with("HTTP/1.1 200")) {
-        assert!(std::time::Instant::now() < deadline, "the places came back");
-        std::thread::yield_now();
-    }
+    until("the places came back", &|| {
+        scrape_from().is_some_and(|a| a.starts_with("HTTP/1.1 200"))
+    });
 }
