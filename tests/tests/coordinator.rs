@@ -965,6 +965,15 @@ fn a_sync_reply_lost_to_a_reset_is_answered_on_the_retry() {
             .response,
         Response::Ack
     );
+    // The server tried a's reply and marked it lost once a's connection is done: the only
+    // connection left is the status request that asks.
+    lava_multinode_tests::wait_for_status(
+        &server.addr,
+        None,
+        "a's reset connection finished",
+        STATE_DEADLINE,
+        |status| status["counters"]["connections"] == 1,
+    );
     // a's retry (LAVA's client asks again after an empty reply) is the completed round.
     let started = Instant::now();
     let retry = client.call(&req("lost", "a", 2, sync("s"))).unwrap();
