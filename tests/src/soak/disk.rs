@@ -130,8 +130,8 @@ fn run_on(opts: &Opts, dir: &Path, mnt: &Path) -> Outcome {
             unexpected.push(format!("setup {} was not acknowledged", r.kind.name()));
         }
     }
-    // Fill the file system.
-    let filled = {
+    // Fill the file system (a file takes every byte left).
+    let fill = |mnt: &Path| -> usize {
         let mut filled = 0usize;
         if let Ok(mut f) = std::fs::File::create(mnt.join("filler")) {
             let chunk = vec![0u8; 16 << 10];
@@ -142,6 +142,7 @@ fn run_on(opts: &Opts, dir: &Path, mnt: &Path) -> Outcome {
         }
         filled
     };
+    let filled = fill(mnt);
     // Writes: three 200 kB sends.
     let mut acked_writes = Vec::new();
     let mut writes = Vec::new();
@@ -194,17 +195,6 @@ fn run_on(opts: &Opts, dir: &Path, mnt: &Path) -> Outcome {
         unexpected.push(format!("another group's lava_wait: {other_said}"));
     }
     // Space returns: does it recover by itself?
-    let fill = |mnt: &Path| -> usize {
-        let mut filled = 0usize;
-        if let Ok(mut f) = std::fs::File::create(mnt.join("filler")) {
-            let chunk = vec![0u8; 16 << 10];
-            while f.write_all(&chunk).is_ok() {
-                filled += chunk.len();
-            }
-            let _ = f.sync_all();
-        }
-        filled
-    };
     let _ = std::fs::remove_file(mnt.join("filler"));
     let freed = Instant::now();
     let deadline = freed + Duration::from_secs(20);
